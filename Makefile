@@ -1,0 +1,53 @@
+# Two commands on a fresh machine: `make run` (default experiment) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= 2
+CONFIG ?= config/config.yaml
+SNAKEMAKE_ARGS ?=
+UI_PORT ?= 5000
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install run test test-fast lint dry-run ui bench lock clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv from requirements.lock and install the package
+
+run: $(STAMP)  ## run the default experiment end to end (embedded scifact-mini)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --profile profiles/default $(SNAKEMAKE_ARGS)
+	@echo "Summary table: results/tables/summary.md (CSV: results/tables/summary.csv); MLflow: make ui"
+
+test: $(STAMP)  ## run the test suite (what CI runs)
+	$(BIN)/python -m pytest -q tests
+
+test-fast: $(STAMP)  ## tests without the slow end-to-end checks
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+lint: $(STAMP)  ## snakemake --lint and a dry run
+	$(BIN)/snakemake --lint --configfile $(CONFIG)
+	$(BIN)/snakemake -n --configfile $(CONFIG) --quiet
+
+ui: $(STAMP)  ## MLflow UI on 127.0.0.1 against results/mlflow.db
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath results/mlflow.db) --host 127.0.0.1 --port $(UI_PORT)
+
+bench: $(STAMP)  ## memory/time benchmark of the training methods
+	$(BIN)/python -m pipeline.bench
+
+lock:  ## re-resolve requirements.lock from pyproject.toml (needs a registry)
+	rm -rf /tmp/lock-venv && $(PYTHON) -m venv /tmp/lock-venv && /tmp/lock-venv/bin/pip install -q . && \
+	  /tmp/lock-venv/bin/pip freeze --exclude infonce-bench | sed -e 's/+cpu$$//' > requirements.lock
+
+clean:  ## remove results (keeps results/reference) and the venv
+	rm -rf results/data results/models results/index results/eval results/tables results/mlflow.db $(VENV)

