@@ -1,0 +1,82 @@
+"""Reading a normalised dataset folder (BEIR layout, already validated by `pipeline.data`) and
+turning a qrels split into training examples."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .common import PipelineError
+from .encoder import passage_text
+from .methods.base import Example
+
+
+@dataclass
+class Dataset:
+    root: Path
+    corpus: dict[str, dict]                         # doc id -> {"title", "text"}
+    queries: dict[str, str]                         # query id -> text
+    qrels: dict[str, dict[str, dict[str, int]]]     # split -> query id -> doc id -> grade
+    manifest: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> dict[str, dict[str, int]]:
+        if name not in self.qrels:
+            raise PipelineError(f"{self.root}: no qrels split {name!r}; available: {sorted(self.qrels)}")
+        return self.qrels[name]
+
+    def doc_ids(self) -> list[str]:
+        return list(self.corpus)
+
+    def passages(self, ids: list[str] | None = None) -> list[str]:
+        return [passage_text(self.corpus[i]) for i in (ids if ids is not None else self.corpus)]
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh, delimiter="\t")
+        next(reader, None)  # header, checked by pipeline.data
+        for row in reader:
+            if row:
+                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    return qrels
+
+
+def load_dataset(root: str | Path) -> Dataset:
+    root = Path(root)
+    if not (root / "corpus.jsonl").is_file():
+        raise PipelineError(f"{root}: not a dataset folder (missing corpus.jsonl)")
+    corpus, queries = {}, {}
+    with open(root / "corpus.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                doc = json.loads(line)
+                corpus[str(doc["_id"])] = {"title": doc.get("title") or "", "text": doc.get("text") or ""}
+    with open(root / "queries.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                query = json.loads(line)
+                queries[str(query["_id"])] = query["text"]
+    qrels = {p.stem: read_qrels(p) for p in sorted((root / "qrels").glob("*.tsv"))}
+    manifest_path = root / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    return Dataset(root, corpus, queries, qrels, manifest)
+
+
+def training_examples(ds: Dataset, split: str, hard_negatives: dict[str, list[str]] | None = None,
+                      per_query: int = 0) -> list[Example]:
+    """One example per relevant (query, doc) pair of `split` (grade > 0), in file order, with up
+    to `per_query` mined hard negatives that are not themselves relevant."""
+    examples = []
+    for qid, docs in ds.split(split).items():
+        relevant = {d for d, grade in docs.items() if grade > 0}
+        negatives = []
+        if hard_negatives and per_query:
+            negatives = [d for d in hard_negatives.get(qid, []) if d not in relevant][:per_query]
+        for doc_id in docs:
+            if doc_id in relevant:
+                examples.append(Example(ds.queries[qid], passage_text(ds.corpus[doc_id]),
+                                        [passage_text(ds.corpus[n]) for n in negatives]))
+    return examples

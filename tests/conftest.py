@@ -1,0 +1,66 @@
+"""Shared fixtures. Tests run offline (HF_HUB_OFFLINE=1) against real components: a tiny
+random-weight BERT that uses MiniLM's real tokenizer, real FAISS, real Snakemake and MLflow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def make_tiny_bert(out: Path, hidden: int = 32, layers: int = 2, dropout: float = 0.0, seed: int = 0) -> Path:
+    """Save a tiny random BERT with MiniLM's real tokenizer to `out` (a Hugging Face folder)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from pipeline.encoder import packaged_minilm_path
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(str(packaged_minilm_path()))
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=512,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    BertModel(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny BERT folder with dropout off (exact-gradient tests)."""
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_dropout_model_dir(tmp_path_factory) -> Path:
+    """The same tiny BERT with dropout 0.1 (RNG-replay tests)."""
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert-dropout") / "model", dropout=0.1)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "scifact" / "corpus.jsonl").is_file():
+        pytest.skip(f"needs {SHARED_DATA} (the shared data folder beside the checkout)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def repo_copy(tmp_path) -> Path:
+    """A copy of the repository's workflow files in a temp dir, for real Snakemake runs."""
+    dest = tmp_path / "repo"
+    dest.mkdir()
+    for name in ("Snakefile", "rules", "config", "pipeline", "profiles", "data"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest
