@@ -1,0 +1,217 @@
+"""Aggregate every job's outputs into result tables (and plots), then log them to MLflow.
+
+Tables in <results>/tables/:
+  summary.csv   one row per dataset x run x seed x scoring (x lambda), with training cost
+  summary.md    mean +- std across seeds, significance against the reference run
+  dn.csv/md     dot vs DN: delta and paired significance per run
+  index.csv/md  approximate indexes: recall@100 against flat, build/search seconds, size
+
+MLflow is written from this single process only, so parallel jobs never race on the sqlite
+store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import config as pcfg
+from .common import PipelineError, atomic_write_text, log, read_json, run_main
+
+KEY_COLUMNS = ["dataset", "run", "seed", "scoring", "lambda"]
+HEADLINE = ["ndcg@10", "recall@100", "mrr@10"]
+
+
+def scoring_key(scoring: str, lam) -> str:
+    """Per-query results are keyed like `dot`, `dn@0.25`, `dn*@0.25`."""
+    return scoring if lam is None or (isinstance(lam, float) and math.isnan(lam)) else f"{scoring}@{float(lam):g}"
+
+
+def _paths(results: Path, cfg: dict, job: pcfg.Job) -> dict[str, Path]:
+    tag = pcfg.model_tag(cfg, job.run, job.seed)
+    return {
+        "eval": results / "eval" / job.dataset / job.run / f"seed{job.seed}",
+        "model": results / "models" / job.dataset / job.run / tag,
+        "index": results / "index" / job.dataset / job.run / tag,
+        "data": results / "data" / job.dataset,
+    }
+
+
+def collect(results: Path, cfg: dict) -> tuple[pd.DataFrame, dict, list[dict]]:
+    """Read metrics.json / per_query.json / train_summary.json of every job of the grid."""
+    rows, per_query, index_rows = [], {}, []
+    for job in pcfg.jobs(cfg):
+        paths = _paths(results, cfg, job)
+        metrics = read_json(paths["eval"] / "metrics.json")
+        train = read_json(paths["model"] / "train_summary.json")
+        recipe = pcfg.recipe(cfg, job.run, job.dataset)
+        n_total = recipe["batch_size"] * recipe["accumulation_steps"] if pcfg.is_trained(cfg, job.run) else 0
+        for row in metrics["rows"]:
+            rows.append({
+                "dataset": job.dataset, "run": job.run, "seed": job.seed, "scoring": row["scoring"],
+                "lambda": row.get("lambda"),
+                **{k: v for k, v in row.items() if k not in ("scoring", "lambda", "index")},
+                "method": recipe["method"], "n_local": recipe["batch_size"] if n_total else 0,
+                "n_total": n_total, "memory_size": recipe["memory_size"] if recipe["method"] == "contaccum" else 0,
+                "fanoise": (recipe.get("fanoise") or {}).get("alpha", 0.0),
+                "train_steps": train.get("steps", 0), "peak_mem_mb": train.get("peak_mem_mb", float("nan")),
+                "sec_per_update": train.get("sec_per_update", float("nan")),
+            })
+        pq_path = paths["eval"] / "per_query.json"
+        if pq_path.is_file():
+            per_query[(job.dataset, job.run, job.seed)] = read_json(pq_path)
+        for name, stats in (metrics.get("index_recall") or {}).items():
+            index_rows.append({"dataset": job.dataset, "run": job.run, "seed": job.seed, "index": name, **stats})
+    if not rows:
+        raise PipelineError(f"{results}: no metrics found for the configured grid")
+    frame = pd.DataFrame(rows)
+    front = KEY_COLUMNS + HEADLINE
+    return frame[front + [c for c in frame.columns if c not in front]], per_query, index_rows
+
+
+def _mean_over_seeds(per_query: dict, dataset: str, run: str, key: str) -> dict[str, float]:
+    """Per-query NDCG@10 averaged over the run's seeds (queries present in every seed)."""
+    seeds = [pq[key] for (d, r, _), pq in per_query.items() if d == dataset and r == run and key in pq]
+    if not seeds:
+        return {}
+    common = set.intersection(*(set(s) for s in seeds))
+    return {q: float(np.mean([s[q] for s in seeds])) for q in common}
+
+
+def significance(frame: pd.DataFrame, per_query: dict, reference: str | None, permutations: int) -> pd.DataFrame:
+    """Paired randomization test of each run against the reference run, per dataset and scoring,
+    Holm-corrected within a dataset."""
+    from .significance import holm, paired_randomization, paired_ttest
+
+    out = []
+    if reference is None:
+        return pd.DataFrame(columns=["dataset", "run", "scoring", "lambda", "p_value", "p_ttest", "p_holm"])
+    for dataset, group in frame.groupby("dataset"):
+        raw = {}
+        for (run, scoring, lam), _ in group.groupby(["run", "scoring", "lambda"], dropna=False):
+            if run == reference:
+                continue
+            key = scoring_key(scoring, lam)
+            a = _mean_over_seeds(per_query, dataset, run, key)
+            b = _mean_over_seeds(per_query, dataset, reference, key)
+            common = sorted(set(a) & set(b))
+            if len(common) < 2:
+                continue
+            xa, xb = np.array([a[q] for q in common]), np.array([b[q] for q in common])
+            raw[(run, scoring, lam)] = (paired_randomization(xa, xb, n=permutations, seed=0), paired_ttest(xa, xb))
+        adjusted = holm({k: v[0] for k, v in raw.items()})
+        for (run, scoring, lam), (p, pt) in raw.items():
+            out.append({"dataset": dataset, "run": run, "scoring": scoring, "lambda": lam, "p_value": p,
+                        "p_ttest": pt, "p_holm": adjusted[(run, scoring, lam)]})
+    return pd.DataFrame(out)
+
+
+def _fmt(mean: float, std: float) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    return f"{mean:.4f} ± {std:.4f}" if std and not math.isnan(std) else f"{mean:.4f}"
+
+
+def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | None) -> str:
+    from .significance import marker
+
+    groups = frame.groupby(["dataset", "run", "scoring", "lambda"], dropna=False, sort=False)
+    lines = []
+    for dataset in frame["dataset"].unique():
+        lines += [f"## {dataset}", "",
+                  "| run | scoring | λ | seeds | NDCG@10 | Recall@100 | MRR@10 | p vs " + (reference or "–") +
+                  " (Holm) | peak MB | s/update |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for (ds, run, scoring, lam), g in groups:
+            if ds != dataset:
+                continue
+            cells = [_fmt(g[m].mean(), g[m].std(ddof=1) if len(g) > 1 else 0.0) for m in HEADLINE]
+            p = "ref" if run == reference else "–"
+            if not sig.empty:
+                hit = sig[(sig.dataset == ds) & (sig.run == run) & (sig.scoring == scoring) &
+                          ((sig["lambda"] == lam) | (sig["lambda"].isna() & pd.isna(lam)))]
+                if len(hit):
+                    p = f"{hit.p_holm.iloc[0]:.3g}{marker(hit.p_holm.iloc[0])}"
+            lam_txt = "–" if pd.isna(lam) else f"{lam:g}"
+            lines.append(f"| {run} | {scoring} | {lam_txt} | {len(g)} | {' | '.join(cells)} | {p} | "
+                         f"{g.peak_mem_mb.mean():.0f} | {g.sec_per_update.mean():.2f} |")
+        lines.append("")
+    lines.append("Mean ± sample std over seeds (dn* rows: each seed is itself a mean over its repeats). "
+                 "p: paired randomization test on per-query NDCG@10 against the reference run with the same "
+                 "scoring, Holm-corrected per dataset; † marks p < 0.05.")
+    return "\n".join(lines) + "\n"
+
+
+def dn_table(frame: pd.DataFrame, per_query: dict) -> pd.DataFrame:
+    """Each DN variant against plain dot product for the same model: NDCG@10 delta and p-value."""
+    from .significance import paired_randomization
+
+    out = []
+    for (dataset, run), g in frame.groupby(["dataset", "run"], sort=False):
+        dot = g[g.scoring == "dot"]["ndcg@10"].mean()
+        for (scoring, lam), h in g[g.scoring != "dot"].groupby(["scoring", "lambda"], dropna=False):
+            a = _mean_over_seeds(per_query, dataset, run, scoring_key(scoring, lam))
+            b = _mean_over_seeds(per_query, dataset, run, "dot")
+            common = sorted(set(a) & set(b))
+            p = paired_randomization(np.array([a[q] for q in common]), np.array([b[q] for q in common])) \
+                if len(common) > 1 else float("nan")
+            out.append({"dataset": dataset, "run": run, "scoring": scoring, "lambda": lam, "ndcg@10_dot": dot,
+                        "ndcg@10": h["ndcg@10"].mean(), "delta": h["ndcg@10"].mean() - dot, "p_value": p})
+    return pd.DataFrame(out)
+
+
+def write_tables(results: Path, cfg: dict) -> dict[str, Path]:
+    frame, per_query, index_rows = collect(results, cfg)
+    evaluation = cfg.get("evaluation", {})
+    reference = evaluation.get("reference_run")
+    sig = significance(frame, per_query, reference, evaluation.get("significance_permutations", 10000))
+    if not sig.empty:
+        frame = frame.merge(sig, on=["dataset", "run", "scoring", "lambda"], how="left")
+    tables = results / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    paths = {"summary.csv": tables / "summary.csv", "summary.md": tables / "summary.md"}
+    atomic_write_text(paths["summary.csv"], frame.to_csv(index=False))
+    atomic_write_text(paths["summary.md"], f"# Results: {cfg.get('experiment', '')}\n\n" +
+                      summary_markdown(frame, sig, reference))
+    dn = dn_table(frame, per_query)
+    if not dn.empty:
+        paths["dn.csv"], paths["dn.md"] = tables / "dn.csv", tables / "dn.md"
+        atomic_write_text(paths["dn.csv"], dn.to_csv(index=False))
+        atomic_write_text(paths["dn.md"], "# Dot product vs Distribution Normalization (NDCG@10)\n\n" +
+                          dn.to_markdown(index=False, floatfmt=".4f") + "\n")
+    if index_rows:
+        idx = pd.DataFrame(index_rows)
+        paths["index.csv"], paths["index.md"] = tables / "index.csv", tables / "index.md"
+        atomic_write_text(paths["index.csv"], idx.to_csv(index=False))
+        atomic_write_text(paths["index.md"], "# Indexes\n\n" + idx.to_markdown(index=False, floatfmt=".4g") + "\n")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.aggregate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default="results", help="results folder (default: results)")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--config", help="experiment config YAML")
+    group.add_argument("--config-json", help="validated config as JSON (what the Snakemake rule passes)")
+    parser.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
+    args = parser.parse_args(argv)
+    cfg = pcfg.load(args.config) if args.config else pcfg.validate(json.loads(args.config_json))
+    results = Path(args.results)
+    paths = write_tables(results, cfg)
+    for name, path in paths.items():
+        log.info("wrote %s", path)
+    if cfg["mlflow"]["enabled"] and not args.no_mlflow:
+        from .mlflow_log import log_experiment
+
+        log_experiment(results, cfg)
+    print(f"Summary table: {paths['summary.md']} (CSV: {paths['summary.csv']})")
+
+
+if __name__ == "__main__":
+    run_main(main)
