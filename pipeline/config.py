@@ -96,8 +96,22 @@ def validate(config: dict, *, fill_defaults: bool = True) -> dict:
         from snakemake.utils import validate as snakemake_validate
 
         snakemake_validate(config, str(SCHEMA_PATH), set_default=True)
+    _select_runs(config)
     _semantic_checks(config)
     return config
+
+
+def _select_runs(config: dict) -> None:
+    only = config.pop("only_runs", None)
+    if only is None:
+        return
+    unknown = [r for r in only if r not in config["runs"]]
+    if unknown:
+        raise ConfigError(f"config key only_runs: unknown run(s) {unknown}; expected some of {sorted(config['runs'])}")
+    config["runs"] = {r: config["runs"][r] for r in only}
+    evaluation = config.get("evaluation", {})
+    if evaluation.get("reference_run") not in config["runs"]:
+        evaluation.pop("reference_run", None)  # no significance tests when the reference is not run
 
 
 def _semantic_checks(config: dict) -> None:
