@@ -11,6 +11,9 @@ from pipeline import config as pcfg
 
 configfile: "config/config.yaml"
 
+
+report: "report/workflow.rst"
+
 CFG = pcfg.validate(config)
 PY = sys.executable  # the interpreter running Snakemake (the project's venv), not the system one
 RESULTS = "results"

@@ -189,7 +189,22 @@ def write_tables(results: Path, cfg: dict) -> dict[str, Path]:
         paths["index.csv"], paths["index.md"] = tables / "index.csv", tables / "index.md"
         atomic_write_text(paths["index.csv"], idx.to_csv(index=False))
         atomic_write_text(paths["index.md"], "# Indexes\n\n" + idx.to_markdown(index=False, floatfmt=".4g") + "\n")
+    paths.update(draw_plots(results, cfg, frame))
     return paths
+
+
+def draw_plots(results: Path, cfg: dict, frame: pd.DataFrame) -> dict[str, Path]:
+    from .plots import draw_all
+
+    logs = {}
+    for job in pcfg.jobs(cfg):
+        recipe = pcfg.recipe(cfg, job.run, job.dataset)
+        if pcfg.is_trained(cfg, job.run) and not recipe["encoder"].get("tied", True):
+            path = _paths(results, cfg, job)["model"] / "train_log.jsonl"
+            if path.is_file():
+                label = job.run if len(cfg["seeds"]) == 1 else f"{job.run} s{job.seed}"
+                logs[label if len(cfg["datasets"]) == 1 else f"{job.dataset} {label}"] = path
+    return draw_all(frame, logs, results / "plots")
 
 
 def main(argv: list[str] | None = None) -> None:

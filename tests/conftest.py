@@ -57,7 +57,7 @@ def repo_copy(tmp_path) -> Path:
     """A copy of the repository's workflow files in a temp dir, for real Snakemake runs."""
     dest = tmp_path / "repo"
     dest.mkdir()
-    for name in ("Snakefile", "rules", "config", "pipeline", "profiles", "data"):
+    for name in ("Snakefile", "rules", "config", "pipeline", "profiles", "data", "report"):
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))

@@ -1,0 +1,117 @@
+"""A real Snakemake run of the whole chain on a tiny grid in a temp dir: embedded scifact-mini,
+a tiny random BERT, two trained methods plus zero-shot, two seeds, dot/DN/DN* and an HNSW
+index. Checks the tables, the plots, the report and the MLflow store read back with the client."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+SEEDS = [1, 2]
+RUNS = {
+    "zeroshot": {"method": "none"},
+    "dpr-4": {"method": "inbatch", "batch_size": 4},
+    "contaccum-4x2": {"method": "contaccum", "batch_size": 4, "accumulation_steps": 2, "memory_size": 8},
+}
+
+
+def snakemake(repo, *args, check=True):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tiny.yaml", *args],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in (repo / "results" / "logs").rglob("*.log"))
+        raise AssertionError(f"snakemake {args} failed:\n{proc.stderr[-4000:]}\n{logs}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_model_dir):
+    from conftest import REPO
+    import shutil
+
+    repo = tmp_path_factory.mktemp("e2e") / "repo"
+    repo.mkdir()
+    for name in ("Snakefile", "rules", "config", "pipeline", "profiles", "data", "report"):
+        src = REPO / name
+        (shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir()
+         else shutil.copy2(src, repo / name))
+    config = {
+        "experiment": "e2e-tiny",
+        "datasets": {"scifact-mini": {"source": "embedded"}},
+        "seeds": SEEDS,
+        "encoder": {"model": str(tiny_model_dir), "query_max_length": 32, "passage_max_length": 64, "tied": False},
+        "training": {"max_steps": 3, "lr": 1e-4, "warmup_ratio": 0.0},
+        "runs": RUNS,
+        "index": {"index_types": ["flat", "hnsw"]},
+        "evaluation": {"scorings": ["dot", "dn", "dn*"], "lambdas": [0.25, 0.5],
+                       "dn_star": {"samples": 20, "repeats": 2}, "reference_run": "zeroshot",
+                       "significance_permutations": 500},
+    }
+    (repo / "tiny.yaml").write_text(yaml.safe_dump(config))
+    snakemake(repo)
+    return repo
+
+
+def test_summary_table(finished_run):
+    frame = pd.read_csv(finished_run / "results" / "tables" / "summary.csv")
+    for column in ("dataset", "run", "seed", "scoring", "ndcg@10", "recall@100", "mrr@10", "lambda"):
+        assert column in frame.columns
+    assert set(frame.run) == set(RUNS) and set(frame.seed) == set(SEEDS)
+    assert set(frame.scoring) == {"dot", "dn", "dn*"}
+    # one dot row + two lambdas for each of dn and dn*, per job
+    assert len(frame) == len(RUNS) * len(SEEDS) * 5
+    assert frame["ndcg@10"].between(0, 1).all()
+    assert frame[frame.run != "zeroshot"]["p_value"].notna().all()
+    md = (finished_run / "results" / "tables" / "summary.md").read_text()
+    assert "contaccum-4x2" in md and "±" in md
+
+
+def test_training_logs_and_plots(finished_run):
+    import json
+
+    log = finished_run / "results" / "models" / "scifact-mini" / "contaccum-4x2" / "seed1" / "train_log.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for key in ("loss", "lr", "grad_norm_query", "grad_norm_passage", "grad_norm_ratio", "seconds", "peak_mem_mb",
+                "bank_fill", "negatives_per_query"):
+        assert key in rows[0]
+    for name in ("ndcg_per_run", "ndcg_vs_batch", "ndcg_vs_memory", "grad_norm_ratio", "dn_lambda"):
+        for ext in ("png", "svg"):
+            assert (finished_run / "results" / "plots" / f"{name}.{ext}").stat().st_size > 0
+
+
+def test_mlflow_runs_and_idempotence(finished_run):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{finished_run / 'results' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("e2e-tiny")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    children = [r for r in runs if r.data.tags.get("pipeline.level") == "seed"]
+    parents = [r for r in runs if r.data.tags.get("pipeline.level") == "parent"]
+    assert len(children) == len(RUNS) * len(SEEDS) and len(parents) == len(RUNS)
+    child = next(r for r in children if r.data.tags["run"] == "contaccum-4x2")
+    assert "dot.ndcg_at_10" in child.data.metrics and "dn_star_lam0.25.ndcg_at_10" in child.data.metrics
+    assert child.data.params["method"] == "contaccum" and child.data.tags["git_commit"]
+    history = client.get_metric_history(child.info.run_id, "train.loss")
+    assert [m.step for m in history] == [1, 2, 3]
+    artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert {"metrics.json", "train_log.jsonl", "resolved_config.json", "runs"} <= artifacts
+    parent = next(r for r in parents if r.data.tags["run"] == "contaccum-4x2")
+    assert "dot.ndcg_at_10.mean" in parent.data.metrics and "dot.ndcg_at_10.std" in parent.data.metrics
+
+    # Re-running the aggregation (what a second `make run` does) must not duplicate runs.
+    snakemake(finished_run, "--forcerun", "aggregate")
+    again = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert len(again) == len(runs)
+
+
+def test_rerun_is_a_no_op(finished_run):
+    proc = snakemake(finished_run, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
