@@ -4,30 +4,30 @@
 # Stages: data -> (hardneg) -> train -> index -> evaluate -> aggregate. Each rule is a thin
 # call of `python -m pipeline.<step>`; see ARCHITECTURE.md.
 import sys
+from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
 from pipeline import config as pcfg
+from pipeline.plots import PLOTS
+
 
 configfile: "config/config.yaml"
 
 
 report: "report/workflow.rst"
 
+
 CFG = pcfg.validate(config)
-PY = sys.executable  # the interpreter running Snakemake (the project's venv), not the system one
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
 
-
-def model_dir(ds, run, seed):
-    return f"{RESULTS}/models/{ds}/{run}/{pcfg.model_tag(CFG, run, int(seed))}"
-
-
-def eval_dir(ds, run, seed):
-    return f"{RESULTS}/eval/{ds}/{run}/seed{seed}"
+# Shell commands call `python`: make it the interpreter running Snakemake (the project's venv),
+# not whatever python comes first on PATH.
+shell.prefix(f"set -euo pipefail; export PATH={Path(sys.executable).parent}:$PATH; ")
 
 
+include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/index.smk"

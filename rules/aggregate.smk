@@ -1,23 +1,21 @@
 # Aggregate stage: tables and plots from every job, and MLflow logging from this one process
 # (parallel writers would race on the sqlite store).
-from pipeline.plots import PLOTS
-
-
-def all_jobs():
-    return pcfg.jobs(CFG)
 
 
 rule aggregate:
     input:
-        metrics=[f"{eval_dir(j.dataset, j.run, j.seed)}/metrics.json" for j in all_jobs()],
-        train=sorted({f"{model_dir(j.dataset, j.run, j.seed)}/train_summary.json" for j in all_jobs()}),
+        metrics=all_metrics(),
+        train=all_train_summaries(),
     output:
         csv=report(f"{RESULTS}/tables/summary.csv", caption="../report/summary.rst", category="Tables"),
         md=f"{RESULTS}/tables/summary.md",
         plots=[report(f"{RESULTS}/plots/{name}.png", caption=f"../report/{name}.rst", category="Plots")
                for name in PLOTS],
     params:
-        config=lambda w: shlex.quote(pcfg.to_json(CFG)),
+        config=lambda w: json_arg(CFG),
+        results=parent("output", levels=2),
+    conda:
+        "../environment.yml"
     log:
         f"{LOGS}/aggregate.log",
     threads: 1
@@ -25,4 +23,4 @@ rule aggregate:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{PY} -m pipeline.aggregate --results {RESULTS} --config-json {params.config} > {log} 2>&1"
+        "python -m pipeline.aggregate --results {params.results} --config-json {params.config} > {log} 2>&1"

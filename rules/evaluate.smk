@@ -1,26 +1,21 @@
 # Evaluate stage: search the test queries with each scoring (dot, DN, DN*) and score them.
 
 
-def evaluate_params(wildcards):
-    ds = CFG["datasets"][wildcards.dataset]
-    params = {**CFG["evaluation"], "split": ds["test_split"], "seed": int(wildcards.seed),
-              "index_types": CFG["index"]["index_types"]}
-    params["dn_star"] = {**params["dn_star"], "seed": int(wildcards.seed)}
-    return shlex.quote(pcfg.to_json(params))
-
-
 rule evaluate:
     input:
-        index=lambda w: f"{RESULTS}/index/{w.dataset}/{w.run}/{pcfg.model_tag(CFG, w.run, int(w.seed))}/index_stats.json",
+        index=lambda w: f"{index_dir(w.dataset, w.run, w.seed)}/index_stats.json",
+        model=lambda w: f"{model_dir(w.dataset, w.run, w.seed)}/train_summary.json",
         data=f"{RESULTS}/data/{{dataset}}/manifest.json",
     output:
         f"{RESULTS}/eval/{{dataset}}/{{run}}/seed{{seed}}/metrics.json",
     params:
-        model=lambda w: model_dir(w.dataset, w.run, w.seed) + "/model",
-        index=lambda w: f"{RESULTS}/index/{w.dataset}/{w.run}/{pcfg.model_tag(CFG, w.run, int(w.seed))}",
-        data=f"{RESULTS}/data/{{dataset}}",
-        out=f"{RESULTS}/eval/{{dataset}}/{{run}}/seed{{seed}}",
+        model=lambda w, input: os.path.join(os.path.dirname(input.model), "model"),
+        index=parent("index"),
+        data=parent("data"),
+        out=parent("output"),
         evaluation=evaluate_params,
+    conda:
+        "../environment.yml"
     log:
         f"{LOGS}/evaluate/{{dataset}}/{{run}}/seed{{seed}}.log",
     wildcard_constraints:
@@ -30,5 +25,5 @@ rule evaluate:
         mem_mb=8000,
         runtime=60,
     shell:
-        "{PY} -m pipeline.evaluate --model {params.model} --dataset {params.data} --index {params.index} "
+        "python -m pipeline.evaluate --model {params.model} --dataset {params.data} --index {params.index} "
         "--out {params.out} --params-json {params.evaluation} > {log} 2>&1"

@@ -8,10 +8,12 @@ rule index:
     output:
         f"{RESULTS}/index/{{dataset}}/{{run}}/{{tag}}/index_stats.json",
     params:
-        model=f"{RESULTS}/models/{{dataset}}/{{run}}/{{tag}}/model",
-        data=f"{RESULTS}/data/{{dataset}}",
-        out=f"{RESULTS}/index/{{dataset}}/{{run}}/{{tag}}",
-        index=lambda w: shlex.quote(pcfg.to_json(CFG["index"])),
+        model=lambda w, input: os.path.join(os.path.dirname(input.model), "model"),
+        data=parent("data"),
+        out=parent("output"),
+        index=lambda w: json_arg(CFG["index"]),
+    conda:
+        "../environment.yml"
     log:
         f"{LOGS}/index/{{dataset}}/{{run}}/{{tag}}.log",
     wildcard_constraints:
@@ -21,5 +23,5 @@ rule index:
         mem_mb=8000,
         runtime=120,
     shell:
-        "{PY} -m pipeline.index --model {params.model} --dataset {params.data} --out {params.out} "
+        "python -m pipeline.index --model {params.model} --dataset {params.data} --out {params.out} "
         "--params-json {params.index} > {log} 2>&1"
