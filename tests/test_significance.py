@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.significance import compare_to_reference, holm, marker, paired_randomization, paired_ttest
+
+
+def test_identical_runs_are_not_significant():
+    a = np.random.default_rng(0).uniform(size=50)
+    assert paired_randomization(a, a, n=2000) == 1.0
+    assert paired_ttest(a, a) == 1.0
+
+
+def test_clearly_better_run_is_significant():
+    rng = np.random.default_rng(1)
+    base = rng.uniform(size=100)
+    better = base + 0.1 + rng.normal(scale=0.05, size=100)
+    p = paired_randomization(better, base, n=5000, seed=0)
+    assert p == pytest.approx(1 / 5001)
+    assert paired_ttest(better, base) < 1e-10
+    # Deterministic under the seed, symmetric in the order of the runs.
+    assert paired_randomization(better, base, n=5000, seed=0) == p
+    assert paired_randomization(base, better, n=5000, seed=0) == p
+
+
+def test_noise_is_not_significant():
+    rng = np.random.default_rng(2)
+    a, b = rng.uniform(size=200), rng.uniform(size=200)
+    assert paired_randomization(a, b, n=5000) > 0.05
+
+
+def test_dict_inputs_use_shared_query_ids():
+    a = {"q1": 1.0, "q2": 0.0, "q3": 0.5}
+    b = {"q2": 0.0, "q3": 0.5, "q4": 0.2}
+    assert paired_randomization(a, b, n=100) == 1.0
+
+
+def test_holm_known_example():
+    # m = 4: sorted p 0.01, 0.02, 0.03, 0.5 -> 0.04, 0.06, 0.06 (monotone), 0.5.
+    adj = holm({"a": 0.03, "b": 0.01, "c": 0.5, "d": 0.02})
+    assert adj == pytest.approx({"a": 0.06, "b": 0.04, "c": 0.5, "d": 0.06})
+    assert holm({"x": 0.6, "y": 0.7}) == pytest.approx({"x": 1.0, "y": 1.0})
+
+
+def test_marker_and_compare():
+    assert marker(0.01) == "\u2020" and marker(0.2) == "" and marker(0.01, symbol="*") == "*"
+    rng = np.random.default_rng(3)
+    ref = {str(i): float(v) for i, v in enumerate(rng.uniform(size=60))}
+    runs = {"ref": ref, "same": dict(ref), "better": {k: v + 0.2 + 0.01 * rng.normal() for k, v in ref.items()}}
+    out = compare_to_reference(runs, "ref", n=2000)
+    assert out["same"]["p_holm"] == 1.0 and out["same"]["marker"] == ""
+    assert out["better"]["marker"] == "\u2020" and out["better"]["mean_diff"] == pytest.approx(0.2, abs=0.01)
