@@ -12,7 +12,12 @@ from pipeline import config as pcfg
 from pipeline.plots import PLOTS
 
 
-configfile: "config/config.yaml"
+# The default experiment applies only when no --configfile is given: Snakemake would otherwise
+# deep-merge the two files, silently adding the default's datasets and runs to another grid.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
 
 
 report: "report/workflow.rst"

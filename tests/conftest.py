@@ -52,15 +52,21 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture
-def repo_copy(tmp_path) -> Path:
-    """A copy of the repository's workflow files in a temp dir, for real Snakemake runs."""
-    dest = tmp_path / "repo"
-    dest.mkdir()
-    for name in ("Snakefile", "rules", "config", "pipeline", "profiles", "data", "report"):
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "pipeline", "profiles", "data", "report", "environment.yml")
+
+
+def copy_workflow(dest: Path) -> Path:
+    """Copy the repository's workflow files to `dest`, for real Snakemake runs in a temp dir."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             shutil.copy2(src, dest / name)
     return dest
+
+
+@pytest.fixture
+def repo_copy(tmp_path) -> Path:
+    return copy_workflow(tmp_path / "repo")

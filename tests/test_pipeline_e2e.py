@@ -32,15 +32,9 @@ def snakemake(repo, *args, check=True):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_model_dir):
-    from conftest import REPO
-    import shutil
+    from conftest import copy_workflow
 
-    repo = tmp_path_factory.mktemp("e2e") / "repo"
-    repo.mkdir()
-    for name in ("Snakefile", "rules", "config", "pipeline", "profiles", "data", "report"):
-        src = REPO / name
-        (shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir()
-         else shutil.copy2(src, repo / name))
+    repo = copy_workflow(tmp_path_factory.mktemp("e2e") / "repo")
     config = {
         "experiment": "e2e-tiny",
         "datasets": {"scifact-mini": {"source": "embedded"}},
@@ -115,3 +109,54 @@ def test_mlflow_runs_and_idempotence(finished_run):
 def test_rerun_is_a_no_op(finished_run):
     proc = snakemake(finished_run, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_snakemake_report_has_table_and_plots(finished_run):
+    snakemake(finished_run, "--report", "results/report.html")
+    html = (finished_run / "results" / "report.html").read_text(errors="replace")
+    assert "summary.csv" in html
+    assert sum(name in html for name in ("ndcg_per_run", "ndcg_vs_batch", "ndcg_vs_memory", "grad_norm_ratio",
+                                         "dn_lambda")) >= 3
+
+
+def test_mlflow_server_rest_api(finished_run):
+    import json
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = finished_run / "results" / "mlflow.db"
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store}",
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+
+    def call(path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                experiment = call("/experiments/get-by-name?experiment_name=e2e-tiny")["experiment"]
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+        runs = call("/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 1000})["runs"]
+        assert len(runs) == len(RUNS) * len(SEEDS) + len(RUNS)
+        trained = next(r for r in runs if any(t["key"] == "pipeline.level" and t["value"] == "seed"
+                                              for t in r["data"]["tags"])
+                       and any(t["key"] == "run" and t["value"] == "dpr-4" for t in r["data"]["tags"]))
+        history = call(f"/metrics/get-history?run_id={trained['info']['run_id']}&metric_key=train.loss")["metrics"]
+        assert [m["step"] for m in history] == [1, 2, 3]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
