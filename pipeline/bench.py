@@ -1,0 +1,280 @@
+"""Memory/time benchmark of the training methods.
+
+Each (method, N_total, memory) case runs in its own child process, so a peak-memory reading
+belongs to one method alone. A child loads the encoder (untied MiniLM by default), materialises
+gradients and AdamW state, takes a baseline, runs one warm-up update and then `--updates` timed
+updates (accumulate + optimizer step), and reports:
+
+- peak_mem_mb: the whole process's peak. CPU: ru_maxrss of the child; CUDA:
+  torch.cuda.max_memory_allocated. This is what a memory cap limits, and what the ContAccum
+  paper's Table 3 reports (model + optimizer + activations).
+- peak_delta_mb: the peak minus the post-setup baseline (weights, gradients and AdamW state
+  already allocated), i.e. what the method itself adds: activations, caches, banks.
+
+On CPU, glibc's dynamic mmap threshold lets freed activation buffers stay in the heap, so RSS
+tracks the allocator's history rather than live tensors; children therefore run with
+MALLOC_MMAP_THRESHOLD_=65536 (unless already set), which returns large buffers on free.
+
+Texts are synthetic and long enough that every sequence is truncated to its max length, so
+every method pays for identical, fully padded batches. ContAccum's banks are pre-filled to
+capacity with random unit vectors so the timing reflects a full bank (steady state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .common import PipelineError, atomic_path, atomic_write_text, log, run_main
+
+COLUMNS = ["method", "n_local", "n_total", "memory_size", "peak_mem_mb", "sec_per_update",
+           "peak_delta_mb", "baseline_mb", "updates", "device", "query_length", "passage_length", "status"]
+RESULT_TAG = "BENCH_RESULT "
+METHODS = ("inbatch", "gradaccum", "gradcache", "contaccum")
+
+
+# ----------------------------------------------------------------------------- child process
+def synthetic_examples(tokenizer, n: int, query_words: int, passage_words: int, seed: int):
+    from .methods import Example
+
+    vocab = sorted(w for w in tokenizer.get_vocab() if w.isalpha() and w.isascii() and len(w) > 2)
+    rng = random.Random(seed)
+    words = lambda k: " ".join(rng.choices(vocab, k=k))  # noqa: E731
+    return [Example(words(query_words), words(passage_words)) for _ in range(n)]
+
+
+def peak_mb(device) -> float:
+    import resource
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
+def run_case(case: dict) -> dict:
+    import torch
+
+    from .encoder import BiEncoder, EncoderSpec
+    from .methods import get_method
+
+    device = torch.device(case["device"])
+    spec = EncoderSpec(model=case["model"], tied=False, query_max_length=case["query_length"],
+                       passage_max_length=case["passage_length"])
+    model = BiEncoder.from_spec(spec).to(device).train()
+    recipe = {"temperature": 0.05, "memory_size": case["memory_size"]}
+    if case["method"] == "inbatch":
+        recipe.update(batch_size=case["n_total"], accumulation_steps=1)
+    else:
+        recipe.update(batch_size=case["n_local"], accumulation_steps=case["n_total"] // case["n_local"])
+    method = get_method(case["method"])(model, recipe)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
+
+    # Allocate gradients and AdamW state now, so the baseline already contains them and the
+    # delta is what the method adds on top.
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=False)
+    if hasattr(method, "bank_p") and case["memory_size"]:
+        dim, size = model.embedding_dim, case["memory_size"]
+        unit = lambda: torch.nn.functional.normalize(torch.randn(size, dim, device=device), dim=-1)  # noqa: E731
+        method.bank_q.push(unit())
+        method.bank_p.push(unit())
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    baseline = peak_mb(device) if device.type == "cpu" else torch.cuda.memory_allocated(device) / 2**20
+
+    n = method.examples_per_update
+    data = synthetic_examples(model.tokenizer, n * (case["updates"] + 1), query_words=case["query_length"] * 2,
+                              passage_words=case["passage_length"] * 2, seed=0)
+    times, losses = [], []
+    for step in range(case["updates"] + 1):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=False)
+        stats = method.accumulate(data[step * n:(step + 1) * n])
+        optimizer.step()
+        method.after_optimizer_step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if step:  # the first update is warm-up
+            times.append(time.perf_counter() - start)
+        losses.append(stats["loss"])
+        print(f"  {case['method']} N_total={case['n_total']} update {step}/{case['updates']}: "
+              f"{time.perf_counter() - start:.2f}s", file=sys.stderr, flush=True)
+    peak = peak_mb(device)
+    return {"peak_mem_mb": round(peak, 1), "sec_per_update": round(sum(times) / len(times), 4),
+            "peak_delta_mb": round(peak - baseline, 1), "baseline_mb": round(baseline, 1), "status": "ok"}
+
+
+# ----------------------------------------------------------------------------- parent process
+def cases(args) -> list[dict]:
+    common = {"n_local": args.n_local, "updates": args.updates, "device": args.device, "model": args.model,
+              "query_length": args.query_length, "passage_length": args.passage_length}
+    out = []
+    if "inbatch" in args.methods:
+        out.append({**common, "method": "inbatch", "n_local": args.n_local, "n_total": args.n_local, "memory_size": 0})
+    for n_total in args.n_totals:
+        for method in args.methods:
+            if method == "contaccum":
+                sizes = sorted({n_total if m == "total" else int(m) for m in args.memory_sizes})
+                out += [{**common, "method": method, "n_total": n_total, "memory_size": m} for m in sizes]
+            elif method == "inbatch":
+                if n_total != args.n_local:
+                    out.append({**common, "method": method, "n_local": n_total, "n_total": n_total, "memory_size": 0})
+            else:
+                out.append({**common, "method": method, "n_total": n_total, "memory_size": 0})
+    return out
+
+
+def run_child(case: dict) -> dict:
+    cmd = [sys.executable, "-m", "pipeline.bench", "--child", json.dumps(case)]
+    env = {"MALLOC_MMAP_THRESHOLD_": "65536", **os.environ}
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_TAG):
+            return {**case, **json.loads(line[len(RESULT_TAG):])}
+    status = "oom" if proc.returncode in (-9, 137) else f"failed (exit {proc.returncode})"
+    return {**case, "peak_mem_mb": "", "sec_per_update": "", "peak_delta_mb": "", "baseline_mb": "", "status": status}
+
+
+def find(rows, method, n_total, memory_size=0):
+    for row in rows:
+        if (row["method"], row["n_total"], row["memory_size"]) == (method, n_total, memory_size) and row["status"] == "ok":
+            return row
+    return None
+
+
+def ratios(rows, n_local: int) -> list[str]:
+    lines = []
+    base8 = find(rows, "inbatch", n_local)
+    for n_total in sorted({r["n_total"] for r in rows if r["method"] != "inbatch" or r["n_total"] != n_local}):
+        ga = find(rows, "gradaccum", n_total)
+        for row in rows:
+            if row["n_total"] != n_total or row["status"] != "ok" or row["method"] not in ("gradcache", "contaccum"):
+                continue
+            label = row["method"] + (f"(M={row['memory_size']})" if row["method"] == "contaccum" else "")
+            parts = [f"N_total={n_total} {label}:"]
+            if ga:
+                parts.append(f"time/gradaccum {row['sec_per_update'] / ga['sec_per_update']:.2f}x")
+            if base8:
+                parts.append(f"peak/inbatch@{n_local} {row['peak_mem_mb'] / base8['peak_mem_mb']:.2f}x "
+                             f"(delta {row['peak_delta_mb'] / max(base8['peak_delta_mb'], 1e-9):.2f}x)")
+            lines.append(" ".join(parts))
+        big = find(rows, "inbatch", n_total)
+        if big and base8:
+            lines.append(f"N_total={n_total} inbatch@{n_total}: peak/inbatch@{n_local} "
+                         f"{big['peak_mem_mb'] / base8['peak_mem_mb']:.2f}x "
+                         f"(delta {big['peak_delta_mb'] / max(base8['peak_delta_mb'], 1e-9):.2f}x)")
+    return lines
+
+
+def plot(rows, path: Path, n_local: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    series: dict[str, list] = {}
+    for row in rows:
+        if row["status"] != "ok" or (row["method"] == "inbatch" and row["n_total"] == n_local):
+            continue
+        label = row["method"] + (f" M={row['memory_size']}" if row["method"] == "contaccum" else "")
+        series.setdefault(label, []).append(row)
+    for ax, key, title in zip(axes, ("peak_mem_mb", "peak_delta_mb", "sec_per_update"),
+                              ("peak memory (MB)", "peak over baseline (MB)", "seconds per update")):
+        for label, items in sorted(series.items()):
+            items = sorted(items, key=lambda r: r["n_total"])
+            ax.plot([r["n_total"] for r in items], [r[key] for r in items], marker="o", label=label)
+        ref = find(rows, "inbatch", n_local)
+        if ref:
+            ax.axhline(ref[key], color="grey", linestyle="--", label=f"inbatch@{n_local}")
+        ax.set_xlabel("N_total")
+        ax.set_title(title)
+        ax.set_xscale("log", base=2)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"N_local={n_local}, device={rows[0]['device'] if rows else '?'}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Writes OUT/summary.csv and OUT/bench.png and prints the ratios.")
+    csv_list = lambda cast: lambda s: [cast(x) for x in s.split(",") if x]  # noqa: E731
+    parser.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder")
+    parser.add_argument("--methods", type=csv_list(str), default=list(METHODS), help="comma-separated")
+    parser.add_argument("--n-totals", type=csv_list(int), default=[32, 64, 128], help="comma-separated N_total")
+    parser.add_argument("--n-local", type=int, default=8, help="micro-batch / chunk size (and the small in-batch)")
+    parser.add_argument("--memory-sizes", type=csv_list(str), default=["512", "2048"],
+                        help="ContAccum bank sizes in samples; 'total' means N_total")
+    parser.add_argument("--updates", type=int, default=3, help="timed updates after one warm-up update")
+    parser.add_argument("--query-length", type=int, default=32)
+    parser.add_argument("--passage-length", type=int, default=128)
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.add_argument("--model", default="all-MiniLM-L6-v2", help="encoder (untied towers)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.methods) - set(METHODS))
+    if unknown:
+        raise PipelineError(f"--methods: unknown {unknown}; expected some of {list(METHODS)}")
+    bad = [n for n in args.n_totals if n < args.n_local or n % args.n_local]
+    if bad:
+        raise PipelineError(f"--n-totals: {bad} must be multiples of --n-local {args.n_local}")
+    if args.updates < 1:
+        raise PipelineError("--updates: expected at least 1")
+    for m in args.memory_sizes:
+        if m != "total" and not m.isdigit():
+            raise PipelineError(f"--memory-sizes: expected integers or 'total', got {m!r}")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.child:
+        print(RESULT_TAG + json.dumps(run_case(json.loads(args.child))), flush=True)
+        return
+    if args.device == "auto":
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    todo = cases(args)
+    rows = []
+    for i, case in enumerate(todo, 1):
+        log.info("[%d/%d] %s N_local=%d N_total=%d memory=%d", i, len(todo), case["method"], case["n_local"],
+                 case["n_total"], case["memory_size"])
+        rows.append(run_child(case))
+        log.info("  -> peak %s MB (+%s), %s s/update, %s", rows[-1]["peak_mem_mb"], rows[-1]["peak_delta_mb"],
+                 rows[-1]["sec_per_update"], rows[-1]["status"])
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(COLUMNS)]
+    for row in rows:
+        lines.append(",".join(str(row[c]) for c in COLUMNS))
+    atomic_write_text(args.out / "summary.csv", "\n".join(lines) + "\n")
+    plot(rows, args.out / "bench.png", args.n_local)
+
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in COLUMNS[:7]]
+    print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(w) for c, w in zip(COLUMNS, widths)))
+    print()
+    for line in ratios(rows, args.n_local):
+        print(line)
+    print(f"\nwrote {args.out / 'summary.csv'} and {args.out / 'bench.png'}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,72 @@
+"""In-batch negatives (DPR) and the helpers the other methods build on."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..encoder import PASSAGE, QUERY
+from ..losses import InfoNCE
+from . import register
+from .base import Example, TrainingMethod
+
+
+def texts_of(examples: Sequence[Example]) -> tuple[list[str], list[str]]:
+    """Query texts and passage texts, the passages laid out as [positives ; hard negatives]."""
+    queries = [ex.query for ex in examples]
+    passages = [ex.positive for ex in examples] + [neg for ex in examples for neg in ex.negatives]
+    return queries, passages
+
+
+def chunks(examples: Sequence[Example], size: int) -> list[Sequence[Example]]:
+    return [examples[i:i + size] for i in range(0, len(examples), size)]
+
+
+@register("inbatch")
+class InBatch(TrainingMethod):
+    """In-batch negatives over one batch of N examples (DPR):
+
+        Q = f(queries), P = [g(positives) ; g(hard negatives)],  L = InfoNCE(Q P^T / tau)
+
+    Each query sees N - 1 in-batch negatives plus every hard negative of the batch. Memory grows
+    with N because the whole batch's graph is held until backward.
+
+    Karpukhin et al., "Dense Passage Retrieval for Open-Domain Question Answering", EMNLP 2020.
+    """
+
+    def __init__(self, model, recipe, noise=None):
+        super().__init__(model, recipe, noise)
+        self.loss_fn = InfoNCE(float(recipe.get("temperature", 0.05)))
+        self.n_local = int(recipe["batch_size"])
+
+    @property
+    def examples_per_update(self) -> int:
+        return self.n_local
+
+    # ------------------------------------------------------------------ shared building blocks
+    def embed(self, examples: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Differentiable (q, positives, hard negatives) embeddings of a list of examples."""
+        queries, passages = texts_of(examples)
+        q = self.model.embed(self.model.tokenize(queries, QUERY), QUERY)
+        p = self.model.embed(self.model.tokenize(passages, PASSAGE), PASSAGE)
+        return q, p[:len(examples)], p[len(examples):]
+
+    def add_noise(self, q: torch.Tensor, p: torch.Tensor, h: torch.Tensor):
+        """FANoise on the query matrix and on the passage matrix [positives ; hard negatives]."""
+        if self.noise is None:
+            return q, p, h
+        passages = self.noise(torch.cat([p, h]))
+        return self.noise(q), passages[:len(p)], passages[len(p):]
+
+    def batch_loss(self, q: torch.Tensor, p: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Loss of current embeddings (before noise) plus the negatives each query saw."""
+        q, p, h = self.add_noise(q, p, h)
+        passages = torch.cat([p, h])
+        return self.loss_fn(q, passages), {"negatives_per_query": float(len(passages) - 1)}
+
+    # ------------------------------------------------------------------ TrainingMethod
+    def accumulate(self, examples: list[Example]) -> dict[str, float]:
+        loss, stats = self.batch_loss(*self.embed(examples))
+        loss.backward()
+        return {"loss": float(loss.detach()), **stats, "bank_fill": 0.0}

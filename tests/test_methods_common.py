@@ -1,0 +1,103 @@
+"""What every training method shares: registry, update size, stats, and GradAccum's definition."""
+
+import functools
+
+import pytest
+import torch
+
+from pipeline.encoder import BiEncoder, EncoderSpec
+from pipeline.fanoise import FANoise
+from pipeline.losses import InfoNCE
+from pipeline.methods import Example, available, get_method
+
+METHODS = ["inbatch", "gradaccum", "gradcache", "contaccum"]
+
+
+def examples(n, negatives=0):
+    return [Example(f"question {i} about subject {i * 7}", f"passage {i} on subject {i * 7} " * (1 + i % 3),
+                    [f"unrelated text {i} number {j}" for j in range(negatives)]) for i in range(n)]
+
+
+@functools.lru_cache(maxsize=None)
+def build(model_dir, tied=True):
+    return BiEncoder.from_spec(EncoderSpec(model=str(model_dir), tied=tied, query_max_length=16,
+                                           passage_max_length=24)).train()
+
+
+def grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_registry_lists_every_method():
+    assert set(METHODS) <= set(available())
+    from pipeline.common import PipelineError
+
+    with pytest.raises(PipelineError, match="unknown training method"):
+        get_method("nope")
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_update_size_and_stats(tiny_model_dir, name):
+    model = build(tiny_model_dir)
+    method = get_method(name)(model, {"batch_size": 4, "accumulation_steps": 2, "memory_size": 8})
+    assert method.examples_per_update == (4 if name == "inbatch" else 8)
+    model.zero_grad(set_to_none=True)
+    stats = method.accumulate(examples(method.examples_per_update, negatives=1))
+    assert {"loss", "negatives_per_query", "bank_fill"} <= set(stats)
+    assert all(isinstance(v, float) for v in stats.values())
+    assert stats["loss"] > 0 and grads(model)
+    expected_negatives = {"inbatch": 3 + 4, "gradaccum": 3 + 4, "gradcache": 7 + 8,
+                          "contaccum": ((3 + 4) + (7 + 8)) / 2}[name]
+    assert stats["negatives_per_query"] == expected_negatives
+    assert stats["bank_fill"] == (8 if name == "contaccum" else 0)
+    method.after_optimizer_step()
+
+
+def test_gradaccum_is_mean_of_micro_batch_losses(tiny_model_dir):
+    model = build(tiny_model_dir)
+    batch = examples(8, negatives=1)
+    model.zero_grad(set_to_none=True)
+    stats = get_method("gradaccum")(model, {"batch_size": 4, "accumulation_steps": 2}).accumulate(batch)
+    got = grads(model)
+
+    model.zero_grad(set_to_none=True)
+    loss_fn, total = InfoNCE(0.05), 0.0
+    for part in (batch[:4], batch[4:]):
+        q = model([ex.query for ex in part], "query")
+        p = model([ex.positive for ex in part] + [n for ex in part for n in ex.negatives], "passage")
+        loss = loss_fn(q, p) / 2
+        loss.backward()
+        total += float(loss.detach())
+    assert stats["loss"] == pytest.approx(total, rel=1e-6)
+    ref = grads(model)
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-7)
+
+
+def test_gradaccum_with_one_step_is_inbatch(tiny_model_dir):
+    model = build(tiny_model_dir)
+    batch = examples(6)
+    out = []
+    for name, recipe in (("inbatch", {"batch_size": 6}), ("gradaccum", {"batch_size": 6, "accumulation_steps": 1})):
+        model.zero_grad(set_to_none=True)
+        stats = get_method(name)(model, recipe).accumulate(batch)
+        out.append((stats["loss"], grads(model)))
+    assert out[0][0] == out[1][0]
+    assert all(torch.equal(out[0][1][n], out[1][1][n]) for n in out[0][1])
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_noise_changes_training_loss_only_in_train_mode(tiny_model_dir, name):
+    model = build(tiny_model_dir)
+    recipe = {"batch_size": 4, "accumulation_steps": 2, "memory_size": 8}
+    batch = examples(8)[: 4 if name == "inbatch" else 8]
+
+    def loss(noise):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        return get_method(name)(model, recipe, noise).accumulate(batch)["loss"]
+
+    clean = loss(None)
+    assert loss(FANoise(0.5)) != clean
+    assert loss(FANoise(0.5).eval()) == clean
+    assert loss(FANoise(0.0)) == clean
