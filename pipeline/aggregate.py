@@ -120,6 +120,11 @@ def _fmt(mean: float, std: float) -> str:
 def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | None) -> str:
     from .significance import marker
 
+    # Rows follow the config's run order, then dot, dn, dn*, then lambda.
+    frame = frame.assign(_run=pd.Categorical(frame.run, categories=list(dict.fromkeys(frame.run))),
+                         _scoring=pd.Categorical(frame.scoring, categories=["dot", "dn", "dn*"]),
+                         _lam=frame["lambda"].fillna(-1.0))
+    frame = frame.sort_values(["_run", "_scoring", "_lam"], kind="stable")
     groups = frame.groupby(["dataset", "run", "scoring", "lambda"], dropna=False, sort=False)
     lines = []
     for dataset in frame["dataset"].unique():
@@ -138,8 +143,9 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | No
                 if len(hit):
                     p = f"{hit.p_holm.iloc[0]:.3g}{marker(hit.p_holm.iloc[0])}"
             lam_txt = "–" if pd.isna(lam) else f"{lam:g}"
-            lines.append(f"| {run} | {scoring} | {lam_txt} | {len(g)} | {' | '.join(cells)} | {p} | "
-                         f"{g.peak_mem_mb.mean():.0f} | {g.sec_per_update.mean():.2f} |")
+            cost = (f"{g.peak_mem_mb.mean():.0f} | {g.sec_per_update.mean():.2f}" if g.n_total.max() > 0
+                    else "– | –")
+            lines.append(f"| {run} | {scoring} | {lam_txt} | {len(g)} | {' | '.join(cells)} | {p} | {cost} |")
         lines.append("")
     lines.append("Mean ± sample std over seeds (dn* rows: each seed is itself a mean over its repeats). "
                  "p: paired randomization test on per-query NDCG@10 against the reference run with the same "
