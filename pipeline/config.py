@@ -88,7 +88,7 @@ def validate(config: dict, *, fill_defaults: bool = True) -> dict:
     ConfigError naming every offending key before any job runs."""
     if not isinstance(config, dict):
         raise ConfigError("config: expected a mapping at the top level")
-    config = copy.deepcopy(config)
+    config = _typed_scalars(copy.deepcopy(config))
     errors = schema_errors(config)
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
@@ -99,6 +99,28 @@ def validate(config: dict, *, fill_defaults: bool = True) -> dict:
     _select_runs(config)
     _semantic_checks(config)
     return config
+
+
+def _typed_scalars(node):
+    """Snakemake parses nested `--config key=[...]` values with YAML's BaseLoader, which keeps
+    every scalar a string ('13', 'true'); read such strings as YAML would in a config file."""
+    if isinstance(node, dict):
+        return {key: _typed_scalars(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_typed_scalars(value) for value in node]
+    if isinstance(node, str) and node.strip() == node and node:
+        for number in (int, float):  # PyYAML's YAML 1.1 reads '1e-5' as a string
+            try:
+                return number(node)
+            except ValueError:
+                pass
+        try:
+            value = yaml.safe_load(node)
+        except yaml.YAMLError:
+            return node
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+    return node
 
 
 def _select_runs(config: dict) -> None:

@@ -93,3 +93,13 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
     bad.write_text("datasets:\n  x: [unclosed\n")
     with pytest.raises(pcfg.ConfigError, match=r"bad.yaml:\d+: invalid YAML"):
         pcfg.load(bad)
+
+
+def test_command_line_overrides_are_typed():
+    """`--config 'seeds=[1,2]'` reaches the Snakefile as strings (YAML BaseLoader)."""
+    cfg = pcfg.validate({**BASE, "seeds": ["1", "2"], "runs": {"zeroshot": {"method": "none"},
+                                                              "d": {"method": "inbatch", "batch_size": "8",
+                                                                     "lr": "1e-5", "query_bank": "false"}}})
+    assert cfg["seeds"] == [1, 2]
+    assert cfg["runs"]["d"]["batch_size"] == 8 and cfg["runs"]["d"]["lr"] == 1e-5
+    assert cfg["runs"]["d"]["query_bank"] is False
