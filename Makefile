@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test test-fast lint dry-run ui bench lock clean help
+.PHONY: install run test test-slow lint dry-run ui bench lock clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -29,11 +29,11 @@ run: $(STAMP)  ## run the default experiment end to end (embedded scifact-mini)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --profile profiles/default $(SNAKEMAKE_ARGS)
 	@echo "Summary table: results/tables/summary.md (CSV: results/tables/summary.csv); MLflow: make ui"
 
-test: $(STAMP)  ## run the test suite (what CI runs)
-	$(BIN)/python -m pytest -q tests
-
-test-fast: $(STAMP)  ## tests without the slow end-to-end checks
+test: $(STAMP)  ## run the test suite without the slow checks (what CI runs)
 	$(BIN)/python -m pytest -q -m "not slow" tests
+
+test-slow: $(STAMP)  ## only the slow checks (full-SciFact anchor, gradient-norm stability)
+	$(BIN)/python -m pytest -q -s -m slow tests
 
 lint: $(STAMP)  ## snakemake --lint and a dry run
 	$(BIN)/snakemake --lint --configfile $(CONFIG)
