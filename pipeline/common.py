@@ -143,6 +143,17 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def parse_json_object(text: str, flag: str = "--params-json") -> dict:
+    """Parse a JSON-object command-line argument, naming the flag on error."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"{flag}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise PipelineError(f"{flag}: expected a JSON object")
+    return value
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from . import dn as dnlib
-from .common import PipelineError, atomic_dir, atomic_write_json, atomic_write_text, log, read_json, run_main, \
-    seed_everything
+from .common import (PipelineError, atomic_dir, atomic_write_json, atomic_write_text, log, parse_json_object,
+                     read_json, run_main, seed_everything)
 
 SCORINGS = ("dot", "dn", "dn*")
 K_VALUES = (1, 3, 5, 10, 100)
@@ -301,8 +301,6 @@ def run(model_dir: str, dataset_dir: str, index_dir: str, out_dir: str, params: 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from .index import parse_params
-
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.evaluate",
         description="Search an index folder with the model's query embeddings under plain dot-product, DN and "
@@ -317,7 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
                              '"dn_star": {"samples": 100, "repeats": 5, "source_split": "train", "seed": 0}, '
                              '"index": "flat", "top_k": 100, "approx_indexes": ["hnsw", "ivf"], "seed": 0}\'')
     args = parser.parse_args(argv)
-    return run(args.model, args.dataset, args.index, args.out, parse_params(args.params_json))
+    return run(args.model, args.dataset, args.index, args.out, parse_json_object(args.params_json))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import PipelineError, atomic_dir, atomic_write_json, log, run_main
+from .common import PipelineError, atomic_dir, atomic_write_json, log, parse_json_object, run_main
 
 INDEX_TYPES = ("flat", "hnsw", "ivf")
 # Measured on full SciFact (5,183 MiniLM vectors, 300 test queries, recall@100 vs flat):
@@ -225,16 +225,6 @@ def run(model_dir: str, dataset_dir: str, out_dir: str, params: dict) -> dict:
     return stats
 
 
-def parse_params(text: str) -> dict:
-    try:
-        params = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PipelineError(f"--params-json: invalid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(params, dict):
-        raise PipelineError("--params-json: expected a JSON object")
-    return params
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.index",
@@ -249,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
                              '"ivf": {"nlist": 288, "nprobe": 72, "seed": 0}}\' '
                              "(ivf defaults: nlist ~4*sqrt(N), nprobe nlist/4)")
     args = parser.parse_args(argv)
-    return run(args.model, args.dataset, args.out, parse_params(args.params_json))
+    return run(args.model, args.dataset, args.out, parse_json_object(args.params_json))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import PipelineError, atomic_path, atomic_write_json, log, run_main, seed_everything
+from .common import (PipelineError, atomic_path, atomic_write_json, log, parse_json_object, run_main,
+                     seed_everything)
 from .config import ZERO_SHOT
 from .datasets import load_dataset, training_examples
 from .encoder import BiEncoder, EncoderSpec, describe
@@ -238,10 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hard-negatives", help="BM25 negatives JSONL (output of pipeline.hardneg)")
     parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     args = parser.parse_args(argv)
-    try:
-        recipe = json.loads(args.recipe_json)
-    except json.JSONDecodeError as exc:
-        raise PipelineError(f"--recipe-json: invalid JSON ({exc.msg})") from None
+    recipe = parse_json_object(args.recipe_json, "--recipe-json")
     fail_at = os.environ.get("PIPELINE_FAIL_AT_STEP")
     summary = train(args.dataset, args.out, recipe, args.seed, args.hard_negatives,
                     progress=not args.no_progress, fail_at_step=int(fail_at) if fail_at else None)
