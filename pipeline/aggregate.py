@@ -65,7 +65,9 @@ def collect(results: Path, cfg: dict) -> tuple[pd.DataFrame, dict, list[dict]]:
         pq_path = paths["eval"] / "per_query.json"
         if pq_path.is_file():
             per_query[(job.dataset, job.run, job.seed)] = read_json(pq_path)
-        for name, stats in (metrics.get("index_recall") or {}).items():
+        report_path = paths["eval"] / "index_report.json"
+        index_report = read_json(report_path) if report_path.is_file() else {}
+        for name, stats in (index_report.get("index_recall") or {}).items():
             index_rows.append({"dataset": job.dataset, "run": job.run, "seed": job.seed, "index": name, **stats})
     if not rows:
         raise PipelineError(f"{results}: no metrics found for the configured grid")

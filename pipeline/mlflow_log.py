@@ -149,7 +149,8 @@ def _log_child(client, experiment_id, parent_id, results, cfg, job, recipe, tags
     for start in range(0, len(metrics), 900):  # MLflow caps a batch at 1000 entries
         client.log_batch(run_id, metrics=metrics[start:start + 900],
                          params=[Param(k, v[:6000]) for k, v in flatten(recipe).items()] if start == 0 else [])
-    for path in [eval_dir / "metrics.json", eval_dir / "per_query.json", log_path, model_dir / "train_summary.json"]:
+    for path in [eval_dir / "metrics.json", eval_dir / "per_query.json", eval_dir / "index_report.json", log_path,
+                 model_dir / "train_summary.json"]:
         if path.is_file() and path.stat().st_size:
             client.log_artifact(run_id, str(path))
     for trec in sorted(eval_dir.glob("*.trec")):

@@ -61,11 +61,22 @@ def test_log_has_one_row_per_step(tiny_model_dir, mini_dataset, tmp_path):
     assert summary["steps"] == 6 and summary["examples_per_update"] == 8
 
 
-def test_same_seed_gives_identical_weights(tiny_model_dir, mini_dataset, tmp_path):
+def test_same_seed_gives_identical_weights_and_metrics(tiny_model_dir, mini_dataset, tmp_path):
+    from pipeline.evaluate import main as evaluate
+    from pipeline.index import main as index
+
+    params = json.dumps({"dn_star": {"samples": 20, "repeats": 2, "seed": 5}, "lambdas": [0.25]})
     for name in ("a", "b"):
-        assert run_train(mini_dataset, tmp_path / name, recipe(tiny_model_dir)).returncode == 0
+        out = tmp_path / name
+        assert run_train(mini_dataset, out, recipe(tiny_model_dir)).returncode == 0
+        index(["--model", str(out / "model"), "--dataset", str(mini_dataset), "--out", str(out / "index")])
+        evaluate(["--model", str(out / "model"), "--dataset", str(mini_dataset), "--index", str(out / "index"),
+                  "--out", str(out / "eval"), "--params-json", params])
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "a" / "eval" / "metrics.json").read_bytes() == (tmp_path / "b" / "eval" / "metrics.json").read_bytes()
+    assert (tmp_path / "a" / "eval" / "per_query.json").read_bytes() == \
+        (tmp_path / "b" / "eval" / "per_query.json").read_bytes()
 
 
 def test_resume_after_sigkill_matches_uninterrupted(tiny_model_dir, mini_dataset, tmp_path):
