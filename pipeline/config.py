@@ -222,4 +222,5 @@ def stable_hash(obj: Any) -> str:
 
 
 def to_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    # Insertion order (the YAML order) is kept so tables list runs as the config does.
+    return json.dumps(obj, separators=(",", ":"))
