@@ -16,7 +16,8 @@ SEEDS = [1, 2]
 RUNS = {
     "zeroshot": {"method": "none"},
     "dpr-4": {"method": "inbatch", "batch_size": 4},
-    "contaccum-4x2": {"method": "contaccum", "batch_size": 4, "accumulation_steps": 2, "memory_size": 8},
+    "contaccum-4x2": {"method": "contaccum", "batch_size": 4, "accumulation_steps": 2, "memory_size": 8,
+                      "hard_negatives": {"source": "bm25", "per_query": 1}},
 }
 
 
@@ -72,6 +73,9 @@ def test_training_logs_and_plots(finished_run):
     log = finished_run / "results" / "models" / "scifact-mini" / "contaccum-4x2" / "seed1" / "train_log.jsonl"
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
+    # one BM25 hard negative per query: [pos_cur; pos_bank; hn_cur; hn_bank] -> 4 + 8 + 4 + 8 passages at step 3
+    assert rows[-1]["negatives_per_query"] == 4 + 8 + 4 + 8 - 1
+    assert (finished_run / "results" / "hardneg" / "scifact-mini.jsonl").stat().st_size > 0
     for key in ("loss", "lr", "grad_norm_query", "grad_norm_passage", "grad_norm_ratio", "seconds", "peak_mem_mb",
                 "bank_fill", "negatives_per_query"):
         assert key in rows[0]
@@ -104,6 +108,34 @@ def test_mlflow_runs_and_idempotence(finished_run):
     snakemake(finished_run, "--forcerun", "aggregate")
     again = client.search_runs([experiment.experiment_id], max_results=1000)
     assert len(again) == len(runs)
+
+
+def test_store_can_be_read_while_it_is_written(finished_run):
+    """Readers (the UI, a notebook) may query the store while the aggregate step logs to it."""
+    import json as _json
+
+    from mlflow.tracking import MlflowClient
+
+    import yaml as _yaml
+
+    config = _yaml.safe_load((finished_run / "tiny.yaml").read_text())
+    config["experiment"] = "e2e-concurrent"
+    from pipeline import config as pcfg
+
+    writer = subprocess.Popen([sys.executable, "-m", "pipeline.aggregate", "--results", "results", "--config-json",
+                               _json.dumps(pcfg.validate(config))], cwd=finished_run,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    client = MlflowClient(tracking_uri=f"sqlite:///{finished_run / 'results' / 'mlflow.db'}")
+    reads = 0
+    while writer.poll() is None or reads == 0:
+        for experiment in client.search_experiments():
+            client.search_runs([experiment.experiment_id], max_results=1000)
+        reads += 1
+    assert writer.returncode == 0, writer.stdout.read()
+    experiment = client.get_experiment_by_name("e2e-concurrent")
+    assert len(client.search_runs([experiment.experiment_id], max_results=1000)) == len(RUNS) * (len(SEEDS) + 1)
+    assert reads > 1
 
 
 def test_rerun_is_a_no_op(finished_run):
