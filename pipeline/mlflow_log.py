@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
 
 from . import config as pcfg
 from .common import log, read_json
@@ -23,7 +25,7 @@ from .common import log, read_json
 CURVES = ("loss", "lr", "grad_norm_ratio", "grad_norm_query", "grad_norm_passage", "peak_mem_mb", "bank_fill")
 
 
-def tracking_uri(results: Path, cfg: dict) -> str:
+def tracking_uri(cfg: dict) -> str:
     """The sqlite store named in config (relative paths are relative to the working directory)."""
     store = Path(cfg.get("mlflow", {}).get("store", "results/mlflow.db")).resolve()
     store.parent.mkdir(parents=True, exist_ok=True)
@@ -63,10 +65,7 @@ def _existing(client, experiment_id: str, job: str, config_hash: str):
 
 def log_experiment(results: Path, cfg: dict) -> dict[str, int]:
     """Log every job of the grid; returns counts of created and skipped runs."""
-    from mlflow.entities import Metric, Param, RunTag
-    from mlflow.tracking import MlflowClient
-
-    uri = tracking_uri(results, cfg)
+    uri = tracking_uri(cfg)
     client = MlflowClient(tracking_uri=uri)
     name = cfg.get("experiment", "default")
     experiment = client.get_experiment_by_name(name)
@@ -99,7 +98,7 @@ def log_experiment(results: Path, cfg: dict) -> dict[str, int]:
             for seed in cfg["seeds"]:
                 job = pcfg.Job(dataset, run, seed)
                 rows = _log_child(client, experiment_id, parent_run.info.run_id, results, cfg, job, recipe,
-                                  {**tags, "seed": str(seed)}, Metric, Param, RunTag)
+                                  {**tags, "seed": str(seed)})
                 seed_rows.append(rows)
                 counts["created"] += 1
             # Parent: mean and std across seeds of every final metric.
@@ -120,7 +119,7 @@ def log_experiment(results: Path, cfg: dict) -> dict[str, int]:
     return counts
 
 
-def _log_child(client, experiment_id, parent_id, results, cfg, job, recipe, tags, Metric, Param, RunTag) -> dict:
+def _log_child(client, experiment_id, parent_id, results, cfg, job, recipe, tags) -> dict:
     tag = pcfg.model_tag(cfg, job.run, job.seed)
     eval_dir = results / "eval" / job.dataset / job.run / f"seed{job.seed}"
     model_dir = results / "models" / job.dataset / job.run / tag

@@ -124,7 +124,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
     spec.passage_max_length = recipe.get("train_passage_max_length") or spec.passage_max_length
     model.train()
 
-    noise = FANoise(**recipe["fanoise"]) if recipe.get("fanoise") else None
+    noise = FANoise.from_config(recipe.get("fanoise"))
     method = get_method(recipe["method"])(model, recipe, noise=noise)
     per_update = method.examples_per_update
     updates_per_epoch = len(examples) // per_update

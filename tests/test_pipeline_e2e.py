@@ -15,7 +15,7 @@ import yaml
 SEEDS = [1, 2]
 RUNS = {
     "zeroshot": {"method": "none"},
-    "dpr-4": {"method": "inbatch", "batch_size": 4},
+    "dpr-4": {"method": "inbatch", "batch_size": 4, "fanoise": {"alpha": 0.1, "scaling": "sublinear"}},
     "contaccum-4x2": {"method": "contaccum", "batch_size": 4, "accumulation_steps": 2, "memory_size": 8,
                       "hard_negatives": {"source": "bm25", "per_query": 1}},
 }
