@@ -131,18 +131,6 @@ def read_json(path: str | os.PathLike) -> Any:
         raise PipelineError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise PipelineError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-    return rows
-
-
 def parse_json_object(text: str, flag: str = "--params-json") -> dict:
     """Parse a JSON-object command-line argument, naming the flag on error."""
     try:

@@ -12,13 +12,13 @@ import json
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .common import PipelineError, atomic_dir, log
+from .common import PipelineError, atomic_dir
 
 PACKAGED_MINILM = "all-MiniLM-L6-v2"
 _MINILM_ALIASES = {PACKAGED_MINILM, "sentence-transformers/all-MiniLM-L6-v2", "minilm"}
@@ -242,15 +242,10 @@ def passage_text(doc: dict) -> str:
     return f"{title} {text}".strip()
 
 
-def iter_batches(items: Sequence, size: int) -> Iterable[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 def describe(model: BiEncoder) -> str:
     n = sum(p.numel() for p in model.parameters())
     return (f"{model.spec.model} ({'tied' if model.spec.tied else 'untied'}, {model.spec.pooling} pooling, "
             f"normalize={model.spec.normalize}, {n / 1e6:.1f}M params)")
 
 
-__all__ = ["BiEncoder", "EncoderSpec", "QUERY", "PASSAGE", "passage_text", "resolve_model_path", "log"]
+__all__ = ["BiEncoder", "EncoderSpec", "QUERY", "PASSAGE", "describe", "passage_text", "resolve_model_path"]
