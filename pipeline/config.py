@@ -213,6 +213,23 @@ def model_tag(config: dict, run: str, seed: int) -> str:
     return f"seed{seed}" if is_trained(config, run) else "base"
 
 
+def evaluate_params(config: dict, dataset: str, seed: int) -> dict:
+    """The evaluate step's parameters for one job, translated from the config's `evaluation` and
+    `index` sections (significance settings belong to the aggregate step and are not passed)."""
+    evaluation = config["evaluation"]
+    return {
+        "split": config["datasets"][dataset]["test_split"],
+        "scorings": evaluation["scorings"],
+        "lambdas": evaluation["lambdas"],
+        "dn_order": evaluation["dn_order"],
+        "dn_star": {**evaluation["dn_star"], "seed": seed},
+        "index": evaluation["search_index"],
+        "approx_indexes": [t for t in config["index"]["index_types"] if t != "flat"],
+        "top_k": evaluation["top_k"],
+        "seed": seed,
+    }
+
+
 def jobs(config: dict) -> list[Job]:
     return [Job(d, r, s) for d in config["datasets"] for r in config["runs"] for s in config["seeds"]]
 

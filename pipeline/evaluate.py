@@ -38,10 +38,6 @@ DEFAULTS: dict[str, Any] = {
     "split": "test", "scorings": ["dot", "dn", "dn*"], "lambdas": [dnlib.DEFAULT_LAMBDA],
     "dn_order": "normalize_then_shift", "dn_star": {}, "index": "flat", "top_k": 100,
     "approx_indexes": None, "seed": 0, "batch_size": 64,
-    # Keys the Snakemake rule passes straight from the config's `evaluation` / `index` sections:
-    # `search_index` is the config's name for `index`; `index_types` (the indexes built) sets the
-    # default `approx_indexes`; the significance keys are the aggregate step's, accepted and unused.
-    "search_index": None, "index_types": None, "reference_run": None, "significance_permutations": None,
 }
 
 
@@ -78,17 +74,8 @@ def resolve_params(params: dict) -> dict:
         raise PipelineError(f"dn_star.source_split: DN* must estimate its means from unlabeled queries of a "
                             f"split other than the evaluated one ({out['split']!r})")
     out["dn_star"] = star
-    if out["search_index"] is not None:
-        if "index" in params and params["index"] != out["search_index"]:
-            raise PipelineError(f"search_index: {out['search_index']!r} contradicts index {params['index']!r}; "
-                                "give one of them")
-        out["index"] = out["search_index"]
     if out["index"] not in INDEX_TYPES:
         raise PipelineError(f"index: unknown index type {out['index']!r}; allowed: {list(INDEX_TYPES)}")
-    if out["index_types"] is not None:
-        built = check_index_types(out["index_types"], "index_types")
-        if out["approx_indexes"] is None:
-            out["approx_indexes"] = [t for t in built if t != "flat"]
     if out["approx_indexes"] is not None:
         out["approx_indexes"] = check_index_types(out["approx_indexes"], "approx_indexes") \
             if out["approx_indexes"] != [] else []

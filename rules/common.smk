@@ -63,11 +63,7 @@ def train_seed(wildcards):
 
 
 def evaluate_params(wildcards):
-    ds = CFG["datasets"][wildcards.dataset]
-    params = {**CFG["evaluation"], "split": ds["test_split"], "seed": int(wildcards.seed),
-              "index_types": CFG["index"]["index_types"]}
-    params["dn_star"] = {**params["dn_star"], "seed": int(wildcards.seed)}
-    return json_arg(params)
+    return json_arg(pcfg.evaluate_params(CFG, wildcards.dataset, int(wildcards.seed)))
 
 
 def all_metrics():

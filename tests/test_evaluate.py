@@ -143,15 +143,20 @@ def test_cli_error_exit_code(tmp_path):
     assert helped.returncode == 0 and "--params-json" in helped.stdout
 
 
-def test_accepts_the_config_keys_the_rule_passes(built, tmp_path):
-    # What rules/evaluate.smk sends: the config's evaluation section plus index.index_types.
-    params = {"scorings": ["dot"], "lambdas": [0.25], "search_index": "hnsw", "index_types": ["flat", "hnsw"],
-              "reference_run": "zeroshot", "significance_permutations": 1000, "top_k": 100,
-              "dn_order": "normalize_then_shift", "dn_star": {"samples": 5, "repeats": 2, "source_split": "train",
-                                                              "seed": 3}, "split": "test", "seed": 3}
+def test_accepts_the_parameters_the_rule_passes(built, tmp_path):
+    # What rules/evaluate.smk sends: pipeline.config.evaluate_params of a validated config.
+    from pipeline import config as pcfg
+
+    cfg = pcfg.validate({"datasets": {"tiny": {"source": "embedded"}}, "runs": {"zeroshot": {"method": "none"}},
+                         "index": {"index_types": ["flat", "hnsw"]},
+                         "evaluation": {"scorings": ["dot"], "lambdas": [0.25], "search_index": "hnsw",
+                                        "reference_run": "zeroshot", "significance_permutations": 1000,
+                                        "dn_star": {"samples": 5, "repeats": 2}}})
+    params = pcfg.evaluate_params(cfg, "tiny", 3)
+    assert params["dn_star"]["seed"] == 3 and "reference_run" not in params
     result = _evaluate(built, tmp_path / "e", params)
     assert result["rows"][0]["index"] == "hnsw"
     assert set(result["index_recall"]) == {"flat", "hnsw"}
-    with pytest.raises(PipelineError, match="search_index"):
-        _evaluate(built, tmp_path / "bad", {**params, "index": "flat"})
+    with pytest.raises(PipelineError, match="unknown key"):
+        _evaluate(built, tmp_path / "bad", {**params, "reference_run": "zeroshot"})
     assert idx.resolve_params({"ivf": {"nlist": None}}, num_docs=40)["ivf"]["nlist"] == idx.default_nlist(40)
