@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test test-slow lint dry-run ui bench lock clean help
+.PHONY: install run test test-slow lint dry-run ui bench reference check-reference lock clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -44,6 +44,21 @@ ui: $(STAMP)  ## MLflow UI on 127.0.0.1 against results/mlflow.db
 
 bench: $(STAMP)  ## memory/time benchmark of the training methods
 	$(BIN)/python -m pipeline.bench
+
+REFERENCE_CONFIG ?= config/scifact.yaml
+REFERENCE_DIR ?= results/reference/scifact
+RUN ?= contaccum-8x8
+SEED ?= 13
+
+reference: $(STAMP)  ## run the full SciFact grid (~2 h on 2 cores) and publish its tables to results/reference/scifact
+	$(BIN)/snakemake --cores $(CORES) --configfile $(REFERENCE_CONFIG) --profile profiles/default $(SNAKEMAKE_ARGS)
+	$(BIN)/python -m pipeline.reference publish --config $(REFERENCE_CONFIG) --to $(REFERENCE_DIR)
+
+check-reference: $(STAMP)  ## re-run one row of the reference grid (RUN=contaccum-8x8 SEED=13) and compare it with the committed table
+	$(BIN)/snakemake --cores $(CORES) --configfile $(REFERENCE_CONFIG) --profile profiles/default \
+	  --config 'only_runs=[$(RUN)]' 'seeds=[$(SEED)]' $(SNAKEMAKE_ARGS)
+	$(BIN)/python -m pipeline.reference check --reference $(REFERENCE_DIR)/summary.csv \
+	  --metric ndcg@10 --metric recall@100
 
 lock:  ## re-resolve requirements.lock from pyproject.toml (needs a registry)
 	rm -rf /tmp/lock-venv && $(PYTHON) -m venv /tmp/lock-venv && /tmp/lock-venv/bin/pip install -q . && \

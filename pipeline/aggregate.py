@@ -204,15 +204,17 @@ def write_tables(results: Path, cfg: dict) -> dict[str, Path]:
 def draw_plots(results: Path, cfg: dict, frame: pd.DataFrame) -> dict[str, Path]:
     from .plots import draw_all
 
-    logs = {}
+    logs: dict[str, list[Path]] = {}
+    examples_per_update: dict[str, int] = {}
     for job in pcfg.jobs(cfg):
         recipe = pcfg.recipe(cfg, job.run, job.dataset)
         if pcfg.is_trained(cfg, job.run) and not recipe["encoder"].get("tied", True):
             path = _paths(results, cfg, job)["model"] / "train_log.jsonl"
             if path.is_file():
-                label = job.run if len(cfg["seeds"]) == 1 else f"{job.run} s{job.seed}"
-                logs[label if len(cfg["datasets"]) == 1 else f"{job.dataset} {label}"] = path
-    return draw_all(frame, logs, results / "plots")
+                label = job.run if len(cfg["datasets"]) == 1 else f"{job.dataset} {job.run}"
+                logs.setdefault(label, []).append(path)
+                examples_per_update[label] = recipe["batch_size"] * recipe["accumulation_steps"]
+    return draw_all(frame, logs, results / "plots", examples_per_update)
 
 
 def main(argv: list[str] | None = None) -> None:

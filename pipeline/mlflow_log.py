@@ -11,7 +11,6 @@ no-op, and a changed recipe creates a new run.
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from . import config as pcfg
-from .common import log, read_json
+from .common import git_commit, log, read_json
 
 CURVES = ("loss", "lr", "grad_norm_ratio", "grad_norm_query", "grad_norm_passage", "peak_mem_mb", "bank_fill")
 
@@ -41,14 +40,6 @@ def flatten(obj: dict, prefix: str = "") -> dict[str, str]:
         else:
             out[name] = json.dumps(value) if isinstance(value, (list, type(None))) else str(value)
     return out
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def metric_name(row: dict, metric: str) -> str:

@@ -17,8 +17,9 @@ CAPTIONS = {
     "ndcg_vs_batch": "NDCG@10 against the effective batch size N_total = N_local x K (dot product; "
                      "zero-shot omitted).",
     "ndcg_vs_memory": "NDCG@10 against the peak training memory of the run (CPU RSS or CUDA allocated).",
-    "grad_norm_ratio": "Gradient-norm ratio ||grad passage encoder|| / ||grad query encoder|| per optimizer "
-                       "step (untied encoders; ContAccum paper Fig. 5). A passage-only bank drifts upward; "
+    "grad_norm_ratio": "Gradient-norm ratio ||grad passage encoder|| / ||grad query encoder|| at each optimizer "
+                       "update against training examples seen (untied encoders; ContAccum paper Fig. 5; thin "
+                       "lines are seeds, bold their mean). A passage-only bank drifts upward; "
                        "dual banks stay near 1.",
     "dn_lambda": "NDCG@10 of Distribution Normalization against lambda (lambda 0 = plain dot product).",
 }
@@ -87,23 +88,38 @@ def _empty(out: Path, name: str, why: str) -> Path:
     return _save(fig, out, name)
 
 
-def grad_norm_ratio(logs: dict[str, Path], out: Path) -> Path:
-    """`logs` maps a label (run / seed) to its train_log.jsonl."""
+def _read_ratio(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if np.isfinite(r.get("grad_norm_ratio", np.nan))]
+    return np.array([r["step"] for r in rows], dtype=float), np.array([r["grad_norm_ratio"] for r in rows])
+
+
+def grad_norm_ratio(logs: dict[str, Path | list[Path]], out: Path,
+                    examples_per_update: dict[str, int] | None = None) -> Path:
+    """`logs` maps a run label to its train_log.jsonl, or to one log per seed: seeds are drawn as
+    thin lines under their mean in one colour. With `examples_per_update` the x axis is training
+    examples seen, so runs with 8x fewer, larger updates share the axis with small-batch runs."""
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
     drawn = False
-    for label, path in logs.items():
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        steps = [r["step"] for r in rows if np.isfinite(r.get("grad_norm_ratio", np.nan))]
-        ratio = [r["grad_norm_ratio"] for r in rows if np.isfinite(r.get("grad_norm_ratio", np.nan))]
-        if steps:
-            ax.plot(steps, ratio, label=label, lw=1.2)
-            drawn = True
+    for colour, (label, paths) in enumerate(logs.items()):
+        paths = [paths] if isinstance(paths, Path) else list(paths)
+        scale = (examples_per_update or {}).get(label, 1)
+        curves = [c for c in map(_read_ratio, paths) if len(c[0])]
+        if not curves:
+            continue
+        drawn = True
+        for steps, ratio in curves if len(curves) > 1 else []:
+            ax.plot(steps * scale, ratio, color=f"C{colour}", lw=0.6, alpha=0.35)
+        length = min(len(steps) for steps, _ in curves)
+        mean = np.mean([ratio[:length] for _, ratio in curves], axis=0)
+        suffix = f" (mean of {len(curves)} seeds)" if len(curves) > 1 else ""
+        ax.plot(curves[0][0][:length] * scale, mean, color=f"C{colour}", lw=1.6, label=label + suffix)
     if not drawn:
         plt.close(fig)
         return _empty(out, "grad_norm_ratio", "no trained run with untied encoders in this grid")
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("optimizer step")
+    ax.set_xlabel("training examples seen" if examples_per_update else "optimizer step")
     ax.set_ylabel("||∇ passage|| / ||∇ query||")
     ax.legend(fontsize=7)
     return _save(fig, out, "grad_norm_ratio")
@@ -129,11 +145,12 @@ def dn_lambda(frame: pd.DataFrame, out: Path) -> Path:
 PLOTS = tuple(CAPTIONS)
 
 
-def draw_all(frame: pd.DataFrame, train_logs: dict[str, Path], out: Path) -> dict[str, Path]:
+def draw_all(frame: pd.DataFrame, train_logs: dict[str, list[Path]], out: Path,
+             examples_per_update: dict[str, int] | None = None) -> dict[str, Path]:
     return {
         "ndcg_per_run": ndcg_per_run(frame, out),
         "ndcg_vs_batch": ndcg_vs_cost(frame, out, "n_total", "ndcg_vs_batch", "effective batch size N_total"),
         "ndcg_vs_memory": ndcg_vs_cost(frame, out, "peak_mem_mb", "ndcg_vs_memory", "peak training memory (MB)"),
-        "grad_norm_ratio": grad_norm_ratio(train_logs, out),
+        "grad_norm_ratio": grad_norm_ratio(train_logs, out, examples_per_update),
         "dn_lambda": dn_lambda(frame, out),
     }

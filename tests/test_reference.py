@@ -1,0 +1,68 @@
+"""`pipeline.reference`: comparing a re-run with a published table, and refusing to publish
+tables that belong to another grid. (The full publish -> fresh re-run -> check round trip runs on
+real Snakemake outputs in test_pipeline_e2e.py.)"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pipeline.common import PipelineError
+from pipeline.reference import compare, main, publish
+
+ROWS = [
+    {"dataset": "scifact", "run": "dpr-8", "seed": 13, "scoring": "dot", "lambda": None, "ndcg@10": 0.67925},
+    {"dataset": "scifact", "run": "dpr-8", "seed": 13, "scoring": "dn", "lambda": 0.25, "ndcg@10": 0.67841},
+    {"dataset": "scifact", "run": "dpr-8", "seed": 42, "scoring": "dot", "lambda": None, "ndcg@10": 0.68012},
+]
+
+
+def write(path, rows):
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_matching_rows_pass_and_only_shared_rows_are_compared(tmp_path, capsys):
+    reference = write(tmp_path / "reference.csv", ROWS)
+    rerun = write(tmp_path / "rerun.csv", [dict(ROWS[1], **{"ndcg@10": 0.67845})])
+    joined = compare(reference, rerun, ["ndcg@10"], 1e-4)
+    assert len(joined) == 1 and joined["ok"].all()
+    main(["check", "--reference", str(reference), "--results", str(rerun)])
+    assert "1 row(s) match" in capsys.readouterr().out
+
+
+def test_a_difference_above_the_tolerance_fails_naming_the_row(tmp_path, capsys):
+    reference = write(tmp_path / "reference.csv", ROWS)
+    rerun = write(tmp_path / "rerun.csv", [dict(ROWS[0], **{"ndcg@10": 0.67950}), ROWS[2]])
+    with pytest.raises(PipelineError, match=r"1 of 2 row\(s\) differ .* dpr-8 seed 13 dot"):
+        main(["check", "--reference", str(reference), "--results", str(rerun)])
+
+
+def test_lambda_rows_are_matched_on_their_lambda(tmp_path):
+    reference = write(tmp_path / "reference.csv", ROWS)
+    rerun = write(tmp_path / "rerun.csv", [dict(ROWS[1], **{"lambda": 0.5})])
+    with pytest.raises(PipelineError, match="none of its rows"):
+        compare(reference, rerun, ["ndcg@10"], 1e-4)
+
+
+def test_bad_files_are_named(tmp_path):
+    reference = write(tmp_path / "reference.csv", ROWS)
+    no_metric = write(tmp_path / "rerun.csv", [{k: v for k, v in ROWS[0].items() if k != "ndcg@10"}])
+    with pytest.raises(PipelineError, match=r"rerun.csv: missing column\(s\) \['ndcg@10'\]"):
+        compare(reference, no_metric, ["ndcg@10"], 1e-4)
+    with pytest.raises(PipelineError, match="absent.csv: file not found"):
+        compare(tmp_path / "absent.csv", reference, ["ndcg@10"], 1e-4)
+
+
+def test_publish_refuses_another_grids_tables_and_keeps_the_old_reference(tmp_path):
+    config = tmp_path / "grid.yaml"
+    config.write_text("experiment: other\ndatasets: {scifact: {source: embedded}}\nseeds: [13]\n"
+                      "runs: {zeroshot: {method: none}, dpr-8: {method: inbatch, batch_size: 8}}\n")
+    (tmp_path / "results" / "tables").mkdir(parents=True)
+    write(tmp_path / "results" / "tables" / "summary.csv", ROWS)  # seeds 13 and 42, no zeroshot
+    dest = tmp_path / "reference"
+    dest.mkdir()
+    (dest / "summary.md").write_text("published earlier")
+    with pytest.raises(PipelineError, match=r"summary.csv: its rows are not the grid of this config"):
+        publish(tmp_path / "results", config, dest)
+    assert (dest / "summary.md").read_text() == "published earlier"
