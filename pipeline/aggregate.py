@@ -3,6 +3,7 @@
 Tables in <results>/tables/:
   summary.csv   one row per dataset x run x seed x scoring (x lambda), with training cost
   summary.md    mean +- std across seeds, significance against the reference run
+  headline.md   one line per run: NDCG@10 dot / DN / DN*, Recall@100, p vs reference, cost
   dn.csv/md     dot vs DN: delta and paired significance per run
   index.csv/md  approximate indexes: recall@100 against flat, build/search seconds, size
 
@@ -155,6 +156,40 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | No
     return "\n".join(lines) + "\n"
 
 
+def headline_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | None, lam: float | None) -> str:
+    """One line per run: NDCG@10 under dot / DN / DN* at the headline lambda, Recall@100, the
+    dot-product p-value against the reference run, and the training cost (the README table)."""
+    from .significance import marker
+
+    def cell(g: pd.DataFrame, scoring: str, metric: str) -> str:
+        rows = g[(g.scoring == scoring) & ((g["lambda"] == lam) if scoring != "dot" else g["lambda"].isna())]
+        return _fmt(rows[metric].mean(), rows[metric].std(ddof=1)) if len(rows) else "–"
+
+    lam_txt = "–" if lam is None else f"{lam:g}"
+    lines = []
+    for dataset, by_dataset in frame.groupby("dataset", sort=False):
+        lines += [f"## {dataset}", "",
+                  f"| run | N_total | memory | NDCG@10 dot | p vs {reference or '–'} | NDCG@10 DN λ={lam_txt} | "
+                  f"NDCG@10 DN* λ={lam_txt} | Recall@100 dot | peak MB | s/update |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for run, g in by_dataset.groupby("run", sort=False):
+            p = "ref" if run == reference else "–"
+            hit = sig[(sig.dataset == dataset) & (sig.run == run) & (sig.scoring == "dot")] if not sig.empty else sig
+            if len(hit):
+                p = f"{hit.p_holm.iloc[0]:.3g}{marker(hit.p_holm.iloc[0])}"
+            trained = g.n_total.max() > 0
+            cost = f"{g.peak_mem_mb.mean():.0f} | {g.sec_per_update.mean():.2f}" if trained else "– | –"
+            memory = int(g.memory_size.max())
+            lines.append(f"| {run} | {int(g.n_total.max()) if trained else '–'} | {memory or '–'} | "
+                         f"{cell(g, 'dot', 'ndcg@10')} | {p} | {cell(g, 'dn', 'ndcg@10')} | "
+                         f"{cell(g, 'dn*', 'ndcg@10')} | {cell(g, 'dot', 'recall@100')} | {cost} |")
+        lines.append("")
+    lines.append("Mean ± sample std over seeds. p: paired randomization test on per-query NDCG@10 (dot product, "
+                 "mean over seeds) against the reference run, Holm-corrected; † marks p < 0.05. memory: bank size "
+                 "in samples. peak MB: peak process memory during training (RSS on CPU, allocated on CUDA).")
+    return "\n".join(lines) + "\n"
+
+
 def dn_table(frame: pd.DataFrame, per_query: dict) -> pd.DataFrame:
     """Each DN variant against plain dot product for the same model: NDCG@10 delta and p-value."""
     from .significance import paired_randomization
@@ -186,6 +221,10 @@ def write_tables(results: Path, cfg: dict) -> dict[str, Path]:
     atomic_write_text(paths["summary.csv"], frame.to_csv(index=False))
     atomic_write_text(paths["summary.md"], f"# Results: {cfg.get('experiment', '')}\n\n" +
                       summary_markdown(frame, sig, reference))
+    lambdas = evaluation.get("lambdas") or [None]
+    paths["headline.md"] = tables / "headline.md"
+    atomic_write_text(paths["headline.md"], f"# Results: {cfg.get('experiment', '')}, one line per run\n\n" +
+                      headline_markdown(frame, sig, reference, lambdas[0]))
     dn = dn_table(frame, per_query)
     if not dn.empty:
         paths["dn.csv"], paths["dn.md"] = tables / "dn.csv", tables / "dn.md"

@@ -1,6 +1,6 @@
 """Publish a finished grid's tables as a committed reference, and check a re-run against it.
 
-  publish  copy <results>/tables (summary, dn, index; .md and .csv) and <results>/plots/*.png into
+  publish  copy <results>/tables (summary, headline, dn, index) and <results>/plots/*.png into
            a reference folder (e.g. results/reference/scifact) with provenance.json (git commit,
            config sha256, dataset checksums). It refuses tables that belong to another grid.
   check    compare a results summary.csv against a reference summary.csv row by row, matched
@@ -24,7 +24,7 @@ from . import config as pcfg
 from .aggregate import KEY_COLUMNS
 from .common import PipelineError, atomic_dir, atomic_write_json, git_commit, read_json, run_main, sha256_file
 
-TABLES = ("summary.md", "summary.csv", "dn.md", "dn.csv", "index.md", "index.csv")
+TABLES = ("summary.md", "summary.csv", "headline.md", "dn.md", "dn.csv", "index.md", "index.csv")
 
 
 def read_summary(path: Path, metrics: list[str]) -> pd.DataFrame:

@@ -65,6 +65,10 @@ def test_summary_table(finished_run):
     assert frame[frame.run != "zeroshot"]["p_value"].notna().all()
     md = (finished_run / "results" / "tables" / "summary.md").read_text()
     assert "contaccum-4x2" in md and "±" in md
+    headline = (finished_run / "results" / "tables" / "headline.md").read_text().splitlines()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in headline if line.startswith("| ")}
+    assert {"zeroshot", "dpr-4", "contaccum-4x2"} <= set(rows) and "p vs zeroshot" in rows["run"]
+    assert "| 8 | 8 |" in rows["contaccum-4x2"]  # N_total 4x2, bank of 8 samples
 
 
 def test_training_logs_and_plots(finished_run):
