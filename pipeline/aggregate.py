@@ -120,9 +120,24 @@ def _fmt(mean: float, std: float) -> str:
     return f"{mean:.4f} ± {std:.4f}" if std and not math.isnan(std) else f"{mean:.4f}"
 
 
-def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | None) -> str:
+def _p_cell(sig: pd.DataFrame, reference: str | None, dataset: str, run: str, scoring: str, lam) -> str:
+    """Holm-adjusted p against the reference run for one table row ("ref" on the reference itself)."""
     from .significance import marker
 
+    if run == reference:
+        return "ref"
+    if sig.empty:
+        return "–"
+    hit = sig[(sig.dataset == dataset) & (sig.run == run) & (sig.scoring == scoring) &
+              ((sig["lambda"] == lam) | (sig["lambda"].isna() & pd.isna(lam)))]
+    return f"{hit.p_holm.iloc[0]:.3g}{marker(hit.p_holm.iloc[0])}" if len(hit) else "–"
+
+
+def _cost_cells(g: pd.DataFrame) -> str:
+    return f"{g.peak_mem_mb.mean():.0f} | {g.sec_per_update.mean():.2f}" if g.n_total.max() > 0 else "– | –"
+
+
+def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | None) -> str:
     # Rows follow the config's run order, then dot, dn, dn*, then lambda.
     frame = frame.assign(_run=pd.Categorical(frame.run, categories=list(dict.fromkeys(frame.run))),
                          _scoring=pd.Categorical(frame.scoring, categories=["dot", "dn", "dn*"]),
@@ -139,16 +154,9 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | No
             if ds != dataset:
                 continue
             cells = [_fmt(g[m].mean(), g[m].std(ddof=1) if len(g) > 1 else 0.0) for m in HEADLINE]
-            p = "ref" if run == reference else "–"
-            if not sig.empty:
-                hit = sig[(sig.dataset == ds) & (sig.run == run) & (sig.scoring == scoring) &
-                          ((sig["lambda"] == lam) | (sig["lambda"].isna() & pd.isna(lam)))]
-                if len(hit):
-                    p = f"{hit.p_holm.iloc[0]:.3g}{marker(hit.p_holm.iloc[0])}"
+            p = _p_cell(sig, reference, ds, run, scoring, lam)
             lam_txt = "–" if pd.isna(lam) else f"{lam:g}"
-            cost = (f"{g.peak_mem_mb.mean():.0f} | {g.sec_per_update.mean():.2f}" if g.n_total.max() > 0
-                    else "– | –")
-            lines.append(f"| {run} | {scoring} | {lam_txt} | {len(g)} | {' | '.join(cells)} | {p} | {cost} |")
+            lines.append(f"| {run} | {scoring} | {lam_txt} | {len(g)} | {' | '.join(cells)} | {p} | {_cost_cells(g)} |")
         lines.append("")
     lines.append("Mean ± sample std over seeds (dn* rows: each seed is itself a mean over its repeats). "
                  "p: paired randomization test on per-query NDCG@10 against the reference run with the same "
@@ -159,8 +167,6 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | No
 def headline_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | None, lam: float | None) -> str:
     """One line per run: NDCG@10 under dot / DN / DN* at the headline lambda, Recall@100, the
     dot-product p-value against the reference run, and the training cost (the README table)."""
-    from .significance import marker
-
     def cell(g: pd.DataFrame, scoring: str, metric: str) -> str:
         rows = g[(g.scoring == scoring) & ((g["lambda"] == lam) if scoring != "dot" else g["lambda"].isna())]
         return _fmt(rows[metric].mean(), rows[metric].std(ddof=1)) if len(rows) else "–"
@@ -173,16 +179,11 @@ def headline_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | N
                   f"NDCG@10 DN* λ={lam_txt} | Recall@100 dot | peak MB | s/update |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for run, g in by_dataset.groupby("run", sort=False):
-            p = "ref" if run == reference else "–"
-            hit = sig[(sig.dataset == dataset) & (sig.run == run) & (sig.scoring == "dot")] if not sig.empty else sig
-            if len(hit):
-                p = f"{hit.p_holm.iloc[0]:.3g}{marker(hit.p_holm.iloc[0])}"
-            trained = g.n_total.max() > 0
-            cost = f"{g.peak_mem_mb.mean():.0f} | {g.sec_per_update.mean():.2f}" if trained else "– | –"
-            memory = int(g.memory_size.max())
-            lines.append(f"| {run} | {int(g.n_total.max()) if trained else '–'} | {memory or '–'} | "
+            p = _p_cell(sig, reference, dataset, run, "dot", None)
+            n_total, memory = int(g.n_total.max()), int(g.memory_size.max())
+            lines.append(f"| {run} | {n_total or '–'} | {memory or '–'} | "
                          f"{cell(g, 'dot', 'ndcg@10')} | {p} | {cell(g, 'dn', 'ndcg@10')} | "
-                         f"{cell(g, 'dn*', 'ndcg@10')} | {cell(g, 'dot', 'recall@100')} | {cost} |")
+                         f"{cell(g, 'dn*', 'ndcg@10')} | {cell(g, 'dot', 'recall@100')} | {_cost_cells(g)} |")
         lines.append("")
     lines.append("Mean ± sample std over seeds. p: paired randomization test on per-query NDCG@10 (dot product, "
                  "mean over seeds) against the reference run, Holm-corrected; † marks p < 0.05. memory: bank size "

@@ -151,13 +151,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def git(*args: str) -> str | None:
+    """Output of a git command run in this checkout, or None outside one (an installed copy)."""
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def git_commit() -> str:
     """The commit of the code that is running, so published results say what produced them."""
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    return (git("rev-parse", "HEAD") or "unknown").strip()
 
 
 def setup_logging(verbose: bool = False) -> None:

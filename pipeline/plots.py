@@ -94,23 +94,23 @@ def _read_ratio(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array([r["step"] for r in rows], dtype=float), np.array([r["grad_norm_ratio"] for r in rows])
 
 
-def grad_norm_ratio(logs: dict[str, Path | list[Path]], out: Path,
+def grad_norm_ratio(logs: dict[str, list[Path]], out: Path,
                     examples_per_update: dict[str, int] | None = None) -> Path:
-    """`logs` maps a run label to its train_log.jsonl, or to one log per seed: seeds are drawn as
+    """`logs` maps a run label to its train_log.jsonl files, one per seed: seeds are drawn as
     thin lines under their mean in one colour. With `examples_per_update` the x axis is training
     examples seen, so runs with 8x fewer, larger updates share the axis with small-batch runs."""
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     drawn = False
     for colour, (label, paths) in enumerate(logs.items()):
-        paths = [paths] if isinstance(paths, Path) else list(paths)
         scale = (examples_per_update or {}).get(label, 1)
         curves = [c for c in map(_read_ratio, paths) if len(c[0])]
         if not curves:
             continue
         drawn = True
-        for steps, ratio in curves if len(curves) > 1 else []:
-            ax.plot(steps * scale, ratio, color=f"C{colour}", lw=0.6, alpha=0.35)
+        if len(curves) > 1:
+            for steps, ratio in curves:
+                ax.plot(steps * scale, ratio, color=f"C{colour}", lw=0.6, alpha=0.35)
         length = min(len(steps) for steps, _ in curves)
         mean = np.mean([ratio[:length] for _, ratio in curves], axis=0)
         suffix = f" (mean of {len(curves)} seeds)" if len(curves) > 1 else ""

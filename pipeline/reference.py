@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 
 from . import config as pcfg
 from .aggregate import KEY_COLUMNS
-from .common import PipelineError, atomic_dir, atomic_write_json, git_commit, read_json, run_main, sha256_file
+from .common import (PipelineError, atomic_dir, atomic_write_json, git, git_commit, read_json, run_main,
+                     sha256_file)
 
 TABLES = ("summary.md", "summary.csv", "headline.md", "dn.md", "dn.csv", "index.md", "index.csv")
 
@@ -63,8 +63,8 @@ def compare(reference: Path, results: Path, metrics: list[str], tol: float) -> p
 
 def _check_grid(summary: Path, cfg: dict) -> None:
     """Refuse to publish tables written by another experiment (results/tables holds the last one)."""
-    frame = pd.read_csv(summary)
-    found = {(str(d), str(r), int(s)) for d, r, s in frame[["dataset", "run", "seed"]].itertuples(index=False)}
+    frame = read_summary(summary, [])
+    found = set(frame[["dataset", "run", "seed"]].itertuples(index=False, name=None))
     expected = {(job.dataset, job.run, job.seed) for job in pcfg.jobs(cfg)}
     if found != expected:
         missing, extra = sorted(expected - found), sorted(found - expected)
@@ -73,12 +73,8 @@ def _check_grid(summary: Path, cfg: dict) -> None:
 
 
 def _dirty(paths: list[str]) -> bool:
-    try:
-        out = subprocess.run(["git", "status", "--porcelain", "--", *paths], capture_output=True, text=True,
-                             check=True, cwd=Path(__file__).resolve().parent.parent).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return True
-    return bool(out.strip())
+    status = git("status", "--porcelain", "--", *(f":/{p}" for p in paths))
+    return status is None or bool(status.strip())
 
 
 def publish(results: Path, config_path: Path, dest: Path) -> list[Path]:

@@ -35,6 +35,6 @@ def test_passage_only_bank_ratio_drifts_above_dual_banks(tmp_path):
         logs[name] = out / "train_log.jsonl"
         rows = [json.loads(line) for line in logs[name].read_text().splitlines()]
         tails[name] = float(np.median([r["grad_norm_ratio"] for r in rows[-15:]]))
-    grad_norm_ratio(logs, tmp_path / "plots")
+    grad_norm_ratio({name: [path] for name, path in logs.items()}, tmp_path / "plots")
     print(f"median passage/query grad-norm ratio over the last 15 updates: {tails}")
     assert tails["prebatch"] > 1.25 * tails["contaccum"], tails
