@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 
 from pipeline import config as pcfg
+from pipeline.layout import MODEL
 from pipeline.plots import PLOTS
 
 
@@ -25,7 +26,6 @@ report: "report/workflow.rst"
 
 CFG = pcfg.validate(config)
 RESULTS = "results"
-LOGS = f"{RESULTS}/logs"
 
 # Shell commands call `python`: make it the interpreter running Snakemake (the project's venv),
 # not whatever python comes first on PATH.
@@ -42,5 +42,5 @@ include: "rules/aggregate.smk"
 
 rule all:
     input:
-        f"{RESULTS}/tables/summary.csv",
+        str(LAYOUT.tables / "summary.csv"),
     default_target: True

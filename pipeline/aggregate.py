@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,58 +24,90 @@ import pandas as pd
 
 from . import config as pcfg
 from .common import PipelineError, atomic_write_text, log, read_json, run_main
+from .layout import INDEX_REPORT, METRICS, PER_QUERY, TRAIN_LOG, Layout
+from .scorings import available_scorings, from_row
 
 KEY_COLUMNS = ["dataset", "run", "seed", "scoring", "lambda"]
 HEADLINE = ["ndcg@10", "recall@100", "mrr@10"]
 
 
-def scoring_key(scoring: str, lam) -> str:
-    """Per-query results are keyed like `dot`, `dn@0.25`, `dn*@0.25`."""
-    return scoring if lam is None or (isinstance(lam, float) and math.isnan(lam)) else f"{scoring}@{float(lam):g}"
+@dataclass
+class JobOutputs:
+    """What one dataset x run x seed job left behind, read once and shared by the tables,
+    the plots and MLflow."""
+
+    job: pcfg.Job
+    recipe: dict
+    eval_dir: Path
+    model_dir: Path
+    metrics: dict                 # metrics.json
+    train: dict                   # train_summary.json
+    per_query: dict = field(default_factory=dict)
+    index_report: dict = field(default_factory=dict)
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def train_log(self) -> Path:
+        return self.model_dir / TRAIN_LOG
 
 
-def _paths(results: Path, cfg: dict, job: pcfg.Job) -> dict[str, Path]:
-    tag = pcfg.model_tag(cfg, job.run, job.seed)
-    return {
-        "eval": results / "eval" / job.dataset / job.run / f"seed{job.seed}",
-        "model": results / "models" / job.dataset / job.run / tag,
-        "index": results / "index" / job.dataset / job.run / tag,
-        "data": results / "data" / job.dataset,
-    }
+@dataclass
+class GridResults:
+    """The collected grid: the summary frame (one row per job x scoring result), the jobs, and
+    the significance tests once computed."""
+
+    frame: pd.DataFrame
+    jobs: list[JobOutputs]
+    index_rows: list[dict]
+    significance: pd.DataFrame | None = None
+    tables: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def per_query(self) -> dict:
+        return {(j.job.dataset, j.job.run, j.job.seed): j.per_query for j in self.jobs if j.per_query}
 
 
-def collect(results: Path, cfg: dict) -> tuple[pd.DataFrame, dict, list[dict]]:
+def _optional_json(path: Path) -> dict:
+    return read_json(path) if path.is_file() else {}
+
+
+def collect(results: Path, cfg: dict) -> GridResults:
     """Read metrics.json / per_query.json / train_summary.json of every job of the grid."""
-    rows, per_query, index_rows = [], {}, []
+    layout = Layout(results)
+    rows, jobs, index_rows, manifests = [], [], [], {}
     for job in pcfg.jobs(cfg):
-        paths = _paths(results, cfg, job)
-        metrics = read_json(paths["eval"] / "metrics.json")
-        train = read_json(paths["model"] / "train_summary.json")
-        recipe = pcfg.recipe(cfg, job.run, job.dataset)
-        n_total = recipe["batch_size"] * recipe["accumulation_steps"] if pcfg.is_trained(cfg, job.run) else 0
-        for row in metrics["rows"]:
+        tag = pcfg.model_tag(cfg, job.run, job.seed)
+        if job.dataset not in manifests:
+            manifests[job.dataset] = _optional_json(layout.manifest(job.dataset))
+        out = JobOutputs(job, pcfg.recipe(cfg, job.run, job.dataset), layout.eval(job.dataset, job.run, job.seed),
+                         layout.model(job.dataset, job.run, tag),
+                         read_json(layout.metrics(job.dataset, job.run, job.seed)),
+                         read_json(layout.train_summary(job.dataset, job.run, tag)),
+                         manifest=manifests[job.dataset])
+        out.per_query = _optional_json(out.eval_dir / PER_QUERY)
+        out.index_report = _optional_json(out.eval_dir / INDEX_REPORT)
+        jobs.append(out)
+        train, recipe = out.train, out.recipe
+        # The training shape comes from what the run recorded; a zero-shot run has none.
+        n_total = int(train.get("n_total", train.get("examples_per_update", 0)) or 0)
+        for row in out.metrics["rows"]:
             rows.append({
                 "dataset": job.dataset, "run": job.run, "seed": job.seed, "scoring": row["scoring"],
                 "lambda": row.get("lambda"),
                 **{k: v for k, v in row.items() if k not in ("scoring", "lambda", "index")},
-                "method": recipe["method"], "n_local": recipe["batch_size"] if n_total else 0,
-                "n_total": n_total, "memory_size": recipe["memory_size"] if recipe["method"] == "contaccum" else 0,
+                "method": recipe["method"], "n_local": int(train.get("n_local", 0) or 0),
+                "n_total": n_total, "memory_size": int(train.get("memory_size", 0) or 0),
                 "fanoise": (recipe.get("fanoise") or {}).get("alpha", 0.0),
                 "train_steps": train.get("steps", 0), "peak_mem_mb": train.get("peak_mem_mb", float("nan")),
                 "sec_per_update": train.get("sec_per_update", float("nan")),
             })
-        pq_path = paths["eval"] / "per_query.json"
-        if pq_path.is_file():
-            per_query[(job.dataset, job.run, job.seed)] = read_json(pq_path)
-        report_path = paths["eval"] / "index_report.json"
-        index_report = read_json(report_path) if report_path.is_file() else {}
-        for name, stats in (index_report.get("index_recall") or {}).items():
+        for name, stats in (out.index_report.get("index_recall") or {}).items():
             index_rows.append({"dataset": job.dataset, "run": job.run, "seed": job.seed, "index": name, **stats})
     if not rows:
         raise PipelineError(f"{results}: no metrics found for the configured grid")
     frame = pd.DataFrame(rows)
     front = KEY_COLUMNS + HEADLINE
-    return frame[front + [c for c in frame.columns if c not in front]], per_query, index_rows
+    return GridResults(frame[front + [c for c in frame.columns if c not in front]], jobs, index_rows)
 
 
 def _mean_over_seeds(per_query: dict, dataset: str, run: str, key: str) -> dict[str, float]:
@@ -89,28 +122,24 @@ def _mean_over_seeds(per_query: dict, dataset: str, run: str, key: str) -> dict[
 def significance(frame: pd.DataFrame, per_query: dict, reference: str | None, permutations: int) -> pd.DataFrame:
     """Paired randomization test of each run against the reference run, per dataset and scoring,
     Holm-corrected within a dataset."""
-    from .significance import holm, paired_randomization, paired_ttest
+    from .significance import compare_pairs
 
     out = []
     if reference is None:
         return pd.DataFrame(columns=["dataset", "run", "scoring", "lambda", "p_value", "p_ttest", "p_holm"])
     for dataset, group in frame.groupby("dataset"):
-        raw = {}
+        pairs = {}
         for (run, scoring, lam), _ in group.groupby(["run", "scoring", "lambda"], dropna=False):
             if run == reference:
                 continue
-            key = scoring_key(scoring, lam)
+            key = from_row(scoring, lam).name
             a = _mean_over_seeds(per_query, dataset, run, key)
             b = _mean_over_seeds(per_query, dataset, reference, key)
-            common = sorted(set(a) & set(b))
-            if len(common) < 2:
-                continue
-            xa, xb = np.array([a[q] for q in common]), np.array([b[q] for q in common])
-            raw[(run, scoring, lam)] = (paired_randomization(xa, xb, n=permutations, seed=0), paired_ttest(xa, xb))
-        adjusted = holm({k: v[0] for k, v in raw.items()})
-        for (run, scoring, lam), (p, pt) in raw.items():
-            out.append({"dataset": dataset, "run": run, "scoring": scoring, "lambda": lam, "p_value": p,
-                        "p_ttest": pt, "p_holm": adjusted[(run, scoring, lam)]})
+            if len(set(a) & set(b)) >= 2:
+                pairs[(run, scoring, lam)] = (a, b)
+        for (run, scoring, lam), test in compare_pairs(pairs, n=permutations, seed=0).items():
+            out.append({"dataset": dataset, "run": run, "scoring": scoring, "lambda": lam,
+                        "p_value": test["p_randomization"], "p_ttest": test["p_ttest"], "p_holm": test["p_holm"]})
     return pd.DataFrame(out)
 
 
@@ -140,7 +169,7 @@ def _cost_cells(g: pd.DataFrame) -> str:
 def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | None) -> str:
     # Rows follow the config's run order, then dot, dn, dn*, then lambda.
     frame = frame.assign(_run=pd.Categorical(frame.run, categories=list(dict.fromkeys(frame.run))),
-                         _scoring=pd.Categorical(frame.scoring, categories=["dot", "dn", "dn*"]),
+                         _scoring=pd.Categorical(frame.scoring, categories=available_scorings()),
                          _lam=frame["lambda"].fillna(-1.0))
     frame = frame.sort_values(["_run", "_scoring", "_lam"], kind="stable")
     groups = frame.groupby(["dataset", "run", "scoring", "lambda"], dropna=False, sort=False)
@@ -165,25 +194,32 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | No
 
 
 def headline_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | None, lam: float | None) -> str:
-    """One line per run: NDCG@10 under dot / DN / DN* at the headline lambda, Recall@100, the
-    dot-product p-value against the reference run, and the training cost (the README table)."""
+    """One line per run: NDCG@10 under each scoring (lambda scorings at the headline lambda),
+    Recall@100, the dot-product p-value against the reference run, and the training cost (the
+    README table)."""
+    from .scorings import scoring_class
+
     def cell(g: pd.DataFrame, scoring: str, metric: str) -> str:
-        rows = g[(g.scoring == scoring) & ((g["lambda"] == lam) if scoring != "dot" else g["lambda"].isna())]
+        uses_lambda = scoring_class(scoring).uses_lambda
+        rows = g[(g.scoring == scoring) & ((g["lambda"] == lam) if uses_lambda else g["lambda"].isna())]
         return _fmt(rows[metric].mean(), rows[metric].std(ddof=1)) if len(rows) else "–"
 
     lam_txt = "–" if lam is None else f"{lam:g}"
+    others = [s for s in available_scorings() if s != "dot" and s in set(frame.scoring)]
+    headers = [f"NDCG@10 {scoring_class(s).label}" + (f" λ={lam_txt}" if scoring_class(s).uses_lambda else "")
+               for s in others]
     lines = []
     for dataset, by_dataset in frame.groupby("dataset", sort=False):
         lines += [f"## {dataset}", "",
-                  f"| run | N_total | memory | NDCG@10 dot | p vs {reference or '–'} | NDCG@10 DN λ={lam_txt} | "
-                  f"NDCG@10 DN* λ={lam_txt} | Recall@100 dot | peak MB | s/update |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  f"| run | N_total | memory | NDCG@10 dot | p vs {reference or '–'} | " +
+                  "".join(f"{h} | " for h in headers) + "Recall@100 dot | peak MB | s/update |",
+                  "|---|---|---|---|---|" + "---|" * len(headers) + "---|---|---|"]
         for run, g in by_dataset.groupby("run", sort=False):
             p = _p_cell(sig, reference, dataset, run, "dot", None)
             n_total, memory = int(g.n_total.max()), int(g.memory_size.max())
-            lines.append(f"| {run} | {n_total or '–'} | {memory or '–'} | "
-                         f"{cell(g, 'dot', 'ndcg@10')} | {p} | {cell(g, 'dn', 'ndcg@10')} | "
-                         f"{cell(g, 'dn*', 'ndcg@10')} | {cell(g, 'dot', 'recall@100')} | {_cost_cells(g)} |")
+            lines.append(f"| {run} | {n_total or '–'} | {memory or '–'} | {cell(g, 'dot', 'ndcg@10')} | {p} | " +
+                         "".join(f"{cell(g, s, 'ndcg@10')} | " for s in others) +
+                         f"{cell(g, 'dot', 'recall@100')} | {_cost_cells(g)} |")
         lines.append("")
     lines.append("Mean ± sample std over seeds. p: paired randomization test on per-query NDCG@10 (dot product, "
                  "mean over seeds) against the reference run, Holm-corrected; † marks p < 0.05. memory: bank size "
@@ -199,7 +235,7 @@ def dn_table(frame: pd.DataFrame, per_query: dict) -> pd.DataFrame:
     for (dataset, run), g in frame.groupby(["dataset", "run"], sort=False):
         dot = g[g.scoring == "dot"]["ndcg@10"].mean()
         for (scoring, lam), h in g[g.scoring != "dot"].groupby(["scoring", "lambda"], dropna=False):
-            a = _mean_over_seeds(per_query, dataset, run, scoring_key(scoring, lam))
+            a = _mean_over_seeds(per_query, dataset, run, from_row(scoring, lam).name)
             b = _mean_over_seeds(per_query, dataset, run, "dot")
             common = sorted(set(a) & set(b))
             p = paired_randomization(np.array([a[q] for q in common]), np.array([b[q] for q in common])) \
@@ -209,14 +245,16 @@ def dn_table(frame: pd.DataFrame, per_query: dict) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def write_tables(results: Path, cfg: dict) -> dict[str, Path]:
-    frame, per_query, index_rows = collect(results, cfg)
+def write_tables(results: Path, cfg: dict) -> GridResults:
+    grid = collect(results, cfg)
+    frame, per_query = grid.frame, grid.per_query
     evaluation = cfg.get("evaluation", {})
     reference = evaluation.get("reference_run")
     sig = significance(frame, per_query, reference, evaluation.get("significance_permutations", 10000))
     if not sig.empty:
         frame = frame.merge(sig, on=["dataset", "run", "scoring", "lambda"], how="left")
-    tables = results / "tables"
+    grid.frame, grid.significance = frame, sig
+    tables = Layout(results).tables
     tables.mkdir(parents=True, exist_ok=True)
     paths = {"summary.csv": tables / "summary.csv", "summary.md": tables / "summary.md"}
     atomic_write_text(paths["summary.csv"], frame.to_csv(index=False))
@@ -226,35 +264,39 @@ def write_tables(results: Path, cfg: dict) -> dict[str, Path]:
     paths["headline.md"] = tables / "headline.md"
     atomic_write_text(paths["headline.md"], f"# Results: {cfg.get('experiment', '')}, one line per run\n\n" +
                       headline_markdown(frame, sig, reference, lambdas[0]))
+    # dn.md and index.md always exist (the report lists them), saying so when they are empty.
     dn = dn_table(frame, per_query)
+    paths["dn.md"] = tables / "dn.md"
     if not dn.empty:
-        paths["dn.csv"], paths["dn.md"] = tables / "dn.csv", tables / "dn.md"
+        paths["dn.csv"] = tables / "dn.csv"
         atomic_write_text(paths["dn.csv"], dn.to_csv(index=False))
-        atomic_write_text(paths["dn.md"], "# Dot product vs Distribution Normalization (NDCG@10)\n\n" +
-                          dn.to_markdown(index=False, floatfmt=".4f") + "\n")
-    if index_rows:
-        idx = pd.DataFrame(index_rows)
-        paths["index.csv"], paths["index.md"] = tables / "index.csv", tables / "index.md"
+    atomic_write_text(paths["dn.md"], "# Dot product vs Distribution Normalization (NDCG@10)\n\n" +
+                      (dn.to_markdown(index=False, floatfmt=".4f") if not dn.empty
+                       else "No scoring other than the dot product in this grid.") + "\n")
+    idx = pd.DataFrame(grid.index_rows)
+    paths["index.md"] = tables / "index.md"
+    if not idx.empty:
+        paths["index.csv"] = tables / "index.csv"
         atomic_write_text(paths["index.csv"], idx.to_csv(index=False))
-        atomic_write_text(paths["index.md"], "# Indexes\n\n" + idx.to_markdown(index=False, floatfmt=".4g") + "\n")
-    paths.update(draw_plots(results, cfg, frame))
-    return paths
+    atomic_write_text(paths["index.md"], "# Indexes\n\n" + (idx.to_markdown(index=False, floatfmt=".4g")
+                                                           if not idx.empty else "No index report.") + "\n")
+    paths.update(draw_plots(results, cfg, grid))
+    grid.tables = paths
+    return grid
 
 
-def draw_plots(results: Path, cfg: dict, frame: pd.DataFrame) -> dict[str, Path]:
+def draw_plots(results: Path, cfg: dict, grid: GridResults) -> dict[str, Path]:
     from .plots import draw_all
 
     logs: dict[str, list[Path]] = {}
     examples_per_update: dict[str, int] = {}
-    for job in pcfg.jobs(cfg):
-        recipe = pcfg.recipe(cfg, job.run, job.dataset)
-        if pcfg.is_trained(cfg, job.run) and not recipe["encoder"].get("tied", True):
-            path = _paths(results, cfg, job)["model"] / "train_log.jsonl"
-            if path.is_file():
-                label = job.run if len(cfg["datasets"]) == 1 else f"{job.dataset} {job.run}"
-                logs.setdefault(label, []).append(path)
-                examples_per_update[label] = recipe["batch_size"] * recipe["accumulation_steps"]
-    return draw_all(frame, logs, results / "plots", examples_per_update)
+    for out in grid.jobs:
+        job = out.job
+        if pcfg.is_trained(cfg, job.run) and not out.recipe["encoder"].get("tied", True) and out.train_log.is_file():
+            label = job.run if len(cfg["datasets"]) == 1 else f"{job.dataset} {job.run}"
+            logs.setdefault(label, []).append(out.train_log)
+            examples_per_update[label] = int(out.train.get("n_total", out.train.get("examples_per_update", 1)))
+    return draw_all(grid.frame, logs, Layout(results).plots, examples_per_update)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -268,14 +310,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg = pcfg.load(args.config) if args.config else pcfg.validate(json.loads(args.config_json))
     results = Path(args.results)
-    paths = write_tables(results, cfg)
-    for name, path in paths.items():
+    grid = write_tables(results, cfg)
+    for name, path in grid.tables.items():
         log.info("wrote %s", path)
     if cfg["mlflow"]["enabled"] and not args.no_mlflow:
         from .mlflow_log import log_experiment
 
-        log_experiment(results, cfg)
-    print(f"Summary table: {paths['summary.md']} (CSV: {paths['summary.csv']})")
+        log_experiment(grid, cfg)
+    print(f"Summary table: {grid.tables['summary.md']} (CSV: {grid.tables['summary.csv']})")
 
 
 if __name__ == "__main__":

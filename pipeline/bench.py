@@ -32,16 +32,16 @@ import time
 from pathlib import Path
 
 from .common import PipelineError, atomic_path, atomic_write_text, log, run_main
+from .methods import available
 
 COLUMNS = ["method", "n_local", "n_total", "memory_size", "peak_mem_mb", "sec_per_update",
            "peak_delta_mb", "baseline_mb", "updates", "device", "query_length", "passage_length", "status"]
 RESULT_TAG = "BENCH_RESULT "
-METHODS = ("inbatch", "gradaccum", "gradcache", "contaccum")
 
 
 # ----------------------------------------------------------------------------- child process
 def synthetic_examples(tokenizer, n: int, query_words: int, passage_words: int, seed: int):
-    from .methods import Example
+    from .datasets import Example
 
     vocab = sorted(w for w in tokenizer.get_vocab() if w.isalpha() and w.isascii() and len(w) > 2)
     rng = random.Random(seed)
@@ -83,11 +83,7 @@ def run_case(case: dict) -> dict:
         p.grad = torch.zeros_like(p)
     optimizer.step()
     optimizer.zero_grad(set_to_none=False)
-    if hasattr(method, "bank_p") and case["memory_size"]:
-        dim, size = model.embedding_dim, case["memory_size"]
-        unit = lambda: torch.nn.functional.normalize(torch.randn(size, dim, device=device), dim=-1)  # noqa: E731
-        method.bank_q.push(unit())
-        method.bank_p.push(unit())
+    method.fill_memory(case["memory_size"])
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -119,12 +115,14 @@ def run_case(case: dict) -> dict:
 def cases(args) -> list[dict]:
     common = {"n_local": args.n_local, "updates": args.updates, "device": args.device, "model": args.model,
               "query_length": args.query_length, "passage_length": args.passage_length}
+    from .methods import get_method
+
     out = []
     if "inbatch" in args.methods:
         out.append({**common, "method": "inbatch", "n_local": args.n_local, "n_total": args.n_local, "memory_size": 0})
     for n_total in args.n_totals:
         for method in args.methods:
-            if method == "contaccum":
+            if get_method(method).has_memory:
                 sizes = sorted({n_total if m == "total" else int(m) for m in args.memory_sizes})
                 out += [{**common, "method": method, "n_total": n_total, "memory_size": m} for m in sizes]
             elif method == "inbatch":
@@ -159,9 +157,9 @@ def ratios(rows, n_local: int) -> list[str]:
     for n_total in sorted({r["n_total"] for r in rows if r["method"] != "inbatch" or r["n_total"] != n_local}):
         ga = find(rows, "gradaccum", n_total)
         for row in rows:
-            if row["n_total"] != n_total or row["status"] != "ok" or row["method"] not in ("gradcache", "contaccum"):
+            if row["n_total"] != n_total or row["status"] != "ok" or row["method"] in ("inbatch", "gradaccum"):
                 continue
-            label = row["method"] + (f"(M={row['memory_size']})" if row["method"] == "contaccum" else "")
+            label = row["method"] + (f"(M={row['memory_size']})" if row["memory_size"] else "")
             parts = [f"N_total={n_total} {label}:"]
             if ga:
                 parts.append(f"time/gradaccum {row['sec_per_update'] / ga['sec_per_update']:.2f}x")
@@ -188,7 +186,7 @@ def plot(rows, path: Path, n_local: int) -> None:
     for row in rows:
         if row["status"] != "ok" or (row["method"] == "inbatch" and row["n_total"] == n_local):
             continue
-        label = row["method"] + (f" M={row['memory_size']}" if row["method"] == "contaccum" else "")
+        label = row["method"] + (f" M={row['memory_size']}" if row["memory_size"] else "")
         series.setdefault(label, []).append(row)
     for ax, key, title in zip(axes, ("peak_mem_mb", "peak_delta_mb", "sec_per_update"),
                               ("peak memory (MB)", "peak over baseline (MB)", "seconds per update")):
@@ -215,7 +213,7 @@ def parse_args(argv):
                                      epilog="Writes OUT/summary.csv and OUT/bench.png and prints the ratios.")
     csv_list = lambda cast: lambda s: [cast(x) for x in s.split(",") if x]  # noqa: E731
     parser.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder")
-    parser.add_argument("--methods", type=csv_list(str), default=list(METHODS), help="comma-separated")
+    parser.add_argument("--methods", type=csv_list(str), default=available(), help="comma-separated")
     parser.add_argument("--n-totals", type=csv_list(int), default=[32, 64, 128], help="comma-separated N_total")
     parser.add_argument("--n-local", type=int, default=8, help="micro-batch / chunk size (and the small in-batch)")
     parser.add_argument("--memory-sizes", type=csv_list(str), default=["512", "2048"],
@@ -227,9 +225,9 @@ def parse_args(argv):
     parser.add_argument("--model", default="all-MiniLM-L6-v2", help="encoder (untied towers)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.methods) - set(METHODS))
+    unknown = sorted(set(args.methods) - set(available()))
     if unknown:
-        raise PipelineError(f"--methods: unknown {unknown}; expected some of {list(METHODS)}")
+        raise PipelineError(f"--methods: unknown {unknown}; expected some of {available()}")
     bad = [n for n in args.n_totals if n < args.n_local or n % args.n_local]
     if bad:
         raise PipelineError(f"--n-totals: {bad} must be multiples of --n-local {args.n_local}")

@@ -13,38 +13,12 @@ from typing import Any
 
 import yaml
 
+from . import params as P
 from .common import PipelineError
+from .layout import model_tag as _tag
+from .params import TRAINING_DEFAULTS, ZERO_SHOT  # noqa: F401  (re-exported for callers and tests)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
-ZERO_SHOT = "none"
-
-# Defaults for every training recipe; `training:` in the config overrides them and each run
-# overrides `training:`. Kept here rather than in the schema so the three layers merge cleanly.
-TRAINING_DEFAULTS: dict[str, Any] = {
-    "batch_size": 8,
-    "accumulation_steps": 1,
-    "temperature": 0.05,
-    "memory_size": 0,
-    "query_bank": True,
-    "bank_update": "micro",
-    "reset_bank_each_step": False,
-    "fanoise": None,
-    "hard_negatives": None,
-    "epochs": 1,
-    "max_steps": None,
-    "lr": 2e-5,
-    "weight_decay": 0.01,
-    "adam_eps": 1e-8,
-    "warmup_steps": 0,
-    "warmup_ratio": 0.1,
-    "grad_clip": 2.0,
-    "train_query_max_length": None,
-    "train_passage_max_length": None,
-    "checkpoint_every": 0,
-    "device": "auto",
-    "cuda_memory_fraction": None,
-    "train_split": None,
-}
 
 
 class ConfigError(PipelineError):
@@ -83,7 +57,7 @@ def schema_errors(config: dict) -> list[str]:
     return messages
 
 
-def validate(config: dict, *, fill_defaults: bool = True) -> dict:
+def validate(config: dict) -> dict:
     """Validate a raw config mapping and return a copy with defaults filled in. Raises
     ConfigError naming every offending key before any job runs."""
     if not isinstance(config, dict):
@@ -92,13 +66,27 @@ def validate(config: dict, *, fill_defaults: bool = True) -> dict:
     errors = schema_errors(config)
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
-    if fill_defaults:
-        from snakemake.utils import validate as snakemake_validate
-
-        snakemake_validate(config, str(SCHEMA_PATH), set_default=True)
+    _fill_defaults(config)
     _select_runs(config)
     _semantic_checks(config)
     return config
+
+
+def _fill_defaults(config: dict) -> None:
+    """Defaults come from the dataclasses in pipeline.params (the schema has none)."""
+    config.setdefault("experiment", "default")
+    config.setdefault("seeds", [13])
+    config["encoder"] = P.merged(P.EncoderParams, config.get("encoder"))
+    config.setdefault("training", {})
+    index = P.merged(P.IndexParams, config.get("index"))
+    config["index"] = {**index, "hnsw": P.merged(P.HNSWParams, index["hnsw"]),
+                       "ivf": P.merged(P.IVFParams, index["ivf"])}
+    evaluation = P.merged(P.EvaluationSection, config.get("evaluation"))
+    if evaluation["reference_run"] is None:
+        evaluation.pop("reference_run")
+    config["evaluation"] = evaluation
+    config["mlflow"] = P.merged(P.MLflowSection, config.get("mlflow"))
+    config["datasets"] = {name: P.merged(P.DatasetSection, ds) for name, ds in config["datasets"].items()}
 
 
 def _typed_scalars(node):
@@ -137,12 +125,15 @@ def _select_runs(config: dict) -> None:
 
 
 def _semantic_checks(config: dict) -> None:
+    from .index import check_index_type
     from .methods import available
+    from .protocols import available_protocols
+    from .scorings import available_scorings
 
     known = set(available()) | {ZERO_SHOT}
     problems = []
     for run, recipe in config["runs"].items():
-        merged = {**TRAINING_DEFAULTS, **config.get("training", {}), **recipe}
+        merged = P.resolve_recipe(config.get("training"), recipe)
         if merged["method"] not in known:
             problems.append(f"config key runs.{run}.method: unknown method {merged['method']!r}; "
                             f"expected one of {sorted(known)}")
@@ -152,16 +143,27 @@ def _semantic_checks(config: dict) -> None:
     for name, ds in config["datasets"].items():
         if ds["source"] == "local" and "path" not in ds:
             problems.append(f"config key datasets.{name}.path: required when source is 'local'")
+        if ds["protocol"] not in available_protocols():
+            problems.append(f"config key datasets.{name}.protocol: {ds['protocol']!r} is not one of "
+                            f"{available_protocols()}")
     evaluation = config.get("evaluation", {})
+    for i, scoring in enumerate(evaluation["scorings"]):
+        if scoring not in available_scorings():
+            problems.append(f"config key evaluation.scorings[{i}]: {scoring!r} is not one of {available_scorings()}")
     ref = evaluation.get("reference_run")
     if ref is not None and ref not in config["runs"]:
         problems.append(f"config key evaluation.reference_run: {ref!r} is not a run; expected one of "
                         f"{sorted(config['runs'])}")
-    index = config.get("index", {})
-    if evaluation.get("search_index", "flat") not in index.get("index_types", ["flat"]):
+    index = config["index"]
+    for i, kind in enumerate(index["index_types"]):
+        try:
+            check_index_type(kind, f"config key index.index_types[{i}]")
+        except PipelineError as exc:
+            problems.append(str(exc))
+    if evaluation["search_index"] not in index["index_types"]:
         problems.append("config key evaluation.search_index: must be one of index.index_types "
-                        f"{index.get('index_types', ['flat'])}")
-    if "flat" not in index.get("index_types", ["flat"]):
+                        f"{index['index_types']}")
+    if "flat" not in index["index_types"]:
         problems.append("config key index.index_types: must include 'flat' (approximate indexes are "
                         "measured against it)")
     if problems:
@@ -196,9 +198,7 @@ class Job:
 def recipe(config: dict, run: str, dataset: str | None = None) -> dict:
     """The fully resolved training recipe of `run`: defaults < training < the run itself, with
     the encoder section merged the same way and the dataset's train split filled in."""
-    merged = {**TRAINING_DEFAULTS, **config.get("training", {}), **config["runs"][run]}
-    merged["encoder"] = {**config.get("encoder", {}), **config.get("training", {}).get("encoder", {}),
-                         **config["runs"][run].get("encoder", {})}
+    merged = P.resolve_recipe({"encoder": config.get("encoder", {})}, config.get("training"), config["runs"][run])
     if dataset is not None and merged.get("train_split") is None:
         merged["train_split"] = config["datasets"][dataset].get("train_split", "train")
     return merged
@@ -210,7 +210,7 @@ def is_trained(config: dict, run: str) -> bool:
 
 def model_tag(config: dict, run: str, seed: int) -> str:
     """Zero-shot models do not depend on the seed, so they are encoded once ('base')."""
-    return f"seed{seed}" if is_trained(config, run) else "base"
+    return _tag(seed, is_trained(config, run))
 
 
 def evaluate_params(config: dict, dataset: str, seed: int) -> dict:
@@ -219,6 +219,7 @@ def evaluate_params(config: dict, dataset: str, seed: int) -> dict:
     evaluation = config["evaluation"]
     return {
         "split": config["datasets"][dataset]["test_split"],
+        "protocol": config["datasets"][dataset]["protocol"],
         "scorings": evaluation["scorings"],
         "lambdas": evaluation["lambdas"],
         "dn_order": evaluation["dn_order"],
@@ -234,8 +235,8 @@ def jobs(config: dict) -> list[Job]:
     return [Job(d, r, s) for d in config["datasets"] for r in config["runs"] for s in config["seeds"]]
 
 
-def stable_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def stable_hash(obj: Any, length: int = 16) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
 def to_json(obj: Any) -> str:

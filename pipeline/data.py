@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 from .common import PipelineError, atomic_dir, log, run_main, sha256_file
+from .layout import MANIFEST, Layout
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED_ROOT = REPO_ROOT / "data" / "embedded"
@@ -318,14 +319,14 @@ def counts(data: BeirData) -> dict:
     }
 
 
-def publish(data: BeirData, out: str | os.PathLike, source_info: dict) -> dict:
+def write_dataset_folder(data: BeirData, out: str | os.PathLike, source_info: dict) -> dict:
     """Write the normalised folder and its manifest atomically; return the manifest."""
     with atomic_dir(out) as tmp:
         output_sha = write_normalized(data, tmp)
         manifest = {"manifest_version": MANIFEST_VERSION, **source_info, "counts": counts(data),
                     "input_sha256": dict(sorted(data.input_sha256.items())), "output_sha256": output_sha}
         # Written directly: the whole folder is swapped in by atomic_dir.
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
                                            encoding="utf-8")
     return manifest
 
@@ -555,12 +556,12 @@ def prepare_beir(name: str, out: str | os.PathLike, *, url: str | None = None, s
     data.input_sha256 = {(f"{top}/{rel}" if top else rel): h for rel, h in data.input_sha256.items()}
     info = {"name": name, "source": "beir", "url": url, "zip_sha256": _digests(zip_path)["sha256"],
             "checksum_verified": sorted(expected)}
-    return publish(data, out, info)
+    return write_dataset_folder(data, out, info)
 
 
 def prepare_local(name: str, path: str | os.PathLike, out: str | os.PathLike) -> dict:
     data = read_beir_folder(path)
-    return publish(data, out, {"name": name, "source": "local", "path": str(path)})
+    return write_dataset_folder(data, out, {"name": name, "source": "local", "path": str(path)})
 
 
 def embedded_path(name: str) -> Path:
@@ -573,7 +574,7 @@ def prepare_embedded(name: str, out: str | os.PathLike) -> dict:
         available = sorted(p.name for p in EMBEDDED_ROOT.iterdir() if p.is_dir()) if EMBEDDED_ROOT.is_dir() else []
         raise PipelineError(f"--name {name!r}: no embedded dataset at {folder}; available: {available}")
     data = read_beir_folder(folder, label=f"data/embedded/{name}")
-    return publish(data, out, {"name": name, "source": "embedded", "path": f"data/embedded/{name}"})
+    return write_dataset_folder(data, out, {"name": name, "source": "embedded", "path": f"data/embedded/{name}"})
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -613,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     name = check_name(args.name)
-    out = args.out or f"results/data/{name}"
+    out = args.out or str(Layout().data(name))
     if args.source != "local" and args.path:
         raise PipelineError(f"--path is only used with --source local (got --source {args.source})")
     if args.source != "beir" and (args.url or args.sha256 or args.md5):

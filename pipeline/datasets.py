@@ -1,5 +1,6 @@
-"""Reading a normalised dataset folder (BEIR layout, already validated by `pipeline.data`) and
-turning a qrels split into training examples."""
+"""The normalised dataset in memory: reading a dataset folder (BEIR layout, already validated by
+`pipeline.data`), the passage-text convention, and training examples from a qrels split.
+Imports no torch: BM25 mining and config validation use it too."""
 
 from __future__ import annotations
 
@@ -9,8 +10,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .common import PipelineError
-from .encoder import passage_text
-from .methods.base import Example
+from .layout import MANIFEST
+
+
+@dataclass
+class Example:
+    """One training triple: a query, its positive passage, and optional hard negatives."""
+
+    query: str
+    positive: str
+    negatives: list[str] = field(default_factory=list)
+
+
+def passage_text(doc: dict) -> str:
+    """BEIR/MTEB convention: title and text joined by a space."""
+    title = (doc.get("title") or "").strip()
+    text = (doc.get("text") or "").strip()
+    return f"{title} {text}".strip()
 
 
 @dataclass
@@ -60,7 +76,7 @@ def load_dataset(root: str | Path) -> Dataset:
                 query = json.loads(line)
                 queries[str(query["_id"])] = query["text"]
     qrels = {p.stem: read_qrels(p) for p in sorted((root / "qrels").glob("*.tsv"))}
-    manifest_path = root / "manifest.json"
+    manifest_path = root / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     return Dataset(root, corpus, queries, qrels, manifest)
 

@@ -9,7 +9,9 @@ DN replaces the dot product q.d of a contrastively trained dual encoder by
     S(q, d) = (q - lam * mu_q) . (d - lam * mu_d)
 
 where mu_q and mu_d are the mean query and document embeddings. Theory gives lam = 1/2; the
-official code uses lam = 0.25 throughout, which is our default.
+official code uses lam = 0.25 throughout, which is our default (pipeline.params.DEFAULT_LAMBDA).
+The scorings that use this math (dot, dn, dn*) are the classes in pipeline.scorings; the
+definitions and their sources are in docs/methods.md.
 
 Why the plain index can be reused: expanding the score,
 
@@ -43,17 +45,14 @@ import numpy as np
 from .common import PipelineError
 
 ORDERS = ("normalize_then_shift", "shift_then_normalize")
-DEFAULT_LAMBDA = 0.25
 
 
 @dataclass
 class DNMeans:
-    """The two means DN subtracts, and where they came from (for logs and metrics)."""
+    """The two means DN subtracts."""
 
     mu_q: np.ndarray
     mu_d: np.ndarray
-    source: str = "dn"
-    seed: int | None = None
 
 
 # ----------------------------------------------------------------------------- validation
@@ -83,7 +82,7 @@ def mean_embedding(x: np.ndarray, chunk: int = 65536) -> np.ndarray:
 
 def dn_means(query_emb: np.ndarray, doc_emb: np.ndarray) -> DNMeans:
     """DN: mu_q over all evaluation queries, mu_d over the whole corpus."""
-    return DNMeans(mean_embedding(query_emb), mean_embedding(doc_emb), source="dn")
+    return DNMeans(mean_embedding(query_emb), mean_embedding(doc_emb))
 
 
 def sample_rows(n_available: int, samples: int, seed: int, key: str, what: str) -> np.ndarray:
@@ -113,13 +112,6 @@ def dn_star_draws(n_queries: int, n_docs: int, samples: int = 100, repeats: int 
     return draws
 
 
-def dn_star_means(query_pool: np.ndarray, doc_emb: np.ndarray, samples: int = 100, repeats: int = 5,
-                  seed: int = 0) -> list[DNMeans]:
-    """DN*: one DNMeans per repeat, each from `samples` random pool queries and corpus documents."""
-    return [DNMeans(mean_embedding(query_pool[q]), mean_embedding(doc_emb[d]), source="dn*", seed=s)
-            for s, q, d in dn_star_draws(len(query_pool), len(doc_emb), samples, repeats, seed)]
-
-
 # ----------------------------------------------------------------------------- transforms
 def _l2(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
@@ -138,11 +130,6 @@ def dn_scores(q: np.ndarray, d: np.ndarray, means: DNMeans, lam: float,
               order: str = "normalize_then_shift") -> np.ndarray:
     """Brute-force DN score matrix [n_queries, n_docs]; the reference the index path must match."""
     return transform(q, means.mu_q, lam, order) @ transform(d, means.mu_d, lam, order).T
-
-
-def shift_queries(q: np.ndarray, means: DNMeans, lam: float) -> np.ndarray:
-    """The query vectors to search a plain inner-product index with (float32 for FAISS)."""
-    return np.ascontiguousarray(transform(q, means.mu_q, lam, "normalize_then_shift"), dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- search
@@ -204,7 +191,7 @@ def dn_search(index, q: np.ndarray, k: int, means: DNMeans | None = None, lam: f
     lam = check_lambda(lam, "lambda")
     if means is None:
         dim = q.shape[1]
-        means, lam = DNMeans(np.zeros(dim), np.zeros(dim), source="dot"), 0.0
+        means, lam = DNMeans(np.zeros(dim), np.zeros(dim)), 0.0
     if order == "shift_then_normalize" and lam > 0:
         if doc_emb is None:
             raise PipelineError("dn_order: shift_then_normalize rescales every document and needs the "
@@ -231,5 +218,5 @@ def to_results(qids: Sequence[str], doc_ids: Sequence[str], scores: np.ndarray, 
     return out
 
 
-__all__ = ["DNMeans", "ORDERS", "DEFAULT_LAMBDA", "check_lambda", "check_order", "dn_means", "dn_star_draws",
-           "dn_star_means", "transform", "dn_scores", "shift_queries", "dn_search", "exact_search", "to_results"]
+__all__ = ["DNMeans", "ORDERS", "check_lambda", "check_order", "dn_means", "dn_star_draws", "transform", "dn_scores",
+           "dn_search", "exact_search", "to_results"]

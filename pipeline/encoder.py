@@ -19,26 +19,18 @@ import torch
 from torch import nn
 
 from .common import PipelineError, atomic_dir
+from .params import EncoderParams
 
-PACKAGED_MINILM = "all-MiniLM-L6-v2"
+PACKAGED_MINILM = EncoderParams.model
 _MINILM_ALIASES = {PACKAGED_MINILM, "sentence-transformers/all-MiniLM-L6-v2", "minilm"}
 SPEC_FILE = "bi_encoder.json"
 QUERY, PASSAGE = "query", "passage"
 
 
 @dataclass
-class EncoderSpec:
-    """Everything needed to rebuild a bi-encoder. `model` is a hub id, a local folder or the
-    packaged MiniLM alias; `random_init` builds the same architecture with fresh weights (the
-    from-scratch control, since no un-tuned BERT is obtainable offline)."""
-
-    model: str = PACKAGED_MINILM
-    pooling: str = "mean"
-    normalize: bool = True
-    query_max_length: int = 64
-    passage_max_length: int = 256
-    tied: bool = True
-    random_init: bool = False
+class EncoderSpec(EncoderParams):
+    """Everything needed to rebuild a bi-encoder (the config's `encoder:` keys, defaults in
+    pipeline.params.EncoderParams), stored beside the weights."""
 
     @classmethod
     def from_dict(cls, data: dict) -> "EncoderSpec":
@@ -119,15 +111,13 @@ class BiEncoder(nn.Module):
     """Query and passage towers. `embed(inputs, side)` is differentiable and is what the training
     methods call; `encode_texts` is the batched, length-sorted inference path for indexing."""
 
-    def __init__(self, spec: EncoderSpec, query_model: nn.Module, passage_model: nn.Module, tokenizer,
-                 weights_from: str | None = None):
+    def __init__(self, spec: EncoderSpec, query_model: nn.Module, passage_model: nn.Module, tokenizer):
         super().__init__()
         self.spec = spec
         self.query_model = query_model
         # Tied towers are literally one module, so each parameter appears (and is updated) once.
         self.passage_model = query_model if spec.tied else passage_model
         self.tokenizer = tokenizer
-        self.weights_from = weights_from
 
     # ------------------------------------------------------------------ construction / storage
     @classmethod
@@ -143,7 +133,7 @@ class BiEncoder(nn.Module):
                 passage_model = copy.deepcopy(query_model)
             else:
                 passage_model.load_state_dict(query_model.state_dict())
-        return cls(spec, query_model, passage_model, _load_tokenizer(path), weights_from=path)
+        return cls(spec, query_model, passage_model, _load_tokenizer(path))
 
     def save(self, out_dir: str | os.PathLike, *, weights: bool = True) -> None:
         """Write the spec and, unless `weights` is False (zero-shot), both towers and the tokenizer.
@@ -171,8 +161,7 @@ class BiEncoder(nn.Module):
 
         query_model = AutoModel.from_pretrained(model_dir / QUERY)
         passage_model = query_model if spec.tied else AutoModel.from_pretrained(model_dir / PASSAGE)
-        return cls(spec, query_model, passage_model, _load_tokenizer(str(model_dir / "tokenizer")),
-                   weights_from=str(model_dir))
+        return cls(spec, query_model, passage_model, _load_tokenizer(str(model_dir / "tokenizer")))
 
     # ------------------------------------------------------------------ parameters
     def query_parameters(self) -> list[nn.Parameter]:
@@ -235,17 +224,10 @@ class BiEncoder(nn.Module):
         return out
 
 
-def passage_text(doc: dict) -> str:
-    """BEIR/MTEB convention: title and text joined by a space."""
-    title = (doc.get("title") or "").strip()
-    text = (doc.get("text") or "").strip()
-    return f"{title} {text}".strip()
-
-
 def describe(model: BiEncoder) -> str:
     n = sum(p.numel() for p in model.parameters())
     return (f"{model.spec.model} ({'tied' if model.spec.tied else 'untied'}, {model.spec.pooling} pooling, "
             f"normalize={model.spec.normalize}, {n / 1e6:.1f}M params)")
 
 
-__all__ = ["BiEncoder", "EncoderSpec", "QUERY", "PASSAGE", "describe", "passage_text", "resolve_model_path"]
+__all__ = ["BiEncoder", "EncoderSpec", "QUERY", "PASSAGE", "describe", "resolve_model_path"]

@@ -1,109 +1,75 @@
-"""Evaluate step: encode the evaluation queries, search an index folder under each scoring
-(plain dot product, DN, DN*), write TREC run files and BEIR/pytrec_eval metrics.
+"""Evaluate step: encode the evaluated queries, search an index folder under each configured
+scoring (pipeline.scorings: plain dot product, DN, DN*, ...), and score the rankings with the
+dataset's evaluation protocol (pipeline.protocols: BEIR qrels metrics, ...).
 
 Outputs (one folder, swapped in atomically):
-  metrics.json     {"rows": [{"scoring", "lambda", "index", "ndcg@1", ..., "mrr@10",
-                    (dn*: "<metric>_std", "repeats")}], "num_queries", ...}  (deterministic:
-                   the same model, data and seed give a byte-identical file)
-  index_report.json {"index_recall": {type: {"recall@100_vs_flat", "search_seconds", ...}}}
-  per_query.json   {"dot" | "dn@<lam>" | "dn*@<lam>": {qid: ndcg@10}}  (dn*: mean over repeats)
-  run-dot.trec, run-dn-lam<lam>.trec, run-dnstar-lam<lam>-rep<r>.trec
-                   `qid Q0 docid rank score tag`; "dnstar" because a literal `*` in a file name
-                   is a shell glob and breaks Snakemake patterns.
-
-No document is ever dropped from a ranking: BEIR's `ignore_identical_ids` (on by default in
-`EvaluateRetrieval.evaluate` in beir 2.2.0, and in its exact-search `retrieve`) removes a hit
-whose doc id equals the query id, which is wrong for datasets whose query and doc id spaces
-overlap by accident (numeric ids), so it is always passed as False here.
+  metrics.json     {"rows": [{"scoring", "lambda", "index", <protocol metrics>,
+                    (sampled scorings such as dn*: "<metric>_std", "repeats")}], "num_queries", ...}
+                   (deterministic: the same model, data and seed give a byte-identical file)
+  index_report.json {"index_recall": {type: {"recall@100_vs_flat", "search_seconds", ...}},
+                    "started_at", "finished_at"}  (timings: differs between re-runs)
+  per_query.json   {<scoring name, e.g. "dot", "dn@0.25", "dn*@0.25">: {qid: per-query metric}}
+                   (sampled scorings: mean over repeats)
+  run-<slug>.trec, run-<slug>-rep<r>.trec
+                   `qid Q0 docid rank score tag`; the slug is the scoring's name with the
+                   characters file names and MLflow keys allow ("dn*@0.25" -> "dnstar-0.25").
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from . import dn as dnlib
 from .common import (PipelineError, atomic_dir, atomic_write_json, atomic_write_text, log, parse_json_object,
-                     read_json, run_main, seed_everything)
-
-SCORINGS = ("dot", "dn", "dn*")
-K_VALUES = (1, 3, 5, 10, 100)
-METRIC_KEYS = tuple(f"ndcg@{k}" for k in K_VALUES) + ("recall@10", "recall@100", "mrr@10")
-DN_STAR_DEFAULTS = {"samples": 100, "repeats": 5, "source_split": "train", "seed": 0}
-DEFAULTS: dict[str, Any] = {
-    "split": "test", "scorings": ["dot", "dn", "dn*"], "lambdas": [dnlib.DEFAULT_LAMBDA],
-    "dn_order": "normalize_then_shift", "dn_star": {}, "index": "flat", "top_k": 100,
-    "approx_indexes": None, "seed": 0, "batch_size": 64,
-}
+                     run_main, seed_everything)
+from .layout import INDEX_REPORT, METRICS, PER_QUERY
+from .params import DNStarParams, EvalParams, as_list, check_int, check_keys, defaults, merged
 
 
 # ----------------------------------------------------------------------------- parameters
-def resolve_params(params: dict) -> dict:
-    from .index import INDEX_TYPES, _check_keys, _positive_int, check_index_types
+def resolve_params(params: dict) -> EvalParams:
+    """Validate the step's JSON parameters (every key named on error) and fill the defaults."""
+    from .index import check_index_type, check_index_types
+    from .protocols import available_protocols
+    from .scorings import available_scorings, scoring_class
 
-    params = _check_keys(params, set(DEFAULTS), "params")
-    out = {**DEFAULTS, **params}
+    check_keys(params, defaults(EvalParams), "params")
+    out = merged(EvalParams, params)
     if not isinstance(out["split"], str) or not out["split"]:
         raise PipelineError(f"split: expected a qrels split name, got {out['split']!r}")
-    scorings = out["scorings"]
-    if isinstance(scorings, str):
-        scorings = [scorings]
-    if not isinstance(scorings, list) or not scorings:
-        raise PipelineError(f"scorings: expected a non-empty list from {list(SCORINGS)}")
-    for s in scorings:
-        if s not in SCORINGS:
-            raise PipelineError(f"scorings: unknown scoring {s!r}; allowed: {list(SCORINGS)}")
-    out["scorings"] = list(dict.fromkeys(scorings))
-    lambdas = out["lambdas"]
-    if isinstance(lambdas, (int, float)) and not isinstance(lambdas, bool):
-        lambdas = [lambdas]
-    if not isinstance(lambdas, list) or not lambdas:
-        raise PipelineError("lambdas: expected a number in [0, 1] or a non-empty list of them")
+    if out["protocol"] not in available_protocols():
+        raise PipelineError(f"protocol: unknown evaluation protocol {out['protocol']!r}; "
+                            f"allowed: {available_protocols()}")
+    out["scorings"] = as_list(out["scorings"], f"scorings (from {available_scorings()})")
+    for s in out["scorings"]:
+        if s not in available_scorings():
+            raise PipelineError(f"scorings: unknown scoring {s!r}; allowed: {available_scorings()}")
+    lambdas = as_list(out["lambdas"], "lambdas (numbers in [0, 1])")
     out["lambdas"] = list(dict.fromkeys(dnlib.check_lambda(x, "lambdas") for x in lambdas))
     out["dn_order"] = dnlib.check_order(out["dn_order"], "dn_order")
-    star = {**DN_STAR_DEFAULTS, **_check_keys(out["dn_star"], set(DN_STAR_DEFAULTS), "dn_star")}
+    star = merged(DNStarParams, check_keys(out["dn_star"], defaults(DNStarParams), "dn_star"))
     for key in ("samples", "repeats"):
-        _positive_int(star[key], f"dn_star.{key}")
-    if not isinstance(star["seed"], int) or isinstance(star["seed"], bool) or star["seed"] < 0:
-        raise PipelineError(f"dn_star.seed: expected a non-negative integer, got {star['seed']!r}")
-    if "dn*" in out["scorings"] and star["source_split"] == out["split"]:
-        raise PipelineError(f"dn_star.source_split: DN* must estimate its means from unlabeled queries of a "
-                            f"split other than the evaluated one ({out['split']!r})")
-    out["dn_star"] = star
-    if out["index"] not in INDEX_TYPES:
-        raise PipelineError(f"index: unknown index type {out['index']!r}; allowed: {list(INDEX_TYPES)}")
-    if out["approx_indexes"] is not None:
-        out["approx_indexes"] = check_index_types(out["approx_indexes"], "approx_indexes") \
-            if out["approx_indexes"] != [] else []
-    out["top_k"] = _positive_int(out["top_k"], "top_k")
-    out["batch_size"] = _positive_int(out["batch_size"], "batch_size")
-    if not isinstance(out["seed"], int) or isinstance(out["seed"], bool):
-        raise PipelineError(f"seed: expected an integer, got {out['seed']!r}")
-    return out
+        check_int(star[key], f"dn_star.{key}")
+    check_int(star["seed"], "dn_star.seed", minimum=0)
+    out["dn_star"] = DNStarParams(**star)
+    check_index_type(out["index"], "index")
+    if out["approx_indexes"]:
+        out["approx_indexes"] = check_index_types(out["approx_indexes"], "approx_indexes")
+    check_int(out["top_k"], "top_k")
+    check_int(out["batch_size"], "batch_size")
+    check_int(out["seed"], "seed", minimum=None)
+    resolved = EvalParams(**out)
+    for family in resolved.scorings:
+        scoring_class(family).check(resolved)
+    return resolved
 
 
-# ----------------------------------------------------------------------------- metrics
-def compute_metrics(qrels: dict[str, dict[str, int]], results: dict[str, dict[str, float]]
-                    ) -> tuple[dict[str, float], dict[str, float]]:
-    """BEIR's aggregate metrics (pytrec_eval underneath) and per-query NDCG@10.
-
-    `qrels` must be restricted to the evaluated queries: BEIR's MRR divides by len(qrels)."""
-    import pytrec_eval
-    from beir.retrieval.evaluation import EvaluateRetrieval
-
-    ndcg, _map, recall, _prec = EvaluateRetrieval.evaluate(qrels, results, list(K_VALUES),
-                                                           ignore_identical_ids=False)
-    mrr = EvaluateRetrieval.evaluate_custom(qrels, results, [10], metric="mrr")
-    metrics = {f"ndcg@{k}": ndcg[f"NDCG@{k}"] for k in K_VALUES}
-    metrics.update({"recall@10": recall["Recall@10"], "recall@100": recall["Recall@100"], "mrr@10": mrr["MRR@10"]})
-    per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(results)
-    return metrics, {qid: float(v["ndcg_cut_10"]) for qid, v in per_query.items()}
-
-
+# ----------------------------------------------------------------------------- outputs
 def trec_lines(results: dict[str, dict[str, float]], tag: str) -> str:
     lines = []
     for qid, hits in results.items():
@@ -115,35 +81,7 @@ def trec_lines(results: dict[str, dict[str, float]], tag: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def lam_label(lam: float) -> str:
-    return f"{lam:g}"
-
-
 # ----------------------------------------------------------------------------- helpers
-def load_index_folder(index_dir: Path, ds) -> tuple[np.ndarray, list[str], dict]:
-    from .index import read_stats
-
-    stats = read_stats(index_dir)
-    doc_ids = read_json(index_dir / "docids.json")
-    if not (index_dir / "embeddings.npy").is_file():
-        raise PipelineError(f"{index_dir}: missing embeddings.npy")
-    emb = np.load(index_dir / "embeddings.npy", mmap_mode="r")
-    if len(doc_ids) != len(emb):
-        raise PipelineError(f"{index_dir}: docids.json has {len(doc_ids)} ids but embeddings.npy {len(emb)} rows")
-    if len(doc_ids) != len(ds.corpus) or any(d not in ds.corpus for d in doc_ids):
-        raise PipelineError(f"{index_dir}: built from a different corpus than {ds.root}/corpus.jsonl "
-                            f"({len(doc_ids)} indexed ids vs {len(ds.corpus)} documents)")
-    return emb, doc_ids, stats
-
-
-def eval_queries(ds, split: str) -> tuple[list[str], dict[str, dict[str, int]]]:
-    qrels = ds.split(split)
-    missing = [q for q in qrels if q not in ds.queries]
-    if missing:
-        raise PipelineError(f"{ds.root}/qrels/{split}.tsv: query ids {missing[:5]} are not in queries.jsonl")
-    return list(qrels), {q: dict(d) for q, d in qrels.items()}
-
-
 def index_recall(index_dir: Path, stats: dict, kinds: list[str], q: np.ndarray, emb: np.ndarray, k: int
                  ) -> dict[str, dict]:
     """Recall@k of each index's dot-product top-k against the flat index (exact search when no
@@ -175,118 +113,108 @@ def index_recall(index_dir: Path, stats: dict, kinds: list[str], q: np.ndarray, 
     return out
 
 
+def _rows_for(scoring, repeats: list[tuple[dict, dict]], index: str) -> tuple[dict, dict[str, float]]:
+    """One metrics row and the per-query values of a scoring from its repeats (one for most)."""
+    row = {"scoring": scoring.family, "lambda": scoring.lam, "index": index}
+    per_query = {qid: float(np.mean([pq[qid] for _, pq in repeats])) for qid in repeats[0][1]}
+    if not scoring.sampled:
+        return {**row, **repeats[0][0]}, per_query
+    row["repeats"] = len(repeats)
+    for key in repeats[0][0]:
+        vals = np.array([m[key] for m, _ in repeats])
+        row[key] = round(float(vals.mean()), 5)
+        # Sample std (ddof=1) over the repeats; 0 for a single repeat.
+        row[f"{key}_std"] = round(float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, 5)
+    return row, per_query
+
+
+def trec_name(scoring, repeat: int, sampled: bool) -> str:
+    return f"run-{scoring.slug}-rep{repeat}" if sampled else f"run-{scoring.slug}"
+
+
 # ----------------------------------------------------------------------------- entry point
 def run(model_dir: str, dataset_dir: str, index_dir: str, out_dir: str, params: dict) -> dict:
     p = resolve_params(params)  # before the slow torch import, so config errors come back at once
+    started_at = time.time()
     from .datasets import load_dataset
     from .encoder import BiEncoder
-    from .index import load_index, set_threads
+    from .index import load_embeddings, load_index, set_threads
+    from .protocols import get_protocol
+    from .scorings import ScoringInputs, expand
 
-    seed_everything(p["seed"])
+    seed_everything(p.seed)
     set_threads()
     ds = load_dataset(dataset_dir)
     index_dir = Path(index_dir)
-    emb, doc_ids, stats = load_index_folder(index_dir, ds)
-    if p["index"] not in stats["indexes"]:
-        raise PipelineError(f"index: {p['index']!r} was not built in {index_dir} (built: {sorted(stats['indexes'])})")
-    approx = p["approx_indexes"]
+    emb, doc_ids, stats = load_embeddings(index_dir)
+    if len(doc_ids) != len(ds.corpus) or any(d not in ds.corpus for d in doc_ids):
+        raise PipelineError(f"{index_dir}: built from a different corpus than {ds.root}/corpus.jsonl "
+                            f"({len(doc_ids)} indexed ids vs {len(ds.corpus)} documents)")
+    if p.index not in stats["indexes"]:
+        raise PipelineError(f"index: {p.index!r} was not built in {index_dir} (built: {sorted(stats['indexes'])})")
+    approx = p.approx_indexes
     if approx is None:
         approx = [k for k in stats["indexes"] if k != "flat"]
     for kind in approx:
         if kind not in stats["indexes"]:
             raise PipelineError(f"approx_indexes: {kind!r} was not built in {index_dir} "
                                 f"(built: {sorted(stats['indexes'])})")
-    qids, qrels = eval_queries(ds, p["split"])
+    protocol = get_protocol(p.protocol)(ds, p.split)
+    qids = protocol.query_ids()
     if not qids:
-        raise PipelineError(f"{ds.root}/qrels/{p['split']}.tsv: no queries to evaluate")
+        raise PipelineError(f"{ds.root}/qrels/{p.split}.tsv: no queries to evaluate")
 
-    # DN* inputs are checked before any encoding so a bad sample size fails fast.
-    star_draws, pool_ids = [], []
-    if "dn*" in p["scorings"]:
-        star = p["dn_star"]
-        if star["source_split"] not in ds.qrels:
-            raise PipelineError(f"dn_star.source_split: {ds.root} has no qrels split {star['source_split']!r} "
-                                f"(available: {sorted(ds.qrels)})")
-        pool_ids = [q for q in ds.qrels[star["source_split"]] if q in ds.queries and q not in qrels]
-        star_draws = dnlib.dn_star_draws(len(pool_ids), len(emb), star["samples"], star["repeats"], star["seed"])
+    # Scorings check their own inputs (e.g. DN*'s sample sizes) before any encoding.
+    scorings = expand(p.scorings, p.lambdas)
+    inputs = ScoringInputs(dataset=ds, query_ids=qids, num_docs=len(emb), params=p)
+    for scoring in scorings:
+        scoring.prepare(inputs)
 
     model = BiEncoder.load(model_dir)
     if model.embedding_dim != emb.shape[1]:
         raise PipelineError(f"{index_dir}: embeddings have dim {emb.shape[1]} but {model_dir} encodes {model.embedding_dim}")
-    if any(s != "dot" for s in p["scorings"]) and p["dn_order"] == "normalize_then_shift" \
+    if any(s.family != "dot" for s in scorings) and p.dn_order == "normalize_then_shift" \
             and not stats.get("normalized", True):
         log.warning("dn_order normalize_then_shift: %s does not L2-normalise, so DN shifts raw embeddings",
                     model_dir)
-    q = model.encode_texts([ds.queries[i] for i in qids], "query", batch_size=p["batch_size"], progress=True,
-                           desc="encode queries")
-    pool_emb = None
-    if star_draws:
-        needed = sorted({int(r) for _, rows, _ in star_draws for r in rows})
-        enc = model.encode_texts([ds.queries[pool_ids[r]] for r in needed], "query", batch_size=p["batch_size"],
-                                 progress=True, desc="encode dn* queries")
-        pool_emb = np.zeros((len(pool_ids), emb.shape[1]), dtype=np.float32)
-        pool_emb[needed] = enc
+    inputs.queries = model.encode_texts(protocol.query_texts(), "query", batch_size=p.batch_size, progress=True,
+                                        desc="encode queries")
+    inputs.docs = np.asarray(emb)
+    inputs.encode = lambda texts: model.encode_texts(texts, "query", batch_size=p.batch_size, progress=True,
+                                                     desc="encode extra queries")
 
-    index = load_index(index_dir, p["index"], stats)
-    emb_arr = np.asarray(emb)
-    top_k = p["top_k"]
-    if top_k < max(K_VALUES):
-        log.warning("top_k=%d < %d: NDCG/recall at %d only see the top %d documents", top_k, max(K_VALUES),
-                    max(K_VALUES), top_k)
+    index = load_index(index_dir, p.index, stats)
+    if p.top_k < protocol.depth:
+        log.warning("top_k=%d < %d: metrics at depth %d only see the top %d documents", p.top_k, protocol.depth,
+                    protocol.depth, p.top_k)
     rows_out, per_query, runs = [], {}, {}
-
-    def search(means, lam):
-        scores, rows = dnlib.dn_search(index, q, top_k, means, lam, p["dn_order"], doc_emb=emb_arr)
-        return dnlib.to_results(qids, doc_ids, scores, rows)
-
-    for scoring in p["scorings"]:
-        if scoring == "dot":
-            results = search(None, 0.0)
-            metrics, pq = compute_metrics(qrels, results)
-            rows_out.append({"scoring": "dot", "lambda": None, "index": p["index"], **metrics})
-            per_query["dot"] = pq
-            runs["run-dot.trec"] = trec_lines(results, "dot")
-            continue
-        for lam in p["lambdas"]:
-            if scoring == "dn":
-                results = search(dnlib.dn_means(q, emb_arr), lam)
-                metrics, pq = compute_metrics(qrels, results)
-                rows_out.append({"scoring": "dn", "lambda": lam, "index": p["index"], **metrics})
-                per_query[f"dn@{lam_label(lam)}"] = pq
-                runs[f"run-dn-lam{lam_label(lam)}.trec"] = trec_lines(results, f"dn-lam{lam_label(lam)}")
-                continue
-            reps, pqs = [], []
-            for r, (s, q_rows, d_rows) in enumerate(star_draws):
-                means = dnlib.DNMeans(dnlib.mean_embedding(pool_emb[q_rows]), dnlib.mean_embedding(emb_arr[d_rows]),
-                                      source="dn*", seed=s)
-                results = search(means, lam)
-                metrics, pq = compute_metrics(qrels, results)
-                reps.append(metrics)
-                pqs.append(pq)
-                runs[f"run-dnstar-lam{lam_label(lam)}-rep{r}.trec"] = trec_lines(
-                    results, f"dnstar-lam{lam_label(lam)}-rep{r}")
-            row = {"scoring": "dn*", "lambda": lam, "index": p["index"], "repeats": len(reps)}
-            for key in METRIC_KEYS:
-                vals = np.array([m[key] for m in reps])
-                row[key] = round(float(vals.mean()), 5)
-                # Sample std (ddof=1) over the repeats; 0 for a single repeat.
-                row[f"{key}_std"] = round(float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, 5)
-            rows_out.append(row)
-            per_query[f"dn*@{lam_label(lam)}"] = {qid: float(np.mean([pq[qid] for pq in pqs])) for qid in pqs[0]}
-
-    for row in rows_out:
-        log.info("%-4s lambda=%-5s %s ndcg@10=%.4f recall@100=%.4f", row["scoring"], row["lambda"], row["index"],
-                 row["ndcg@10"], row["recall@100"])
-    recall = index_recall(index_dir, stats, approx, q, emb_arr, top_k)
+    for scoring in scorings:
+        repeats = []
+        for r, means in enumerate(scoring.means(inputs)):
+            scores, rows = dnlib.dn_search(index, inputs.queries, p.top_k, means, scoring.search_lambda,
+                                           p.dn_order, doc_emb=inputs.docs)
+            results = dnlib.to_results(qids, doc_ids, scores, rows)
+            repeats.append(protocol.evaluate(results))
+            name = trec_name(scoring, r, scoring.sampled)
+            runs[f"{name}.trec"] = trec_lines(results, name[len("run-"):])
+        row, per_query[scoring.name] = _rows_for(scoring, repeats, p.index)
+        rows_out.append(row)
+        log.info("%-10s %s %s", scoring.name, p.index,
+                 " ".join(f"{k}={row[k]:.4f}" for k in protocol.headline if k in row))
+    recall = index_recall(index_dir, stats, approx, inputs.queries, inputs.docs, p.top_k)
     result = {"rows": rows_out, "index_recall": recall, "num_queries": len(qids), "num_docs": len(doc_ids),
-              "split": p["split"], "top_k": top_k, "dn_order": p["dn_order"],
-              "dn_star": p["dn_star"] if "dn*" in p["scorings"] else None}
+              "split": p.split, "top_k": p.top_k, "dn_order": p.dn_order,
+              "dn_star": asdict(p.dn_star) if "dn*" in p.scorings else None}
+    if p.protocol != "qrels":
+        result["protocol"] = p.protocol
     with atomic_dir(out_dir) as tmp:
         for name, text in runs.items():
             atomic_write_text(tmp / name, text)
-        atomic_write_json(tmp / "per_query.json", per_query)
-        atomic_write_json(tmp / "metrics.json", {k: v for k, v in result.items() if k != "index_recall"})
-        atomic_write_json(tmp / "index_report.json", {"index_recall": recall})
+        atomic_write_json(tmp / PER_QUERY, per_query)
+        atomic_write_json(tmp / METRICS, {k: v for k, v in result.items() if k != "index_recall"})
+        # Wall-clock times live here, not in metrics.json, which stays byte-identical across re-runs.
+        atomic_write_json(tmp / INDEX_REPORT, {"index_recall": recall, "started_at": started_at,
+                                               "finished_at": time.time()})
     return result
 
 

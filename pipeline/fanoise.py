@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from .params import FANoiseParams, merged
+
 SCALINGS = ("sublinear", "linear", "uniform")
 
 
@@ -25,7 +27,7 @@ class FANoise(nn.Module):
     Li, Fang, et al., "FANoise: Singular Value-Adaptive Noise Modulation for Robust Multimodal
     Representation Learning", arXiv 2511.20997 (AAAI 2026).
 
-    Choices the paper leaves open (see DESIGN.md section 1.3):
+    Choices the paper leaves open (docs/methods.md#fanoise):
     - The normaliser is the rank r = min(n, d), not the batch size n. Then the expected squared
       norm of a noise row is alpha^2 * mean(s^2): exactly alpha^2 for uniform scaling, and
       independent of both batch size and dimension for the others, so the same alpha means the
@@ -53,7 +55,8 @@ class FANoise(nn.Module):
         """Build from a recipe's `fanoise` entry ({alpha, scaling} or None)."""
         if not cfg:
             return None
-        return cls(alpha=float(cfg.get("alpha", 0.1)), scaling=cfg.get("scaling", "sublinear"))
+        cfg = merged(FANoiseParams, cfg)
+        return cls(alpha=float(cfg["alpha"]), scaling=cfg["scaling"])
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, scaling={self.scaling!r}"

@@ -38,7 +38,7 @@ def mine(corpus: dict[str, dict], queries: dict[str, str], split: dict[str, dict
     """Return [{"query_id", "negatives"}] for every query of `split`, in split order."""
     import bm25s
 
-    from .encoder import passage_text
+    from .datasets import passage_text
 
     if top_k < 1:
         raise PipelineError(f"--top-k must be >= 1, got {top_k}")

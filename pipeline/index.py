@@ -4,7 +4,9 @@ indexes over the embeddings.
 Outputs (one folder, swapped in atomically):
   embeddings.npy    float32 [num_docs, dim], row i is docids[i]
   docids.json       list of doc ids in row order
-  {type}.faiss      one per requested index type (flat, hnsw, ivf), all inner product
+  {type}.faiss      one per requested index type, all inner product: the aliases flat, hnsw,
+                    ivf (tuned parameters) or any FAISS index_factory string ("IVF256,PQ16",
+                    "HNSW32,SQ8"; punctuation becomes "_" in the file name)
   index_stats.json  {"num_docs", "dim", "encode_seconds", "model", "indexes": {type: {"build_seconds",
                     "size_bytes", "params"}}}
 
@@ -27,39 +29,56 @@ import numpy as np
 
 from .common import PipelineError, atomic_dir, atomic_write_json, log, parse_json_object, run_main
 
-INDEX_TYPES = ("flat", "hnsw", "ivf")
-# Measured on full SciFact (5,183 MiniLM vectors, 300 test queries, recall@100 vs flat):
-# M=32/efConstruction=200 reaches 0.956 / 0.991 / 0.999 / 0.9998 at efSearch 64 / 128 / 256 / 512,
-# so 256 clears 0.99 with margin at ~0.4 ms per query on 2 cores.
-HNSW_DEFAULTS = {"M": 32, "efConstruction": 200, "efSearch": 256}
-DEFAULTS: dict[str, Any] = {"batch_size": 64, "index_types": ["flat", "hnsw", "ivf"], "hnsw": {}, "ivf": {}}
+from .layout import DOC_IDS, EMBEDDINGS, INDEX_STATS
+from .params import HNSWParams, IndexParams, IVFParams, check_int, check_keys, defaults, merged
+
+ALIASES = ("flat", "hnsw", "ivf")  # short names with tuned parameters; anything else is a factory string
+# Dimension used only to check that a factory string parses: divisible by every usual PQ/SQ split.
+_PROBE_DIM = 3840
 
 
 # ----------------------------------------------------------------------------- parameters
-def _check_keys(obj: Any, allowed: set[str], where: str) -> dict:
-    if not isinstance(obj, dict):
-        raise PipelineError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
-        raise PipelineError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(allowed)}")
-    return obj
+def factory_string(kind: str, params: dict) -> str:
+    """The FAISS index_factory string of an index type (aliases expand with their parameters)."""
+    if kind == "flat":
+        return "Flat"
+    if kind == "hnsw":
+        return f"HNSW{params['hnsw']['M']},Flat"
+    if kind == "ivf":
+        return f"IVF{params['ivf']['nlist']},Flat"
+    return kind
 
 
-def _positive_int(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PipelineError(f"{key}: expected a positive integer, got {value!r}")
-    return value
+def file_name(kind: str) -> str:
+    """`<kind>.faiss`, with a factory string's punctuation made file-name safe."""
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in kind) + ".faiss"
 
 
 def check_index_types(types: Any, key: str = "index_types") -> list[str]:
     if isinstance(types, str):
         types = [types]
     if not isinstance(types, list) or not types:
-        raise PipelineError(f"{key}: expected a non-empty list of index types from {list(INDEX_TYPES)}")
-    for t in types:
-        if t not in INDEX_TYPES:
-            raise PipelineError(f"{key}: unknown index type {t!r}; allowed: {list(INDEX_TYPES)}")
+        raise PipelineError(f"{key}: expected a non-empty list of index types ({list(ALIASES)} or FAISS "
+                            "index_factory strings)")
+    for kind in types:
+        check_index_type(kind, key)
     return list(dict.fromkeys(types))
+
+
+def check_index_type(kind: Any, key: str) -> str:
+    if kind in ALIASES:
+        return kind
+    problem = "not a string"
+    if isinstance(kind, str) and kind:
+        import faiss
+
+        try:
+            faiss.index_factory(_PROBE_DIM, kind, faiss.METRIC_INNER_PRODUCT)
+            return kind
+        except RuntimeError as exc:
+            problem = "FAISS: " + str(exc).strip().splitlines()[-1].split(": ")[-1][:200]
+    raise PipelineError(f"{key}: unknown index type {kind!r}; allowed: the aliases {list(ALIASES)} or a FAISS "
+                        f"index_factory string such as 'IVF256,PQ16' or 'HNSW32,SQ8' ({problem})")
 
 
 def default_nlist(num_docs: int) -> int:
@@ -69,26 +88,21 @@ def default_nlist(num_docs: int) -> int:
 
 def resolve_params(params: dict, num_docs: int | None = None) -> dict:
     """Validate the step's JSON parameters and fill defaults. `num_docs` (when known) sizes IVF."""
-    params = _check_keys(params, set(DEFAULTS), "params")
-    out = {**DEFAULTS, **params}
-    out["batch_size"] = _positive_int(out["batch_size"], "batch_size")
+    check_keys(params, defaults(IndexParams), "params")
+    out = merged(IndexParams, params)
+    check_int(out["batch_size"], "batch_size")
     out["index_types"] = check_index_types(out["index_types"])
-    hnsw = {**HNSW_DEFAULTS, **_check_keys(out["hnsw"], set(HNSW_DEFAULTS), "hnsw")}
+    hnsw = merged(HNSWParams, check_keys(out["hnsw"], defaults(HNSWParams), "hnsw"))
     for k in hnsw:
-        _positive_int(hnsw[k], f"hnsw.{k}")
+        check_int(hnsw[k], f"hnsw.{k}")
     out["hnsw"] = hnsw
-    ivf = _check_keys(out["ivf"], {"nlist", "nprobe", "seed"}, "ivf")
-    ivf = dict(ivf)
-    if ivf.get("nlist") is None:  # the config schema allows null for "use the default"
-        ivf.pop("nlist", None)
-    if "nlist" in ivf:
-        _positive_int(ivf["nlist"], "ivf.nlist")
-    if "nprobe" in ivf:
-        _positive_int(ivf["nprobe"], "ivf.nprobe")
-    seed = ivf.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise PipelineError(f"ivf.seed: expected a non-negative integer, got {seed!r}")
-    ivf["seed"] = seed
+    ivf = merged(IVFParams, check_keys(out["ivf"], defaults(IVFParams), "ivf"))
+    for k in ("nlist", "nprobe"):
+        if ivf[k] is None:  # "use the default"
+            ivf.pop(k)
+        else:
+            check_int(ivf[k], f"ivf.{k}")
+    check_int(ivf["seed"], "ivf.seed", minimum=0)
     if num_docs is not None:
         ivf.setdefault("nlist", default_nlist(num_docs))
         if ivf["nlist"] > num_docs:
@@ -115,45 +129,65 @@ def set_threads() -> None:
 
 
 def build_index(kind: str, emb: np.ndarray, params: dict):
-    """Build one inner-product FAISS index of type `kind` over float32 `emb`."""
+    """Build one inner-product FAISS index of type `kind` (alias or factory string) over `emb`."""
     import faiss
 
     emb = np.ascontiguousarray(emb, dtype=np.float32)
-    dim = emb.shape[1]
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        p = params["hnsw"]
-        index = faiss.IndexHNSWFlat(dim, p["M"], faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = p["efConstruction"]
-        index.hnsw.efSearch = p["efSearch"]
-    elif kind == "ivf":
-        p = params["ivf"]
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, p["nlist"], faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = p["seed"]
+    index = faiss.index_factory(emb.shape[1], factory_string(kind, params), faiss.METRIC_INNER_PRODUCT)
+    hnsw = _hnsw_of(index)
+    if hnsw is not None:
+        hnsw.efConstruction = params["hnsw"]["efConstruction"]
+    ivf = _ivf_of(index)
+    if ivf is not None:
+        ivf.cp.seed = params["ivf"]["seed"]
         # Small corpora have fewer than FAISS's advised 39 points per list; that is expected here.
-        index.cp.min_points_per_centroid = 1
+        ivf.cp.min_points_per_centroid = 1
+    if not index.is_trained:
         index.train(emb)
-        index.nprobe = p["nprobe"]
-    else:
-        raise PipelineError(f"index_types: unknown index type {kind!r}; allowed: {list(INDEX_TYPES)}")
     index.add(emb)
+    configure_search(index, index_params(kind, params))
     return index
 
 
-def configure_search(index, kind: str, params: dict) -> None:
-    """Apply search-time knobs (efSearch, nprobe) recorded in index_stats.json to a loaded index."""
+def _hnsw_of(index):
     import faiss
 
-    if kind == "hnsw" and "efSearch" in params:
-        faiss.downcast_index(index).hnsw.efSearch = int(params["efSearch"])
-    if kind == "ivf" and "nprobe" in params:
-        faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
+    inner = faiss.downcast_index(index)
+    return inner.hnsw if hasattr(inner, "hnsw") else None
+
+
+def _ivf_of(index):
+    import faiss
+
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def configure_search(index, search: dict) -> None:
+    """Apply search-time knobs (efSearch, nprobe) recorded in index_stats.json to a loaded index."""
+    hnsw, ivf = _hnsw_of(index), _ivf_of(index)
+    if hnsw is not None and "efSearch" in search:
+        hnsw.efSearch = int(search["efSearch"])
+    if ivf is not None and "nprobe" in search:
+        ivf.nprobe = int(search["nprobe"])
 
 
 def index_params(kind: str, params: dict) -> dict:
-    return {"flat": {}, "hnsw": dict(params["hnsw"]), "ivf": dict(params["ivf"])}[kind]
+    """The parameters recorded for an index (and re-applied at search time)."""
+    if kind == "flat":
+        return {}
+    if kind == "hnsw":
+        return dict(params["hnsw"])
+    if kind == "ivf":
+        return dict(params["ivf"])
+    out = {"factory": kind}
+    if "HNSW" in kind:
+        out.update(efSearch=params["hnsw"]["efSearch"], efConstruction=params["hnsw"]["efConstruction"])
+    if "IVF" in kind:
+        out.update(nprobe=params["ivf"].get("nprobe"), seed=params["ivf"]["seed"])
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def write_indexes(emb: np.ndarray, params: dict, out_dir: Path) -> dict:
@@ -165,7 +199,7 @@ def write_indexes(emb: np.ndarray, params: dict, out_dir: Path) -> dict:
         t0 = time.perf_counter()
         index = build_index(kind, emb, params)
         build_seconds = time.perf_counter() - t0
-        path = out_dir / f"{kind}.faiss"
+        path = out_dir / file_name(kind)
         faiss.write_index(index, str(path))
         stats[kind] = {"build_seconds": round(build_seconds, 4), "size_bytes": path.stat().st_size,
                        "params": index_params(kind, params)}
@@ -178,9 +212,9 @@ def read_stats(index_dir: str | os.PathLike) -> dict:
     from .common import read_json
 
     index_dir = Path(index_dir)
-    if not (index_dir / "index_stats.json").is_file():
-        raise PipelineError(f"{index_dir}: not an index folder (missing index_stats.json)")
-    return read_json(index_dir / "index_stats.json")
+    if not (index_dir / INDEX_STATS).is_file():
+        raise PipelineError(f"{index_dir}: not an index folder (missing {INDEX_STATS})")
+    return read_json(index_dir / INDEX_STATS)
 
 
 def load_index(index_dir: str | os.PathLike, kind: str, stats: dict | None = None):
@@ -189,12 +223,28 @@ def load_index(index_dir: str | os.PathLike, kind: str, stats: dict | None = Non
 
     index_dir = Path(index_dir)
     stats = stats if stats is not None else read_stats(index_dir)
-    path = index_dir / f"{kind}.faiss"
+    path = index_dir / file_name(kind)
     if kind not in stats.get("indexes", {}) or not path.is_file():
         raise PipelineError(f"{index_dir}: no {kind!r} index (built: {sorted(stats.get('indexes', {}))})")
     index = faiss.read_index(str(path))
-    configure_search(index, kind, stats["indexes"][kind].get("params", {}))
+    configure_search(index, stats["indexes"][kind].get("params", {}))
     return index
+
+
+def load_embeddings(index_dir: str | os.PathLike, doc_ids_expected=None) -> tuple[np.ndarray, list[str], dict]:
+    """(memory-mapped embeddings, doc ids in row order, index_stats) of an index folder, checked
+    for consistency (and against the dataset's doc ids when given)."""
+    from .common import read_json
+
+    index_dir = Path(index_dir)
+    stats = read_stats(index_dir)
+    doc_ids = read_json(index_dir / DOC_IDS)
+    if not (index_dir / EMBEDDINGS).is_file():
+        raise PipelineError(f"{index_dir}: missing {EMBEDDINGS}")
+    emb = np.load(index_dir / EMBEDDINGS, mmap_mode="r")
+    if len(doc_ids) != len(emb):
+        raise PipelineError(f"{index_dir}: {DOC_IDS} has {len(doc_ids)} ids but {EMBEDDINGS} {len(emb)} rows")
+    return emb, doc_ids, stats
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -216,12 +266,12 @@ def run(model_dir: str, dataset_dir: str, out_dir: str, params: dict) -> dict:
                              desc="encode corpus")
     encode_seconds = time.perf_counter() - t0
     with atomic_dir(out_dir) as tmp:
-        np.save(tmp / "embeddings.npy", emb.astype(np.float32, copy=False))
-        (tmp / "docids.json").write_text(json.dumps(doc_ids) + "\n", encoding="utf-8")
+        np.save(tmp / EMBEDDINGS, emb.astype(np.float32, copy=False))
+        (tmp / DOC_IDS).write_text(json.dumps(doc_ids) + "\n", encoding="utf-8")
         stats = {"num_docs": len(doc_ids), "dim": int(emb.shape[1]), "encode_seconds": round(encode_seconds, 3),
                  "model": str(model_dir), "normalized": bool(model.spec.normalize),
                  "indexes": write_indexes(emb, params, tmp)}
-        atomic_write_json(tmp / "index_stats.json", stats)
+        atomic_write_json(tmp / INDEX_STATS, stats)
     return stats
 
 
@@ -229,12 +279,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.index",
         description="Encode a dataset's corpus with a bi-encoder and build FAISS indexes "
-                    "(flat / HNSW / IVF, inner product).")
+                    "(flat / HNSW / IVF aliases or FAISS index_factory strings, inner product).")
     parser.add_argument("--model", required=True, help="model folder (loads with BiEncoder.load)")
     parser.add_argument("--dataset", required=True, help="normalised dataset folder (corpus.jsonl, ...)")
     parser.add_argument("--out", required=True, help="output index folder (written atomically)")
     parser.add_argument("--params-json", default="{}",
-                        help='JSON parameters, e.g. \'{"batch_size": 64, "index_types": ["flat", "hnsw", "ivf"], '
+                        help='JSON parameters, e.g. \'{"batch_size": 64, "index_types": ["flat", "hnsw", "ivf", "IVF64,PQ8"], '
                              '"hnsw": {"M": 32, "efConstruction": 200, "efSearch": 256}, '
                              '"ivf": {"nlist": 288, "nprobe": 72, "seed": 0}}\' '
                              "(ivf defaults: nlist ~4*sqrt(N), nprobe nlist/4)")

@@ -1,17 +1,34 @@
 """MLflow logging of a finished grid, idempotent and from one process.
 
-One experiment per config `experiment`; one run per dataset x run x seed (params: the flattened
-recipe; metrics: final metrics per scoring and per-step training curves; artifacts: metrics,
-TREC run files, train log, resolved config; tags: git commit, config hash, dataset sha256) and a
-parent run per dataset x run holding the across-seed mean and std. A run is identified by the
-tags `pipeline.job` and `pipeline.config_hash`: re-logging the same job with the same recipe is a
-no-op, and a changed recipe creates a new run.
+It consumes what `pipeline.aggregate` collected (nothing is re-read or re-derived here):
+
+- one experiment per config `experiment`, whose description (`mlflow.note.content`) is the
+  headline table;
+- a parent run per dataset x run (run name: the run) and a child run per seed (run name:
+  `<run> seed<s>`), both carrying the same metric keys, so one column reads across both: a
+  parent's value is the mean over its seeds, and with two or more seeds `<key>.std` holds the
+  sample std;
+- metric keys `<metric>.<scoring>`, e.g. `ndcg_10.dot`, `recall_100.dn-0.25`,
+  `ndcg_10.dnstar-0.25` (the scoring's slug, see pipeline.scorings), plus `n_total`,
+  `memory_size`, `cost.peak_mem_mb`, `cost.sec_per_update`, `cost.train_seconds`, and on
+  parents `p.<scoring>` (Holm-adjusted p against the reference run); the per-step training
+  curves are `train.<column>` of train_log.jsonl at their step and wall-clock time;
+- run start/end times are the training start and the evaluation end, so the UI's duration and
+  wall-time axis are real;
+- tags: `run`, `dataset`, `method`, `seed`, `git_commit`, `dataset_sha256` (one digest of the
+  normalised dataset files), `pipeline.config_hash`; artifacts: metrics, per-query scores,
+  TREC runs, the train log and the resolved config on children; the headline and summary
+  tables and the plots on parents.
+
+A run is identified by the tags `pipeline.job` and `pipeline.config_hash`: re-logging the same
+job with the same recipe is a no-op, and a changed recipe creates a new run.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +36,26 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from . import config as pcfg
-from .common import git_commit, log, read_json
+from .common import git_commit, log
+from .layout import INDEX_REPORT, METRICS, PER_QUERY, TRAIN_SUMMARY
+from .scorings import from_row
 
-CURVES = ("loss", "lr", "grad_norm_ratio", "grad_norm_query", "grad_norm_passage", "peak_mem_mb", "bank_fill")
+# Headline metrics logged per scoring; every metric stays in the metrics.json artifact.
+LOGGED_METRICS = ("ndcg@10", "recall@100")
+NOT_CURVES = {"step", "epoch", "time"}
 
 
 def tracking_uri(cfg: dict) -> str:
     """The sqlite store named in config (relative paths are relative to the working directory)."""
-    store = Path(cfg.get("mlflow", {}).get("store", "results/mlflow.db")).resolve()
+    store = Path(cfg["mlflow"]["store"]).resolve()
     store.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{store}"
+
+
+def metric_key(metric: str, scoring=None) -> str:
+    """`ndcg@10` -> `ndcg_10`; with a scoring, `ndcg_10.<slug>` (MLflow allows no `@` or `*`)."""
+    name = metric.replace("@", "_")
+    return f"{name}.{scoring.slug}" if scoring is not None else name
 
 
 def flatten(obj: dict, prefix: str = "") -> dict[str, str]:
@@ -42,10 +69,14 @@ def flatten(obj: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def metric_name(row: dict, metric: str) -> str:
-    lam = row.get("lambda")
-    scoring = row["scoring"].replace("*", "_star")
-    return f"{scoring}{'' if lam is None else f'_lam{lam:g}'}.{metric}".replace("@", "_at_")
+def dataset_digest(manifest: dict) -> str:
+    """One sha256 over the normalised dataset's files (what every model of the grid saw)."""
+    files = manifest.get("output_sha256") or manifest.get("input_sha256") or {}
+    return pcfg.stable_hash(files, length=64) if files else ""
+
+
+def _ms(seconds: float | None) -> int | None:
+    return int(seconds * 1000) if isinstance(seconds, (int, float)) and np.isfinite(seconds) else None
 
 
 def _existing(client, experiment_id: str, job: str, config_hash: str):
@@ -54,102 +85,140 @@ def _existing(client, experiment_id: str, job: str, config_hash: str):
     return runs[0] if runs else None
 
 
-def log_experiment(results: Path, cfg: dict) -> dict[str, int]:
-    """Log every job of the grid; returns counts of created and skipped runs."""
+def _experiment(client, name: str, artifacts: Path) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=artifacts.resolve().as_uri())
+
+
+def final_metrics(out) -> dict[str, float]:
+    """A job's final metrics under the keys both child and parent runs use."""
+    final: dict[str, float] = {}
+    for row in out.metrics["rows"]:
+        scoring = from_row(row["scoring"], row.get("lambda"))
+        for metric in LOGGED_METRICS:
+            if isinstance(row.get(metric), (int, float)):
+                final[metric_key(metric, scoring)] = float(row[metric])
+    train = out.train
+    shape = {"n_total": train.get("n_total", train.get("examples_per_update", 0)),
+             "memory_size": train.get("memory_size", 0), "cost.peak_mem_mb": train.get("peak_mem_mb"),
+             "cost.sec_per_update": train.get("sec_per_update"), "cost.train_seconds": train.get("seconds"),
+             "train.steps": train.get("steps")}
+    final.update({k: float(v) for k, v in shape.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return {k: v for k, v in final.items() if np.isfinite(v)}
+
+
+def _times(out) -> tuple[int | None, int | None]:
+    """(start, end) of a job in ms: training start (evaluation start for a zero-shot run) to
+    evaluation end."""
+    report = out.index_report
+    start = _ms(out.train.get("started_at")) if out.train.get("steps") else None
+    return start or _ms(report.get("started_at")), _ms(report.get("finished_at"))
+
+
+def log_experiment(grid, cfg: dict) -> dict[str, int]:
+    """Log every job of an aggregated grid (pipeline.aggregate.GridResults); returns counts of
+    created and skipped runs."""
     uri = tracking_uri(cfg)
     client = MlflowClient(tracking_uri=uri)
     name = cfg.get("experiment", "default")
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        artifacts = (results.resolve() / "mlartifacts").as_uri()
-        experiment_id = client.create_experiment(name, artifact_location=artifacts)
-    else:
-        experiment_id = experiment.experiment_id
+    results_root = Path(grid.tables["summary.csv"]).parents[1]
+    experiment_id = _experiment(client, name, results_root / "mlartifacts")
+    headline = grid.tables.get("headline.md")
+    if headline is not None and Path(headline).is_file():
+        client.set_experiment_tag(experiment_id, "mlflow.note.content", Path(headline).read_text(encoding="utf-8"))
     commit = git_commit()
     counts = {"created": 0, "skipped": 0}
+    by_run: dict[tuple[str, str], list] = {}
+    for out in grid.jobs:
+        by_run.setdefault((out.job.dataset, out.job.run), []).append(out)
 
-    for dataset in cfg["datasets"]:
-        for run in cfg["runs"]:
-            recipe = pcfg.recipe(cfg, run, dataset)
-            run_cfg = {"dataset": cfg["datasets"][dataset], "recipe": recipe, "index": cfg.get("index"),
-                       "evaluation": cfg.get("evaluation"), "seeds": cfg["seeds"]}
-            config_hash = pcfg.stable_hash(run_cfg)
-            parent_job = f"{dataset}/{run}"
-            parent = _existing(client, experiment_id, parent_job, config_hash)
-            if parent is not None:
-                counts["skipped"] += 1 + len(cfg["seeds"])
-                continue
-            manifest = read_json(results / "data" / dataset / "manifest.json")
-            tags = {"pipeline.config_hash": config_hash, "git_commit": commit,
-                    "dataset_sha256": json.dumps(manifest.get("sha256", manifest.get("inputs", {})))[:5000],
-                    "dataset": dataset, "run": run, "method": recipe["method"]}
-            seed_rows = []
-            parent_run = client.create_run(experiment_id, run_name=parent_job,
-                                           tags={**tags, "pipeline.job": parent_job, "pipeline.level": "parent"})
-            for seed in cfg["seeds"]:
-                job = pcfg.Job(dataset, run, seed)
-                rows = _log_child(client, experiment_id, parent_run.info.run_id, results, cfg, job, recipe,
-                                  {**tags, "seed": str(seed)})
-                seed_rows.append(rows)
-                counts["created"] += 1
-            # Parent: mean and std across seeds of every final metric.
-            merged: dict[str, list[float]] = {}
-            for rows in seed_rows:
-                for key, value in rows.items():
-                    merged.setdefault(key, []).append(value)
-            metrics = []
-            for key, values in merged.items():
-                metrics.append(Metric(f"{key}.mean", float(np.mean(values)), 0, 0))
-                metrics.append(Metric(f"{key}.std", float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, 0, 0))
-            client.log_batch(parent_run.info.run_id, metrics=metrics,
-                             params=[Param(k, v[:6000]) for k, v in flatten(recipe).items()])
-            client.set_terminated(parent_run.info.run_id)
+    for (dataset, run), outs in by_run.items():
+        recipe = outs[0].recipe
+        run_cfg = {"dataset": cfg["datasets"][dataset], "recipe": recipe, "index": cfg.get("index"),
+                   "evaluation": cfg.get("evaluation"), "seeds": cfg["seeds"]}
+        config_hash = pcfg.stable_hash(run_cfg)
+        parent_job = f"{dataset}/{run}"
+        if _existing(client, experiment_id, parent_job, config_hash) is not None:
+            counts["skipped"] += 1 + len(outs)
+            continue
+        tags = {"pipeline.config_hash": config_hash, "git_commit": commit,
+                "dataset_sha256": dataset_digest(outs[0].manifest), "dataset": dataset, "run": run,
+                "method": recipe["method"]}
+        params = [Param(k, v[:6000]) for k, v in flatten(recipe).items()]
+        times = [_times(out) for out in outs]
+        starts = [s for s, _ in times if s] or [int(time.time() * 1000)]
+        ends = [e for _, e in times if e]
+        label = run if len(cfg["datasets"]) == 1 else f"{run} ({dataset})"
+        parent = client.create_run(experiment_id, run_name=label, start_time=min(starts),
+                                   tags={**tags, "pipeline.job": parent_job, "pipeline.level": "parent"})
+        finals = []
+        for out, (start, end) in zip(outs, times):
+            finals.append(_log_child(client, experiment_id, parent.info.run_id, out, cfg, tags, params,
+                                     label, start, end))
             counts["created"] += 1
+        _log_parent(client, parent.info.run_id, grid, dataset, run, finals, params, max(ends) if ends else None)
+        counts["created"] += 1
     log.info("MLflow (%s, experiment %r): %d runs created, %d already logged", uri, name,
              counts["created"], counts["skipped"])
     return counts
 
 
-def _log_child(client, experiment_id, parent_id, results, cfg, job, recipe, tags) -> dict:
-    tag = pcfg.model_tag(cfg, job.run, job.seed)
-    eval_dir = results / "eval" / job.dataset / job.run / f"seed{job.seed}"
-    model_dir = results / "models" / job.dataset / job.run / tag
-    child = client.create_run(experiment_id, run_name=job.key,
-                              tags={**tags, "pipeline.job": job.key, "pipeline.level": "seed",
-                                    "mlflow.parentRunId": parent_id})
+def _log_parent(client, run_id: str, grid, dataset: str, run: str, finals: list[dict], params, end: int | None):
+    stamp = end or int(time.time() * 1000)
+    metrics = []
+    for key in dict.fromkeys(k for final in finals for k in final):
+        values = [final[key] for final in finals if key in final]
+        metrics.append(Metric(key, float(np.mean(values)), stamp, 0))
+        if len(values) > 1:
+            metrics.append(Metric(f"{key}.std", float(np.std(values, ddof=1)), stamp, 0))
+    sig = grid.significance
+    if sig is not None and not sig.empty:
+        for _, row in sig[(sig.dataset == dataset) & (sig.run == run)].iterrows():
+            metrics.append(Metric(f"p.{from_row(row['scoring'], row['lambda']).slug}", float(row["p_holm"]), stamp, 0))
+    client.log_batch(run_id, metrics=metrics, params=params)
+    for name in ("headline.md", "summary.md", "summary.csv"):
+        if name in grid.tables:
+            client.log_artifact(run_id, str(grid.tables[name]), artifact_path="tables")
+    for name, path in grid.tables.items():
+        if str(path).endswith(".png"):
+            client.log_artifact(run_id, str(path), artifact_path="plots")
+    client.set_terminated(run_id, end_time=stamp)
+
+
+def _log_child(client, experiment_id, parent_id, out, cfg, tags, params, label, start, end) -> dict:
+    job = out.job
+    child = client.create_run(experiment_id, run_name=f"{label} seed{job.seed}", start_time=start,
+                              tags={**tags, "seed": str(job.seed), "pipeline.job": job.key,
+                                    "pipeline.level": "seed", "mlflow.parentRunId": parent_id})
     run_id = child.info.run_id
-    metrics_doc = read_json(eval_dir / "metrics.json")
-    final: dict[str, float] = {}
-    for row in metrics_doc["rows"]:
-        for metric, value in row.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and metric not in ("lambda", "repeats"):
-                final[metric_name(row, metric)] = float(value)
-    train_summary = read_json(model_dir / "train_summary.json")
-    for key in ("sec_per_update", "peak_mem_mb", "seconds", "steps"):
-        if isinstance(train_summary.get(key), (int, float)):
-            final[f"train.{key}"] = float(train_summary[key])
-    metrics = [Metric(k, v, 0, 0) for k, v in final.items() if np.isfinite(v)]
-    log_path = model_dir / "train_log.jsonl"
-    if log_path.is_file():
-        for line in log_path.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                metrics += [Metric(f"train.{c}", float(row[c]), 0, int(row["step"])) for c in CURVES
-                            if c in row and row[c] is not None and np.isfinite(row[c])]
-    for start in range(0, len(metrics), 900):  # MLflow caps a batch at 1000 entries
-        client.log_batch(run_id, metrics=metrics[start:start + 900],
-                         params=[Param(k, v[:6000]) for k, v in flatten(recipe).items()] if start == 0 else [])
-    for path in [eval_dir / "metrics.json", eval_dir / "per_query.json", eval_dir / "index_report.json", log_path,
-                 model_dir / "train_summary.json"]:
+    final = final_metrics(out)
+    stamp = end or int(time.time() * 1000)
+    metrics = [Metric(k, v, stamp, 0) for k, v in final.items()]
+    if out.train_log.is_file():
+        for line in out.train_log.read_text().splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            at = _ms(row.get("time")) or stamp
+            metrics += [Metric(f"train.{k}", float(v), at, int(row["step"])) for k, v in row.items()
+                        if k not in NOT_CURVES and isinstance(v, (int, float)) and not isinstance(v, bool)
+                        and np.isfinite(v)]
+    for first in range(0, len(metrics), 900):  # MLflow caps a batch at 1000 entries
+        client.log_batch(run_id, metrics=metrics[first:first + 900], params=params if first == 0 else [])
+    files = [out.eval_dir / METRICS, out.eval_dir / PER_QUERY, out.eval_dir / INDEX_REPORT, out.train_log,
+             out.model_dir / TRAIN_SUMMARY]
+    for path in files:
         if path.is_file() and path.stat().st_size:
             client.log_artifact(run_id, str(path))
-    for trec in sorted(eval_dir.glob("*.trec")):
+    for trec in sorted(out.eval_dir.glob("*.trec")):
         client.log_artifact(run_id, str(trec), artifact_path="runs")
     with tempfile.TemporaryDirectory() as tmp:
         resolved = Path(tmp) / "resolved_config.json"
-        resolved.write_text(json.dumps({"recipe": recipe, "dataset": cfg["datasets"][job.dataset],
+        resolved.write_text(json.dumps({"recipe": out.recipe, "dataset": cfg["datasets"][job.dataset],
                                         "evaluation": cfg.get("evaluation"), "index": cfg.get("index"),
                                         "seed": job.seed}, indent=2, default=str))
         client.log_artifact(run_id, str(resolved))
-    client.set_terminated(run_id)
+    client.set_terminated(run_id, end_time=stamp)
     return final

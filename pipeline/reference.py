@@ -23,6 +23,7 @@ from . import config as pcfg
 from .aggregate import KEY_COLUMNS
 from .common import (PipelineError, atomic_dir, atomic_write_json, git, git_commit, read_json, run_main,
                      sha256_file)
+from .layout import Layout
 
 TABLES = ("summary.md", "summary.csv", "headline.md", "dn.md", "dn.csv", "index.md", "index.csv")
 
@@ -77,13 +78,14 @@ def _dirty(paths: list[str]) -> bool:
     return status is None or bool(status.strip())
 
 
-def publish(results: Path, config_path: Path, dest: Path) -> list[Path]:
+def publish_reference(results: Path, config_path: Path, dest: Path) -> list[Path]:
     cfg = pcfg.load(config_path)
-    tables, plots = results / "tables", results / "plots"
+    layout = Layout(results)
+    tables, plots = layout.tables, layout.plots
     _check_grid(tables / "summary.csv", cfg)
     datasets = {}
     for name in cfg["datasets"]:
-        manifest = read_json(results / "data" / name / "manifest.json")
+        manifest = read_json(layout.manifest(name))
         datasets[name] = {key: manifest[key] for key in ("source", "counts", "input_sha256") if key in manifest}
     written = []
     with atomic_dir(dest) as tmp:
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "publish":
-        for path in publish(Path(args.results), Path(args.config), Path(args.to)):
+        for path in publish_reference(Path(args.results), Path(args.config), Path(args.to)):
             print(f"wrote {path}")
         return
     metrics = args.metrics or ["ndcg@10"]

@@ -10,7 +10,7 @@ on the intersection of their query ids.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -88,26 +88,21 @@ def marker(p: float, alpha: float = 0.05, symbol: str = "\u2020") -> str:
     return symbol if p is not None and p < alpha else ""
 
 
-def compare_to_reference(per_query: Mapping[str, Mapping[str, float]], reference: str, n: int = 10000,
-                         seed: int = 0, alpha: float = 0.05) -> dict[str, dict]:
-    """Every run in `per_query` ({run: {qid: score}}) against `reference`: mean difference,
-    randomization and t-test p-values, Holm-adjusted randomization p over the family, marker."""
-    if reference not in per_query:
-        raise KeyError(f"reference run {reference!r} not in {sorted(per_query)}")
-    ref = per_query[reference]
+def compare_pairs(pairs: Mapping[Any, tuple[Scores, Scores]], n: int = 10000, seed: int = 0,
+                  alpha: float = 0.05) -> dict[Any, dict]:
+    """Each (scores, reference scores) pair: mean difference, randomization and t-test p-values,
+    and the Holm-adjusted randomization p over the whole family of pairs, with its marker."""
     out = {}
-    for name, scores in per_query.items():
-        if name == reference:
-            continue
+    for key, (scores, ref) in pairs.items():
         x, y = paired(scores, ref)
-        out[name] = {"n_queries": int(x.size), "mean_diff": float((x - y).mean()) if x.size else 0.0,
-                     "p_randomization": paired_randomization(scores, ref, n=n, seed=seed),
-                     "p_ttest": paired_ttest(scores, ref)}
+        out[key] = {"n_queries": int(x.size), "mean_diff": float((x - y).mean()) if x.size else 0.0,
+                    "p_randomization": paired_randomization(scores, ref, n=n, seed=seed),
+                    "p_ttest": paired_ttest(scores, ref)}
     adjusted = holm({k: v["p_randomization"] for k, v in out.items()})
-    for name, row in out.items():
-        row["p_holm"] = adjusted[name]
-        row["marker"] = marker(adjusted[name], alpha)
+    for key, row in out.items():
+        row["p_holm"] = adjusted[key]
+        row["marker"] = marker(adjusted[key], alpha)
     return out
 
 
-__all__ = ["paired_randomization", "paired_ttest", "holm", "marker", "compare_to_reference"]
+__all__ = ["paired_randomization", "paired_ttest", "holm", "marker", "compare_pairs"]

@@ -25,9 +25,10 @@ import torch
 
 from .common import (PipelineError, atomic_path, atomic_write_json, log, parse_json_object, run_main,
                      seed_everything)
-from .config import ZERO_SHOT
 from .datasets import load_dataset, training_examples
 from .encoder import BiEncoder, EncoderSpec, describe
+from .layout import MODEL, TRAIN_LOG, TRAIN_SUMMARY
+from .params import ZERO_SHOT, resolve_recipe
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -87,13 +88,15 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
           progress: bool = True, fail_at_step: int | None = None) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    spec = EncoderSpec.from_dict(recipe.get("encoder", {}))
+    recipe = resolve_recipe(recipe)
+    spec = EncoderSpec.from_dict(recipe["encoder"])
+    started_at = time.time()
 
     if recipe["method"] == ZERO_SHOT:
-        BiEncoder.from_spec(spec).save(out / "model", weights=False)
+        BiEncoder.from_spec(spec).save(out / MODEL, weights=False)
         summary = {"method": ZERO_SHOT, "steps": 0, "examples": 0, "seconds": 0.0}
-        (out / "train_log.jsonl").write_text("")
-        atomic_write_json(out / "train_summary.json", summary)
+        (out / TRAIN_LOG).write_text("")
+        atomic_write_json(out / TRAIN_SUMMARY, summary)
         return summary
 
     from .fanoise import FANoise
@@ -114,7 +117,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
         from .hardneg import load_hard_negatives
 
         negatives = load_hard_negatives(hard_negatives)
-    examples = training_examples(ds, recipe["train_split"], negatives, int(hn_cfg.get("per_query", 0)))
+    examples = training_examples(ds, recipe["train_split"], negatives, int(hn_cfg["per_query"]) if hn_cfg else 0)
 
     model = BiEncoder.from_spec(spec).to(device)
     # Training may use shorter sequences than evaluation (CPU budget); the saved spec keeps the
@@ -140,7 +143,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(warmup, total))
     q_params, p_params = model.query_parameters(), model.passage_parameters()
 
-    log_path, ckpt_path = out / "train_log.jsonl", out / CHECKPOINT
+    log_path, ckpt_path = out / TRAIN_LOG, out / CHECKPOINT
     start_step = 0
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
@@ -189,7 +192,8 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
             row = {"step": step + 1, "epoch": epoch, "lr": lr, **{k: float(v) for k, v in stats.items()},
                    "grad_norm_query": gq, "grad_norm_passage": gp,
                    "grad_norm_ratio": gp / gq if gq > 0 else float("nan"),
-                   "seconds": time.perf_counter() - t0, "peak_mem_mb": peak_memory_mb(device)}
+                   "seconds": time.perf_counter() - t0, "peak_mem_mb": peak_memory_mb(device),
+                   "time": time.time()}
             log_file.write(json.dumps(row) + "\n")
             log_file.flush()
             bar.set_postfix(loss=f"{row['loss']:.3f}")
@@ -199,16 +203,17 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
     bar.close()
 
     spec.query_max_length, spec.passage_max_length = eval_lengths
-    model.to("cpu").save(out / "model")
+    model.to("cpu").save(out / MODEL)
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     summary = {
         "method": recipe["method"], "steps": total, "examples": len(examples), "examples_per_update": per_update,
-        "resumed_from_step": start_step, "seconds": time.perf_counter() - t_start,
+        **method.shape(), "resumed_from_step": start_step, "seconds": time.perf_counter() - t_start,
+        "started_at": started_at, "finished_at": time.time(),
         "sec_per_update": float(np.median([r["seconds"] for r in rows])) if rows else 0.0,
         "peak_mem_mb": max((r["peak_mem_mb"] for r in rows), default=0.0),
         "final_loss": rows[-1]["loss"] if rows else None, "device": device.type,
     }
-    atomic_write_json(out / "train_summary.json", summary)
+    atomic_write_json(out / TRAIN_SUMMARY, summary)
     ckpt_path.unlink(missing_ok=True)
     return summary
 

@@ -1,5 +1,6 @@
 # Aggregate stage: tables and plots from every job, and MLflow logging from this one process
-# (parallel writers would race on the sqlite store).
+# (parallel writers would race on the sqlite store). Every table and plot is in the report
+# (`make report`), each with its caption from report/<name>.rst.
 
 
 rule aggregate:
@@ -7,9 +8,12 @@ rule aggregate:
         metrics=all_metrics(),
         train=all_train_summaries(),
     output:
-        csv=report(f"{RESULTS}/tables/summary.csv", caption="../report/summary.rst", category="Tables"),
-        md=f"{RESULTS}/tables/summary.md",
-        plots=[report(f"{RESULTS}/plots/{name}.png", caption=f"../report/{name}.rst", category="Plots")
+        csv=str(LAYOUT.tables / "summary.csv"),
+        md=report(str(LAYOUT.tables / "summary.md"), caption="../report/summary.rst", category="Tables"),
+        headline=report(str(LAYOUT.tables / "headline.md"), caption="../report/headline.rst", category="Tables"),
+        dn=report(str(LAYOUT.tables / "dn.md"), caption="../report/dn.rst", category="Tables"),
+        index=report(str(LAYOUT.tables / "index.md"), caption="../report/index.rst", category="Tables"),
+        plots=[report(str(LAYOUT.plots / f"{name}.png"), caption=f"../report/{name}.rst", category="Plots")
                for name in PLOTS],
     params:
         config=lambda w: json_arg(CFG),
@@ -17,7 +21,7 @@ rule aggregate:
     conda:
         "../environment.yml"
     log:
-        f"{LOGS}/aggregate.log",
+        str(LAYOUT.logs / "aggregate.log"),
     threads: 1
     resources:
         mem_mb=2000,

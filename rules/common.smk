@@ -1,6 +1,11 @@
-# Helpers shared by the rules: paths of the grid's outputs and the parameters each step gets.
+# Helpers shared by the rules: paths of the grid's outputs (all from pipeline.layout) and the
+# parameters each step gets.
 import os
 import shlex
+
+from pipeline.layout import Layout
+
+LAYOUT = Layout(RESULTS)
 
 
 def parent(key=0, levels=1):
@@ -17,16 +22,8 @@ def parent(key=0, levels=1):
     return get
 
 
-def model_dir(ds, run, seed):
-    return f"{RESULTS}/models/{ds}/{run}/{pcfg.model_tag(CFG, run, int(seed))}"
-
-
-def index_dir(ds, run, seed):
-    return f"{RESULTS}/index/{ds}/{run}/{pcfg.model_tag(CFG, run, int(seed))}"
-
-
-def eval_dir(ds, run, seed):
-    return f"{RESULTS}/eval/{ds}/{run}/seed{seed}"
+def tag_of(run, seed):
+    return pcfg.model_tag(CFG, run, int(seed))
 
 
 def json_arg(obj):
@@ -43,14 +40,14 @@ def dataset_args(wildcards):
 
 
 def hard_negative_depth(wildcards):
-    depths = [(pcfg.recipe(CFG, r)["hard_negatives"] or {}).get("top_k", 30) for r in CFG["runs"]]
-    return max(depths)
+    recipes = [pcfg.recipe(CFG, r) for r in CFG["runs"]]
+    return max(r["hard_negatives"]["top_k"] for r in recipes if r["hard_negatives"])
 
 
 def train_inputs(wildcards):
-    inputs = {"data": f"{RESULTS}/data/{wildcards.dataset}/manifest.json"}
-    if pcfg.recipe(CFG, wildcards.run).get("hard_negatives"):
-        inputs["hardneg"] = f"{RESULTS}/hardneg/{wildcards.dataset}.jsonl"
+    inputs = {"data": str(LAYOUT.manifest(wildcards.dataset))}
+    if pcfg.recipe(CFG, wildcards.run)["hard_negatives"]:
+        inputs["hardneg"] = str(LAYOUT.hardneg(wildcards.dataset))
     return inputs
 
 
@@ -67,8 +64,8 @@ def evaluate_params(wildcards):
 
 
 def all_metrics():
-    return [f"{eval_dir(j.dataset, j.run, j.seed)}/metrics.json" for j in pcfg.jobs(CFG)]
+    return [str(LAYOUT.metrics(j.dataset, j.run, j.seed)) for j in pcfg.jobs(CFG)]
 
 
 def all_train_summaries():
-    return sorted({f"{model_dir(j.dataset, j.run, j.seed)}/train_summary.json" for j in pcfg.jobs(CFG)})
+    return sorted({str(LAYOUT.train_summary(j.dataset, j.run, tag_of(j.run, j.seed))) for j in pcfg.jobs(CFG)})

@@ -3,15 +3,15 @@
 
 rule data:
     output:
-        f"{RESULTS}/data/{{dataset}}/manifest.json",
+        str(LAYOUT.manifest("{dataset}")),
     params:
         args=dataset_args,
         out=parent("output"),
-        cache=f"{RESULTS}/downloads",
+        cache=str(LAYOUT.downloads),
     conda:
         "../environment.yml"
     log:
-        f"{LOGS}/data/{{dataset}}.log",
+        str(LAYOUT.logs / "data" / "{dataset}.log"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -22,9 +22,9 @@ rule data:
 
 rule hard_negatives:
     input:
-        data=f"{RESULTS}/data/{{dataset}}/manifest.json",
+        data=str(LAYOUT.manifest("{dataset}")),
     output:
-        f"{RESULTS}/hardneg/{{dataset}}.jsonl",
+        str(LAYOUT.hardneg("{dataset}")),
     params:
         data=parent("data"),
         split=lambda w: CFG["datasets"][w.dataset]["train_split"],
@@ -32,7 +32,7 @@ rule hard_negatives:
     conda:
         "../environment.yml"
     log:
-        f"{LOGS}/hardneg/{{dataset}}.log",
+        str(LAYOUT.logs / "hardneg" / "{dataset}.log"),
     threads: 1
     resources:
         mem_mb=4000,

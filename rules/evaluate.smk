@@ -3,13 +3,13 @@
 
 rule evaluate:
     input:
-        index=lambda w: f"{index_dir(w.dataset, w.run, w.seed)}/index_stats.json",
-        model=lambda w: f"{model_dir(w.dataset, w.run, w.seed)}/train_summary.json",
-        data=f"{RESULTS}/data/{{dataset}}/manifest.json",
+        index=lambda w: str(LAYOUT.index_stats(w.dataset, w.run, tag_of(w.run, w.seed))),
+        model=lambda w: str(LAYOUT.train_summary(w.dataset, w.run, tag_of(w.run, w.seed))),
+        data=str(LAYOUT.manifest("{dataset}")),
     output:
-        f"{RESULTS}/eval/{{dataset}}/{{run}}/seed{{seed}}/metrics.json",
+        str(LAYOUT.metrics("{dataset}", "{run}", "{seed}")),
     params:
-        model=lambda w, input: os.path.join(os.path.dirname(input.model), "model"),
+        model=lambda w, input: os.path.join(os.path.dirname(input.model), MODEL),
         index=parent("index"),
         data=parent("data"),
         out=parent("output"),
@@ -17,7 +17,7 @@ rule evaluate:
     conda:
         "../environment.yml"
     log:
-        f"{LOGS}/evaluate/{{dataset}}/{{run}}/seed{{seed}}.log",
+        str(LAYOUT.logs / "evaluate" / "{dataset}" / "{run}" / "seed{seed}.log"),
     wildcard_constraints:
         seed=r"\d+",
     threads: 2

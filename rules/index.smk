@@ -3,19 +3,19 @@
 
 rule index:
     input:
-        model=f"{RESULTS}/models/{{dataset}}/{{run}}/{{tag}}/train_summary.json",
-        data=f"{RESULTS}/data/{{dataset}}/manifest.json",
+        model=str(LAYOUT.train_summary("{dataset}", "{run}", "{tag}")),
+        data=str(LAYOUT.manifest("{dataset}")),
     output:
-        f"{RESULTS}/index/{{dataset}}/{{run}}/{{tag}}/index_stats.json",
+        str(LAYOUT.index_stats("{dataset}", "{run}", "{tag}")),
     params:
-        model=lambda w, input: os.path.join(os.path.dirname(input.model), "model"),
+        model=lambda w, input: os.path.join(os.path.dirname(input.model), MODEL),
         data=parent("data"),
         out=parent("output"),
         index=lambda w: json_arg(CFG["index"]),
     conda:
         "../environment.yml"
     log:
-        f"{LOGS}/index/{{dataset}}/{{run}}/{{tag}}.log",
+        str(LAYOUT.logs / "index" / "{dataset}" / "{run}" / "{tag}.log"),
     wildcard_constraints:
         tag=r"base|seed\d+",
     threads: 2

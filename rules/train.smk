@@ -5,7 +5,7 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        f"{RESULTS}/models/{{dataset}}/{{run}}/{{tag}}/train_summary.json",
+        str(LAYOUT.train_summary("{dataset}", "{run}", "{tag}")),
     params:
         recipe=lambda w: json_arg(pcfg.recipe(CFG, w.run, w.dataset)),
         seed=train_seed,
@@ -15,7 +15,7 @@ rule train:
     conda:
         "../environment.yml"
     log:
-        f"{LOGS}/train/{{dataset}}/{{run}}/{{tag}}.log",
+        str(LAYOUT.logs / "train" / "{dataset}" / "{run}" / "{tag}.log"),
     wildcard_constraints:
         tag=r"base|seed\d+",
     threads: 2

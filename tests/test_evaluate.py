@@ -25,7 +25,8 @@ def built(tmp_path_factory, tiny_model_dir):
     model = make_zero_shot_model(tiny_model_dir, root / "model")
     index = root / "index"
     idx.main(["--model", str(model), "--dataset", str(ds), "--out", str(index),
-              "--params-json", json.dumps({"batch_size": 16, "ivf": {"nlist": 4, "nprobe": 2}})])
+              "--params-json", json.dumps({"batch_size": 16, "index_types": ["flat", "hnsw", "ivf"],
+                                            "ivf": {"nlist": 4, "nprobe": 2}})])
     return {"root": root, "ds": ds, "model": model, "index": index}
 
 
@@ -72,14 +73,14 @@ def test_metrics_structure(evaluated):
 def test_trec_run_files(evaluated):
     out, _ = evaluated
     names = sorted(p.name for p in out.glob("run-*.trec"))
-    assert names == sorted(["run-dot.trec", "run-dn-lam0.25.trec", "run-dn-lam0.5.trec"]
-                           + [f"run-dnstar-lam{lam}-rep{r}.trec" for lam in ("0.25", "0.5") for r in range(3)])
-    lines = (out / "run-dn-lam0.25.trec").read_text().splitlines()
+    assert names == sorted(["run-dot.trec", "run-dn-0.25.trec", "run-dn-0.5.trec"]
+                           + [f"run-dnstar-{lam}-rep{r}.trec" for lam in ("0.25", "0.5") for r in range(3)])
+    lines = (out / "run-dn-0.25.trec").read_text().splitlines()
     assert len(lines) == 10 * 40
     by_query: dict[str, list] = {}
     for line in lines:
         qid, q0, docid, rank, score, tag = line.split()
-        assert q0 == "Q0" and tag == "dn-lam0.25"
+        assert q0 == "Q0" and tag == "dn-0.25"
         by_query.setdefault(qid, []).append((int(rank), float(score), docid))
     for hits in by_query.values():
         assert [h[0] for h in hits] == list(range(1, 41))
@@ -100,7 +101,7 @@ def test_run_scores_are_true_dn_scores(built, evaluated):
     docids = json.loads((built["index"] / "docids.json").read_text())
     lam = 0.5
     brute = (q - lam * q.astype(np.float64).mean(0)) @ (emb - lam * emb.mean(0)).T
-    for line in (out / "run-dn-lam0.5.trec").read_text().splitlines()[:40]:
+    for line in (out / "run-dn-0.5.trec").read_text().splitlines()[:40]:
         qid, _, docid, rank, score, _ = line.split()
         assert float(score) == pytest.approx(brute[qids.index(qid), docids.index(docid)], abs=1e-6)
 
@@ -111,7 +112,7 @@ def test_dn_lambda_zero_equals_dot(built, tmp_path):
     assert {k: v for k, v in dot.items() if k not in ("scoring", "lambda")} == \
         {k: v for k, v in dn0.items() if k not in ("scoring", "lambda")}
     assert (tmp_path / "e" / "run-dot.trec").read_text().replace(" dot\n", "\n") == \
-        (tmp_path / "e" / "run-dn-lam0.trec").read_text().replace(" dn-lam0\n", "\n")
+        (tmp_path / "e" / "run-dn-0.trec").read_text().replace(" dn-0\n", "\n")
     assert set(result["index_recall"]) == {"flat"}
 
 

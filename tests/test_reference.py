@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline.common import PipelineError
-from pipeline.reference import compare, main, publish
+from pipeline.reference import compare, main, publish_reference
 
 ROWS = [
     {"dataset": "scifact", "run": "dpr-8", "seed": 13, "scoring": "dot", "lambda": None, "ndcg@10": 0.67925},
@@ -64,5 +64,5 @@ def test_publish_refuses_another_grids_tables_and_keeps_the_old_reference(tmp_pa
     dest.mkdir()
     (dest / "summary.md").write_text("published earlier")
     with pytest.raises(PipelineError, match=r"summary.csv: its rows are not the grid of this config"):
-        publish(tmp_path / "results", config, dest)
+        publish_reference(tmp_path / "results", config, dest)
     assert (dest / "summary.md").read_text() == "published earlier"

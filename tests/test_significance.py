@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.significance import compare_to_reference, holm, marker, paired_randomization, paired_ttest
+from pipeline.significance import compare_pairs, holm, marker, paired_randomization, paired_ttest
 
 
 def test_identical_runs_are_not_significant():
@@ -48,6 +48,6 @@ def test_marker_and_compare():
     rng = np.random.default_rng(3)
     ref = {str(i): float(v) for i, v in enumerate(rng.uniform(size=60))}
     runs = {"ref": ref, "same": dict(ref), "better": {k: v + 0.2 + 0.01 * rng.normal() for k, v in ref.items()}}
-    out = compare_to_reference(runs, "ref", n=2000)
+    out = compare_pairs({name: (scores, runs["ref"]) for name, scores in runs.items() if name != "ref"}, n=2000)
     assert out["same"]["p_holm"] == 1.0 and out["same"]["marker"] == ""
     assert out["better"]["marker"] == "\u2020" and out["better"]["mean_diff"] == pytest.approx(0.2, abs=0.01)

@@ -4,11 +4,14 @@ new file plus a run entry in a config."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pkgutil
+from pathlib import Path
 
 from ..common import PipelineError
-from .base import Example, TrainingMethod
+from ..datasets import Example
+from .base import TrainingMethod
 
 _REGISTRY: dict[str, type[TrainingMethod]] = {}
 
@@ -29,8 +32,17 @@ def _import_all() -> None:
 
 
 def available() -> list[str]:
-    _import_all()
-    return sorted(_REGISTRY)
+    """Registered method names, read from the `@register("...")` decorators without importing
+    the modules, so config validation (every `snakemake -n`) does not import torch."""
+    names = set(_REGISTRY)
+    for path in Path(__path__[0]).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                for deco in node.decorator_list:
+                    if isinstance(deco, ast.Call) and getattr(deco.func, "id", "") == "register" and deco.args \
+                            and isinstance(deco.args[0], ast.Constant):
+                        names.add(deco.args[0].value)
+    return sorted(names)
 
 
 def get_method(name: str) -> type[TrainingMethod]:

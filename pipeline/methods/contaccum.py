@@ -50,7 +50,7 @@ class ContAccum(GradAccum):
         dL/dq_l = -1/(R tau) * (p_l - sum_j S(l, j) p_j)            (Eq. 8)
         dL/dp_l = -1/(R tau) * (q_l - sum_i S(i, l) q_i)            (Eq. 9)
 
-    Semantics (DESIGN.md section 1.1, as the official code):
+    Semantics (docs/methods.md#contaccum, as the official code):
     - `memory_size` is in samples; M_q and M_p are pushed together so they stay aligned; the
       hard-negative bank M_h holds `memory_size * per_query` rows.
     - The current micro-batch is scored first and enqueued afterwards, so it never appears
@@ -67,15 +67,19 @@ class ContAccum(GradAccum):
     Constraint", NeurIPS 2024, arXiv 2406.12356.
     """
 
+    emits = GradAccum.emits + ("bank_fill",)
+    has_memory = True
+
     def __init__(self, model, recipe, noise=None):
         super().__init__(model, recipe, noise)
-        self.memory_size = int(recipe.get("memory_size", 0))
-        self.query_bank = bool(recipe.get("query_bank", True))
-        self.bank_update = recipe.get("bank_update", "micro")
+        recipe = self.recipe
+        self.memory_size = int(recipe["memory_size"])
+        self.query_bank = bool(recipe["query_bank"])
+        self.bank_update = recipe["bank_update"]
         if self.bank_update not in ("micro", "step"):
             raise ValueError(f"bank_update: expected 'micro' or 'step', got {self.bank_update!r}")
-        self.reset_each_step = bool(recipe.get("reset_bank_each_step", False))
-        per_query = int((recipe.get("hard_negatives") or {}).get("per_query", 1) or 1)
+        self.reset_each_step = bool(recipe["reset_bank_each_step"])
+        per_query = int((recipe["hard_negatives"] or {}).get("per_query") or 1)
         self.bank_q = FifoBank(self.memory_size if self.query_bank else 0)
         self.bank_p = FifoBank(self.memory_size)
         self.bank_h = FifoBank(self.memory_size * per_query)
@@ -83,6 +87,18 @@ class ContAccum(GradAccum):
 
     def bank_fill(self) -> int:
         return len(self.bank_p)
+
+    def accumulate(self, examples):
+        stats = super().accumulate(examples)
+        stats["bank_fill"] = float(self.bank_fill())
+        return stats
+
+    def fill_memory(self, rows: int) -> None:
+        param = next(self.model.parameters())
+        for bank in (self.bank_q, self.bank_p):
+            if bank.capacity:
+                unit = torch.randn(min(rows, bank.capacity), self.model.embedding_dim, device=param.device)
+                bank.push(torch.nn.functional.normalize(unit, dim=-1))
 
     def batch_loss(self, q, p, h):
         q, p, h = self.add_noise(q, p, h)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import register
-from .base import Example
+from ..datasets import Example
 from .inbatch import InBatch, chunks
 
 
@@ -22,9 +22,11 @@ class GradAccum(InBatch):
     Constraint", NeurIPS 2024, arXiv 2406.12356 (the GradAccum baseline, Sec. 3).
     """
 
+    emits = ("loss", "negatives_per_query", "micro_batches")
+
     @property
     def examples_per_update(self) -> int:
-        return self.n_local * int(self.recipe.get("accumulation_steps", 1))
+        return self.n_local * int(self.recipe["accumulation_steps"])
 
     def after_micro_batch(self, q: torch.Tensor, p: torch.Tensor, h: torch.Tensor) -> None:
         """Hook run after each micro-batch's backward, with its clean embeddings (ContAccum)."""
@@ -41,8 +43,4 @@ class GradAccum(InBatch):
             total += float(loss.detach()) / k
             negatives += stats["negatives_per_query"] / k
             self.after_micro_batch(q.detach(), p.detach(), h.detach())
-        return {"loss": total, "negatives_per_query": negatives, "bank_fill": float(self.bank_fill()),
-                "micro_batches": float(k)}
-
-    def bank_fill(self) -> int:
-        return 0
+        return {"loss": total, "negatives_per_query": negatives, "micro_batches": float(k)}

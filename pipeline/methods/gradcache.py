@@ -8,7 +8,7 @@ import torch
 
 from ..encoder import PASSAGE, QUERY
 from . import register
-from .base import Example
+from ..datasets import Example
 from .inbatch import InBatch, chunks, texts_of
 
 
@@ -49,11 +49,12 @@ class GradCache(InBatch):
     Setup", RepL4NLP 2021, arXiv 2101.06983.
     """
 
+    emits = ("loss", "negatives_per_query", "chunks", "replay_max_abs_diff")
     debug_replay = False  # keep (pass-1, pass-2) embeddings of the last update in `last_replay`
 
     @property
     def examples_per_update(self) -> int:
-        return self.n_local * int(self.recipe.get("accumulation_steps", 1))
+        return self.n_local * int(self.recipe["accumulation_steps"])
 
     def accumulate(self, examples: list[Example]) -> dict[str, float]:
         jobs = []  # (side, tokenized inputs, rng state, pass-1 embedding as a grad-requiring leaf)
@@ -84,5 +85,5 @@ class GradCache(InBatch):
             replay_diff = max(replay_diff, float((emb.detach() - leaf.detach()).abs().max()))
             if self.debug_replay:
                 self.last_replay.append((leaf.detach().clone(), emb.detach().clone()))
-        return {"loss": float(loss.detach()), **stats, "bank_fill": 0.0, "chunks": float(len(sizes)),
+        return {"loss": float(loss.detach()), **stats, "chunks": float(len(sizes)),
                 "replay_max_abs_diff": replay_diff}

@@ -9,7 +9,8 @@ import torch
 from ..encoder import PASSAGE, QUERY
 from ..losses import InfoNCE
 from . import register
-from .base import Example, TrainingMethod
+from ..datasets import Example
+from .base import TrainingMethod
 
 
 def texts_of(examples: Sequence[Example]) -> tuple[list[str], list[str]]:
@@ -37,8 +38,8 @@ class InBatch(TrainingMethod):
 
     def __init__(self, model, recipe, noise=None):
         super().__init__(model, recipe, noise)
-        self.loss_fn = InfoNCE(float(recipe.get("temperature", 0.05)))
-        self.n_local = int(recipe["batch_size"])
+        self.loss_fn = InfoNCE(float(self.recipe["temperature"]))
+        self.n_local = int(self.recipe["batch_size"])
 
     @property
     def examples_per_update(self) -> int:
@@ -69,4 +70,4 @@ class InBatch(TrainingMethod):
     def accumulate(self, examples: list[Example]) -> dict[str, float]:
         loss, stats = self.batch_loss(*self.embed(examples))
         loss.backward()
-        return {"loss": float(loss.detach()), **stats, "bank_fill": 0.0}
+        return {"loss": float(loss.detach()), **stats}

@@ -1,0 +1,53 @@
+"""BEIR's graded-relevance metrics (NDCG, Recall, MRR) through pytrec_eval."""
+
+from __future__ import annotations
+
+from ..common import PipelineError
+from . import register_protocol
+from .base import EvalProtocol, Results
+
+K_VALUES = (1, 3, 5, 10, 100)
+
+
+@register_protocol("qrels")
+class QrelsMetrics(EvalProtocol):
+    """NDCG@{1,3,5,10,100}, Recall@{10,100} and MRR@10 against the split's qrels, computed by
+    BEIR's `EvaluateRetrieval` (pytrec_eval underneath) exactly as BEIR reports them.
+
+    No document is ever dropped from a ranking: BEIR's `ignore_identical_ids` (on by default in
+    beir 2.2.0) removes a hit whose doc id equals the query id, which is wrong for datasets
+    whose query and doc id spaces overlap by accident (numeric ids), so it is passed as False.
+    """
+
+    metric_keys = tuple(f"ndcg@{k}" for k in K_VALUES) + ("recall@10", "recall@100", "mrr@10")
+    per_query_metric = "ndcg@10"
+    headline = ("ndcg@10", "recall@100", "mrr@10")
+
+    def __init__(self, dataset, split: str):
+        super().__init__(dataset, split)
+        qrels = dataset.split(split)
+        missing = [q for q in qrels if q not in dataset.queries]
+        if missing:
+            raise PipelineError(f"{dataset.root}/qrels/{split}.tsv: query ids {missing[:5]} are not in queries.jsonl")
+        # Restricted to the evaluated queries: BEIR's MRR divides by len(qrels).
+        self.qrels = {q: dict(d) for q, d in qrels.items()}
+
+    def query_ids(self) -> list[str]:
+        return list(self.qrels)
+
+    @property
+    def depth(self) -> int:
+        return max(K_VALUES)
+
+    def evaluate(self, results: Results) -> tuple[dict[str, float], dict[str, float]]:
+        import pytrec_eval
+        from beir.retrieval.evaluation import EvaluateRetrieval
+
+        ndcg, _map, recall, _prec = EvaluateRetrieval.evaluate(self.qrels, results, list(K_VALUES),
+                                                               ignore_identical_ids=False)
+        mrr = EvaluateRetrieval.evaluate_custom(self.qrels, results, [10], metric="mrr")
+        metrics = {f"ndcg@{k}": ndcg[f"NDCG@{k}"] for k in K_VALUES}
+        metrics.update({"recall@10": recall["Recall@10"], "recall@100": recall["Recall@100"],
+                        "mrr@10": mrr["MRR@10"]})
+        per_query = pytrec_eval.RelevanceEvaluator(self.qrels, {"ndcg_cut.10"}).evaluate(results)
+        return metrics, {qid: float(v["ndcg_cut_10"]) for qid, v in per_query.items()}

@@ -1,0 +1,74 @@
+"""Scorings: how query and document embeddings are compared at search time (plain dot product,
+Distribution Normalization, DN*, ...). One small class per scoring, registered with
+`@register_scoring("name")`; the evaluate step, the tables, the plots and MLflow ask this
+registry, so a new scoring is one class (in this package, or anywhere that is imported before
+the steps run) and a `scorings:` entry in a config.
+
+A scoring that takes DN's lambda yields one result per configured lambda. Each result has one
+name, `Scoring.name` (`dot`, `dn@0.25`, `dn*@0.25`), used as-is in tables, per_query.json and
+plots; `Scoring.slug` is the same name spelled with the characters that file names and MLflow
+keys allow (`dot`, `dn-0.25`, `dnstar-0.25`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import pkgutil
+
+from ..common import PipelineError
+from .base import Scoring, ScoringInputs
+
+_REGISTRY: dict[str, type[Scoring]] = {}
+
+
+def register_scoring(family: str):
+    def wrap(cls: type[Scoring]) -> type[Scoring]:
+        cls.family = family
+        cls.label = cls.__dict__.get("label") or family
+        _REGISTRY[family] = cls
+        return cls
+
+    return wrap
+
+
+def _import_all() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "base":
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def available_scorings() -> list[str]:
+    """Registered scoring families in table order (`Scoring.order`, then registration order)."""
+    _import_all()
+    ranked = sorted(enumerate(_REGISTRY.values()), key=lambda item: (item[1].order, item[0]))
+    return [cls.family for _, cls in ranked]
+
+
+def scoring_class(family: str) -> type[Scoring]:
+    _import_all()
+    try:
+        return _REGISTRY[family]
+    except KeyError:
+        raise PipelineError(f"scorings: unknown scoring {family!r}; allowed: {list(_REGISTRY)}") from None
+
+
+def expand(families: list[str], lambdas: list[float]) -> list[Scoring]:
+    """The results a config asks for: one per scoring, times each lambda for lambda scorings."""
+    out = []
+    for family in families:
+        cls = scoring_class(family)
+        out += [cls(lam) for lam in lambdas] if cls.uses_lambda else [cls()]
+    return out
+
+
+def from_row(family: str, lam) -> Scoring:
+    """The scoring behind a table row (`scoring`, `lambda` columns; lambda NaN/None when unused)."""
+    cls = scoring_class(family)
+    if lam is None or (isinstance(lam, float) and math.isnan(lam)):
+        return cls()
+    return cls(float(lam))
+
+
+__all__ = ["Scoring", "ScoringInputs", "available_scorings", "expand", "from_row", "register_scoring",
+           "scoring_class"]
