@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test test-slow lint dry-run ui bench reference check-reference lock clean help
+.PHONY: install run test test-slow lint dry-run ui report bench reference check-reference lock clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -41,6 +41,10 @@ lint: $(STAMP)  ## snakemake --lint and a dry run
 
 ui: $(STAMP)  ## MLflow UI on 127.0.0.1 against results/mlflow.db
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath results/mlflow.db) --host 127.0.0.1 --port $(UI_PORT)
+
+report: $(STAMP)  ## Snakemake report of the last run (headline, summary, DN and index tables, every plot) -> results/report.html
+	$(BIN)/snakemake --configfile $(CONFIG) --profile profiles/default --report results/report.html $(SNAKEMAKE_ARGS)
+	@echo "Report: results/report.html"
 
 bench: $(STAMP)  ## memory/time benchmark of the training methods
 	$(BIN)/python -m pipeline.bench

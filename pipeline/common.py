@@ -143,6 +143,20 @@ def parse_json_object(text: str, flag: str = "--params-json") -> dict:
     return value
 
 
+def step_parser(prog: str, description: str, folders: dict[str, str], params_defaults: dict):
+    """The command line of a step that reads and writes folders (each a required --flag) and
+    takes its parameters as one JSON object; the help shows every default."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    for flag, help_text in folders.items():
+        parser.add_argument(f"--{flag}", required=True, help=help_text)
+    parser.add_argument("--params-json", default="{}",
+                        help="JSON object of parameters; keys left out take these defaults: "
+                             + json.dumps(params_defaults).replace("%", "%%"))
+    return parser
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

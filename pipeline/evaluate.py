@@ -17,7 +17,6 @@ Outputs (one folder, swapped in atomically):
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 
 from . import dn as dnlib
 from .common import (PipelineError, atomic_dir, atomic_write_json, atomic_write_text, log, parse_json_object,
-                     run_main, seed_everything)
+                     run_main, seed_everything, step_parser)
 from .layout import INDEX_REPORT, METRICS, PER_QUERY
 from .params import DNStarParams, EvalParams, as_list, check_int, check_keys, defaults, merged
 
@@ -219,19 +218,13 @@ def run(model_dir: str, dataset_dir: str, index_dir: str, out_dir: str, params: 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.evaluate",
-        description="Search an index folder with the model's query embeddings under plain dot-product, DN and "
-                    "DN* scoring; write TREC run files, metrics.json and per_query.json.")
-    parser.add_argument("--model", required=True, help="model folder (loads with BiEncoder.load)")
-    parser.add_argument("--dataset", required=True, help="normalised dataset folder")
-    parser.add_argument("--index", required=True, help="index folder written by pipeline.index")
-    parser.add_argument("--out", required=True, help="output folder (written atomically)")
-    parser.add_argument("--params-json", default="{}",
-                        help='JSON parameters, e.g. \'{"split": "test", "scorings": ["dot", "dn", "dn*"], '
-                             '"lambdas": [0.25, 0.5], "dn_order": "normalize_then_shift", '
-                             '"dn_star": {"samples": 100, "repeats": 5, "source_split": "train", "seed": 0}, '
-                             '"index": "flat", "top_k": 100, "approx_indexes": ["hnsw", "ivf"], "seed": 0}\'')
+    parser = step_parser(
+        "python -m pipeline.evaluate",
+        "Search an index folder with the model's query embeddings under each scoring (plain dot product, DN, DN*, "
+        "...); write TREC run files, metrics.json and per_query.json.",
+        {"model": "model folder (loads with BiEncoder.load)", "dataset": "normalised dataset folder",
+         "index": "index folder written by pipeline.index", "out": "output folder (written atomically)"},
+        defaults(EvalParams))
     args = parser.parse_args(argv)
     return run(args.model, args.dataset, args.index, args.out, parse_json_object(args.params_json))
 

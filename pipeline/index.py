@@ -17,7 +17,6 @@ dot product otherwise; Distribution Normalization reuses these indexes by shifti
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import PipelineError, atomic_dir, atomic_write_json, log, parse_json_object, run_main
+from .common import PipelineError, atomic_dir, atomic_write_json, log, parse_json_object, run_main, step_parser
 
 from .layout import DOC_IDS, EMBEDDINGS, INDEX_STATS
 from .params import HNSWParams, IndexParams, IVFParams, check_int, check_keys, defaults, merged
@@ -276,18 +275,14 @@ def run(model_dir: str, dataset_dir: str, out_dir: str, params: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.index",
-        description="Encode a dataset's corpus with a bi-encoder and build FAISS indexes "
-                    "(flat / HNSW / IVF aliases or FAISS index_factory strings, inner product).")
-    parser.add_argument("--model", required=True, help="model folder (loads with BiEncoder.load)")
-    parser.add_argument("--dataset", required=True, help="normalised dataset folder (corpus.jsonl, ...)")
-    parser.add_argument("--out", required=True, help="output index folder (written atomically)")
-    parser.add_argument("--params-json", default="{}",
-                        help='JSON parameters, e.g. \'{"batch_size": 64, "index_types": ["flat", "hnsw", "ivf", "IVF64,PQ8"], '
-                             '"hnsw": {"M": 32, "efConstruction": 200, "efSearch": 256}, '
-                             '"ivf": {"nlist": 288, "nprobe": 72, "seed": 0}}\' '
-                             "(ivf defaults: nlist ~4*sqrt(N), nprobe nlist/4)")
+    parser = step_parser(
+        "python -m pipeline.index",
+        "Encode a dataset's corpus with a bi-encoder and build FAISS inner-product indexes: the aliases flat, "
+        "hnsw, ivf or any FAISS index_factory string (e.g. 'IVF256,PQ16', 'HNSW32,SQ8'). IVF defaults: nlist "
+        "~4*sqrt(N), nprobe nlist/4.",
+        {"model": "model folder (loads with BiEncoder.load)", "dataset": "normalised dataset folder (corpus.jsonl, ...)",
+         "out": "output index folder (written atomically)"},
+        defaults(IndexParams))
     args = parser.parse_args(argv)
     return run(args.model, args.dataset, args.out, parse_json_object(args.params_json))
 

@@ -126,3 +126,16 @@ def test_config_validation_does_not_import_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=pcfg.SCHEMA_PATH.parents[1])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_every_report_item_has_one_caption():
+    """Captions live in report/<name>.rst only: one per plot and per report table, none stale."""
+    from pipeline.plots import PLOTS
+
+    report = pcfg.SCHEMA_PATH.parents[1] / "report"
+    expected = {*PLOTS, "summary", "headline", "dn", "index", "workflow"}
+    assert {p.stem for p in report.glob("*.rst")} == expected
+    rule = (report.parent / "rules" / "aggregate.smk").read_text()
+    assert all(f"../report/{name}.rst" in rule for name in ("summary", "headline", "dn", "index"))
+    for path in report.glob("*.rst"):
+        assert "@" not in path.read_text().replace("\\@", ""), f"{path}: write NDCG\\@10 (a bare @ renders as mailto)"

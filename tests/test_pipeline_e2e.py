@@ -83,7 +83,7 @@ def test_training_logs_and_plots(finished_run):
     for key in ("loss", "lr", "grad_norm_query", "grad_norm_passage", "grad_norm_ratio", "seconds", "peak_mem_mb",
                 "bank_fill", "negatives_per_query"):
         assert key in rows[0]
-    for name in ("ndcg_per_run", "ndcg_vs_batch", "ndcg_vs_memory", "grad_norm_ratio", "dn_lambda"):
+    for name in ("ndcg_per_run", "ndcg_vs_batch", "accuracy_vs_cost", "grad_norm_ratio", "dn_lambda"):
         for ext in ("png", "svg"):
             assert (finished_run / "results" / "plots" / f"{name}.{ext}").stat().st_size > 0
 
@@ -94,19 +94,43 @@ def test_mlflow_runs_and_idempotence(finished_run):
     uri = f"sqlite:///{finished_run / 'results' / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("e2e-tiny")
+    assert "| contaccum-4x2 |" in experiment.tags["mlflow.note.content"]  # the headline table
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     children = [r for r in runs if r.data.tags.get("pipeline.level") == "seed"]
     parents = [r for r in runs if r.data.tags.get("pipeline.level") == "parent"]
     assert len(children) == len(RUNS) * len(SEEDS) and len(parents) == len(RUNS)
     child = next(r for r in children if r.data.tags["run"] == "contaccum-4x2")
-    assert "dot.ndcg_at_10" in child.data.metrics and "dn_star_lam0.25.ndcg_at_10" in child.data.metrics
+    assert child.info.run_name == f"contaccum-4x2 seed{child.data.tags['seed']}"
+    assert {"ndcg_10.dot", "recall_100.dot", "ndcg_10.dnstar-0.25", "ndcg_10.dn-0.5", "n_total", "memory_size",
+            "cost.peak_mem_mb", "cost.sec_per_update"} <= set(child.data.metrics)
+    assert child.data.metrics["n_total"] == 8 and child.data.metrics["memory_size"] == 8
     assert child.data.params["method"] == "contaccum" and child.data.tags["git_commit"]
+    # The dataset checksum is one real digest, not the '{}' of a misread manifest.
+    assert len(child.data.tags["dataset_sha256"]) == 64
     history = client.get_metric_history(child.info.run_id, "train.loss")
     assert [m.step for m in history] == [1, 2, 3]
+    # Real wall-clock times: run duration covers training and evaluation, curve points carry
+    # the time they were logged, and no overall peak is logged as a step-0 curve point.
+    log_rows = [__import__("json").loads(line) for line in (finished_run / "results" / "models" / "scifact-mini" /
+                "contaccum-4x2" / f"seed{child.data.tags['seed']}" / "train_log.jsonl").read_text().splitlines()]
+    assert [m.timestamp for m in history] == [int(r["time"] * 1000) for r in log_rows]
+    assert child.info.start_time < history[0].timestamp <= child.info.end_time
+    assert child.info.start_time > 1.7e12  # not 1970
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "train.peak_mem_mb")] == [1, 2, 3]
+    summary = pd.read_csv(finished_run / "results" / "tables" / "summary.csv")
+    row = summary[(summary.run == "contaccum-4x2") & (summary.seed == int(child.data.tags["seed"])) &
+                  (summary.scoring == "dot")]
+    assert child.data.metrics["ndcg_10.dot"] == pytest.approx(float(row["ndcg@10"].iloc[0]))
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
     assert {"metrics.json", "train_log.jsonl", "resolved_config.json", "runs"} <= artifacts
+    # Parents carry the same keys (mean over seeds), std under its own key, the p-value, the tables.
     parent = next(r for r in parents if r.data.tags["run"] == "contaccum-4x2")
-    assert "dot.ndcg_at_10.mean" in parent.data.metrics and "dot.ndcg_at_10.std" in parent.data.metrics
+    assert parent.info.run_name == "contaccum-4x2"
+    dot = summary[(summary.run == "contaccum-4x2") & (summary.scoring == "dot")]["ndcg@10"]
+    assert parent.data.metrics["ndcg_10.dot"] == pytest.approx(float(dot.mean()))
+    assert parent.data.metrics["ndcg_10.dot.std"] == pytest.approx(float(dot.std(ddof=1)))
+    assert "p.dot" in parent.data.metrics and "ndcg_10.dot.std" not in child.data.metrics
+    assert {"tables", "plots"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
 
     # Re-running the aggregation (what a second `make run` does) must not duplicate runs.
     snakemake(finished_run, "--forcerun", "aggregate")
@@ -147,12 +171,14 @@ def test_rerun_is_a_no_op(finished_run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def test_snakemake_report_has_table_and_plots(finished_run):
+def test_snakemake_report_has_every_table_and_plot(finished_run):
+    from pipeline.plots import PLOTS
+
     snakemake(finished_run, "--report", "results/report.html")
     html = (finished_run / "results" / "report.html").read_text(errors="replace")
-    assert "summary.csv" in html
-    assert sum(name in html for name in ("ndcg_per_run", "ndcg_vs_batch", "ndcg_vs_memory", "grad_norm_ratio",
-                                         "dn_lambda")) >= 3
+    for name in ("summary.md", "headline.md", "dn.md", "index.md", *(f"{p}.png" for p in PLOTS)):
+        assert name in html, name
+    assert "mailto:" not in html  # captions say NDCG@10, not a link to an address
 
 
 def test_mlflow_server_rest_api(finished_run):

@@ -5,36 +5,20 @@ new file plus a run entry in a config."""
 from __future__ import annotations
 
 import ast
-import importlib
-import pkgutil
 from pathlib import Path
 
-from ..common import PipelineError
 from ..datasets import Example
+from ..registry import Registry
 from .base import TrainingMethod
 
-_REGISTRY: dict[str, type[TrainingMethod]] = {}
-
-
-def register(name: str):
-    def wrap(cls: type[TrainingMethod]) -> type[TrainingMethod]:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def _import_all() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
+_REGISTRY = Registry(__name__, "training method", "method", lambda cls, name: setattr(cls, "name", name))
+register = _REGISTRY.register
 
 
 def available() -> list[str]:
     """Registered method names, read from the `@register("...")` decorators without importing
     the modules, so config validation (every `snakemake -n`) does not import torch."""
-    names = set(_REGISTRY)
+    names = set(_REGISTRY.classes)
     for path in Path(__path__[0]).glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ClassDef):
@@ -46,11 +30,7 @@ def available() -> list[str]:
 
 
 def get_method(name: str) -> type[TrainingMethod]:
-    _import_all()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise PipelineError(f"method: unknown training method {name!r}; expected one of {sorted(_REGISTRY)}") from None
+    return _REGISTRY.get(name)
 
 
 __all__ = ["Example", "TrainingMethod", "available", "get_method", "register"]

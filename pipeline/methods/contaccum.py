@@ -50,7 +50,7 @@ class ContAccum(GradAccum):
         dL/dq_l = -1/(R tau) * (p_l - sum_j S(l, j) p_j)            (Eq. 8)
         dL/dp_l = -1/(R tau) * (q_l - sum_i S(i, l) q_i)            (Eq. 9)
 
-    Semantics (docs/methods.md#contaccum, as the official code):
+    Semantics (docs/methods.md#memory-banks-pre-batch-negatives-and-contaccum, as the official code):
     - `memory_size` is in samples; M_q and M_p are pushed together so they stay aligned; the
       hard-negative bank M_h holds `memory_size * per_query` rows.
     - The current micro-batch is scored first and enqueued afterwards, so it never appears

@@ -8,42 +8,19 @@ lookup, so a new protocol is one new file plus the dataset's `protocol:` key in 
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
-from ..common import PipelineError
+from ..registry import Registry
 from .base import EvalProtocol
 
-_REGISTRY: dict[str, type[EvalProtocol]] = {}
-
-
-def register_protocol(name: str):
-    def wrap(cls: type[EvalProtocol]) -> type[EvalProtocol]:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def _import_all() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
+_REGISTRY = Registry(__name__, "evaluation protocol", "protocol", lambda cls, name: setattr(cls, "name", name))
+register_protocol = _REGISTRY.register
 
 
 def available_protocols() -> list[str]:
-    _import_all()
-    return sorted(_REGISTRY)
+    return sorted(_REGISTRY.names())
 
 
 def get_protocol(name: str) -> type[EvalProtocol]:
-    _import_all()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise PipelineError(f"protocol: unknown evaluation protocol {name!r}; "
-                            f"expected one of {sorted(_REGISTRY)}") from None
+    return _REGISTRY.get(name)
 
 
 __all__ = ["EvalProtocol", "available_protocols", "get_protocol", "register_protocol"]

@@ -12,45 +12,30 @@ keys allow (`dot`, `dn-0.25`, `dnstar-0.25`).
 
 from __future__ import annotations
 
-import importlib
 import math
-import pkgutil
 
-from ..common import PipelineError
+from ..registry import Registry
 from .base import Scoring, ScoringInputs
 
-_REGISTRY: dict[str, type[Scoring]] = {}
+
+def _named(cls: type[Scoring], family: str) -> None:
+    cls.family = family
+    cls.label = cls.__dict__.get("label") or family
 
 
-def register_scoring(family: str):
-    def wrap(cls: type[Scoring]) -> type[Scoring]:
-        cls.family = family
-        cls.label = cls.__dict__.get("label") or family
-        _REGISTRY[family] = cls
-        return cls
-
-    return wrap
-
-
-def _import_all() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
+_REGISTRY = Registry(__name__, "scoring", "scorings", _named)
+register_scoring = _REGISTRY.register
 
 
 def available_scorings() -> list[str]:
     """Registered scoring families in table order (`Scoring.order`, then registration order)."""
-    _import_all()
-    ranked = sorted(enumerate(_REGISTRY.values()), key=lambda item: (item[1].order, item[0]))
+    classes = [_REGISTRY.get(name) for name in _REGISTRY.names()]
+    ranked = sorted(enumerate(classes), key=lambda item: (item[1].order, item[0]))
     return [cls.family for _, cls in ranked]
 
 
 def scoring_class(family: str) -> type[Scoring]:
-    _import_all()
-    try:
-        return _REGISTRY[family]
-    except KeyError:
-        raise PipelineError(f"scorings: unknown scoring {family!r}; allowed: {list(_REGISTRY)}") from None
+    return _REGISTRY.get(family)
 
 
 def expand(families: list[str], lambdas: list[float]) -> list[Scoring]:
