@@ -23,7 +23,10 @@ Output folder (written under a temporary name and swapped in, like every pipelin
                                positive are skipped, as DPR's loader does
   hard_negatives/train.jsonl   {"query_id", "negatives": [ids]} per training question in
                                pipeline.hardneg's format, from hard_negative_ctxs (Tevatron:
-                               negative_passages), in the file's order
+                               negative_passages), in the file's order; a question without any
+                               takes its negative_ctxs instead, as DPR's hard_neg_fallback does.
+                               DPR draws one of them per question per epoch at random
+                               (pipeline.hardneg.draw_per_epoch)
   answers/<split>.jsonl        {"_id", "answers": [...], "regex": bool} per QA question. A split
                                with an answers file is answer-evaluated (protocol "answers"); it
                                has no qrels file, because it has no judged passages.
@@ -723,7 +726,7 @@ def convert(out_dir: Path, *, train: Input | None, train_format: str, qa: dict[s
         # 1. training questions: queries, qrels/train.tsv, hard negatives; remember ctx ids
         if train is not None:
             digest = hashlib.sha256()
-            n_all = kept = no_hn = 0
+            n_all = kept = no_hn = fallback = 0
             pairs = 0
             for q in _iter_training(train, train_format, errors, digest):
                 n_all += 1
@@ -745,7 +748,11 @@ def convert(out_dir: Path, *, train: Input | None, train_format: str, qa: dict[s
                         out.write("qrels/train.tsv", f"{q.qid}\t{pid}\t1\n")
                         pairs += 1
                 negs = list(dict.fromkeys(pid for pid, _t, _x in q.hard_negatives if pid not in written))
-                no_hn += not negs
+                if not negs:
+                    # DPR's hard_neg_fallback (on by default): no hard negatives -> the other negatives.
+                    negs = list(dict.fromkeys(pid for pid, _t, _x in q.negatives if pid not in written))
+                    fallback += bool(negs)
+                    no_hn += not negs
                 out.write("hard_negatives/train.jsonl", json.dumps({"query_id": q.qid, "negatives": negs},
                                                                    ensure_ascii=False) + "\n")
                 for group in (q.positives, q.negatives, q.hard_negatives):
@@ -757,6 +764,7 @@ def convert(out_dir: Path, *, train: Input | None, train_format: str, qa: dict[s
             hashes[f"train:{train.describe()}"] = digest.hexdigest()
             stats["training"] = {"format": train_format, "questions": n_all, "kept": kept,
                                  "skipped_no_positive": n_all - kept, "without_hard_negative": no_hn,
+                                 "hard_negatives_from_negative_ctxs": fallback,
                                  "qrels_pairs": pairs, "positives": positives}
         # 2. QA questions and their answers
         answer_counts = {}

@@ -287,3 +287,29 @@ def test_answer_protocol_regex_and_missing_split(tmp_path):
         get_protocol("answers")(ds, "dev")
     with pytest.raises(PipelineError, match="not in .*corpus.jsonl"):
         proto.evaluate({"test-0": {"nope": 1.0}})
+
+
+def test_hard_negative_fallback_to_negative_ctxs(tmp_path):
+    ctx = {"title": "T", "text": "t", "passage_id": "1"}
+    rec = {"question": "q", "answers": ["a"], "positive_ctxs": [ctx],
+           "negative_ctxs": [{**ctx, "passage_id": "2"}, {**ctx, "passage_id": "3"}], "hard_negative_ctxs": []}
+    (tmp_path / "t.json").write_text(json.dumps([rec]))
+    manifest = convert(tmp_path / "out", "--dpr-train", str(tmp_path / "t.json"))
+    assert manifest["dpr"]["training"]["hard_negatives_from_negative_ctxs"] == 1
+    row = json.loads((tmp_path / "out" / "hard_negatives" / "train.jsonl").read_text())
+    assert row == {"query_id": "train-0", "negatives": ["2", "3"]}
+
+
+def test_one_hard_negative_drawn_per_query_per_epoch(mini):
+    from pipeline.hardneg import draw_per_epoch, load_hard_negatives
+
+    out, _ = mini
+    hn = load_hard_negatives(out / "hard_negatives" / "train.jsonl")
+    e0 = draw_per_epoch(hn, seed=13, epoch=0)
+    assert list(e0) == list(hn) and all(len(v) == 1 and v[0] in hn[q] for q, v in e0.items())
+    assert e0 == draw_per_epoch(dict(reversed(list(hn.items()))), seed=13, epoch=0)  # order-independent
+    e1 = draw_per_epoch(hn, seed=13, epoch=1)
+    assert e1 != e0 and draw_per_epoch(hn, seed=14, epoch=0) != e0
+    # over many epochs every candidate of a query is drawn
+    assert {draw_per_epoch(hn, 13, e)["train-0"][0] for e in range(40)} == set(hn["train-0"])
+    assert draw_per_epoch({"q": ["a"]}, 1, 0, k=2) == {"q": ["a"]}
