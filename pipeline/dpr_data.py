@@ -347,8 +347,11 @@ def iter_json_array(path: Path, label: str, digest, chunk_chars: int = 1 << 20
                                 f"{buf[pos:pos + 20]!r}")
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))  # as pipeline.data writes
+
+
 def _jsonl(obj: dict) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(", ", ": ")) + "\n"
+    return _ENCODER.encode(obj) + "\n"
 
 
 def _type(value) -> str:
@@ -649,11 +652,14 @@ def _iter_passages(inp: Input, errors: _Errors, digest) -> Iterator[tuple[int, s
     first = True
     for lineno, text in iter_lines(inp.path, inp.label, errors, digest):
         where = f"{inp.label}:{lineno}"
-        try:
-            row = next(csv.reader([text], delimiter="\t", strict=True))
-        except csv.Error as exc:
-            errors.add(f"{where}: bad quoting ({exc})")
-            continue
+        if '"' in text:  # DPR reads this file with csv quoting; without quotes a split is the same
+            try:
+                row = next(csv.reader([text], delimiter="\t", strict=True))
+            except csv.Error as exc:
+                errors.add(f"{where}: bad quoting ({exc})")
+                continue
+        else:
+            row = text.split("\t")
         if first:
             first = False
             if [c.strip().lower() for c in row] == ["id", "text", "title"]:
