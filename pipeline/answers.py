@@ -154,5 +154,34 @@ def load_answers(root, split: str) -> dict[str, tuple[list[str], bool]]:
     return result
 
 
-__all__ = ["AnswerMatcher", "load_answers", "check_answer_regex", "compile_answer_regex", "first_hit", "has_answer",
+_ID_PREFIX = regex.compile(r'\{"_id": ("(?:[^"\\]|\\.)*")')
+
+
+def read_passage_texts(corpus_path, ids) -> dict[str, str]:
+    """The `text` of the given doc ids, from one streaming pass over a normalised corpus.jsonl:
+    memory holds only the wanted passages, not the corpus (21M passages for DPR's Wikipedia)."""
+    import json
+
+    wanted = {str(i) for i in ids}
+    found: dict[str, str] = {}
+    with open(corpus_path, encoding="utf-8") as fh:
+        for line in fh:
+            if not wanted:
+                break
+            # pipeline.data writes `{"_id": ...` first: read the id alone and skip unwanted lines
+            # without parsing them.
+            m = _ID_PREFIX.match(line)
+            if m is not None and json.loads(m.group(1)) not in wanted:
+                continue
+            if not line.strip():
+                continue
+            doc = json.loads(line)
+            doc_id = str(doc.get("_id"))
+            if doc_id in wanted:
+                found[doc_id] = doc.get("text") or ""
+                wanted.discard(doc_id)
+    return found
+
+
+__all__ = ["AnswerMatcher", "load_answers", "read_passage_texts", "check_answer_regex", "compile_answer_regex", "first_hit", "has_answer",
            "normalize", "tokenize"]

@@ -285,7 +285,7 @@ def test_answer_protocol_regex_and_missing_split(tmp_path):
     assert per_query["test-0"] == 1.0 and per_query["test-6"] == 1.0 and metrics["acc@1"] == 1 / 10
     with pytest.raises(PipelineError, match="not answer-evaluated"):
         get_protocol("answers")(ds, "dev")
-    with pytest.raises(PipelineError, match="not in .*corpus.jsonl"):
+    with pytest.raises(PipelineError, match=r"doc ids \[.nope.\] that are not in .*corpus.jsonl"):
         proto.evaluate({"test-0": {"nope": 1.0}})
 
 
@@ -313,3 +313,43 @@ def test_one_hard_negative_drawn_per_query_per_epoch(mini):
     # over many epochs every candidate of a query is drawn
     assert {draw_per_epoch(hn, 13, e)["train-0"][0] for e in range(40)} == set(hn["train-0"])
     assert draw_per_epoch({"q": ["a"]}, 1, 0, k=2) == {"q": ["a"]}
+
+
+def test_protocol_streams_texts_when_the_corpus_is_not_in_memory(mini):
+    from dataclasses import replace
+
+    from pipeline.answers import read_passage_texts
+    from pipeline.protocols import get_protocol
+
+    out, _ = mini
+    ds = load_dataset(out)
+    texts = read_passage_texts(out / "corpus.jsonl", ["9002", "1", "absent"])
+    assert texts == {"1": ds.corpus["1"]["text"], "9002": ds.corpus["9002"]["text"]}
+    results = {f"test-{i}": {str(1 + 5 * i): 2.0, "300": 1.0} for i in range(0, 40, 3)}
+    eager = get_protocol("answers")(ds, "test").evaluate(results)
+    lazy = get_protocol("answers")(replace(ds, corpus={}), "test").evaluate(results)
+    assert eager == lazy and eager[0]["acc@1"] == 14 / 40
+
+
+def test_fixture_is_answerable_by_bm25(mini):
+    """The fixture's questions can be answered from its passages: BM25 over question words finds
+    an answer-bearing passage in the top 20 for most of them (what a retriever is measured on)."""
+    import bm25s
+
+    from pipeline.protocols import get_protocol
+
+    out, _ = mini
+    ds = load_dataset(out)
+    ids = list(ds.corpus)
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize([ds.corpus[d]["title"] + " " + ds.corpus[d]["text"] for d in ids],
+                                   stopwords="en", show_progress=False), show_progress=False)
+    proto = get_protocol("answers")(ds, "test")
+    results = {}
+    for qid in proto.query_ids():
+        docs, scores = retriever.retrieve(bm25s.tokenize([ds.queries[qid]], stopwords="en", show_progress=False),
+                                          k=100, show_progress=False)
+        results[qid] = {ids[int(d)]: float(s) for d, s in zip(docs[0], scores[0])}
+    metrics, _ = proto.evaluate(results)
+    assert metrics["acc@100"] >= metrics["acc@20"] >= metrics["acc@5"] >= metrics["acc@1"]
+    assert metrics["acc@20"] >= 0.8, metrics

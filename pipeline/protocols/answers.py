@@ -11,7 +11,7 @@ The split's questions and answers come from `answers/<split>.jsonl` of the norma
 
 from __future__ import annotations
 
-from ..answers import AnswerMatcher, load_answers
+from ..answers import AnswerMatcher, load_answers, read_passage_texts
 from ..common import PipelineError
 from . import register_protocol
 from .base import EvalProtocol, Results
@@ -40,21 +40,32 @@ class AnswerAccuracy(EvalProtocol):
     def depth(self) -> int:
         return max(CUTOFFS)
 
-    def _text(self, doc_id: str) -> str:
-        doc = self.dataset.corpus.get(doc_id)
-        if doc is None:
-            raise PipelineError(f"ranking holds doc id {doc_id!r}, which is not in {self.dataset.root}/corpus.jsonl")
-        # DPR matches the passage text only, not its title.
-        return doc.get("text") or ""
+    def passage_texts(self, doc_ids: set[str]) -> dict[str, str]:
+        """Texts of the retrieved passages only. DPR matches the passage text, not its title.
+        With the corpus in memory (`dataset.corpus`) they come from there; a dataset object
+        whose corpus is empty (a lazy loader for a 21M-passage corpus) gets them in one streaming
+        pass over corpus.jsonl."""
+        corpus = getattr(self.dataset, "corpus", None)
+        if corpus:
+            texts = {d: (corpus[d].get("text") or "") for d in doc_ids if d in corpus}
+        else:
+            texts = read_passage_texts(self.dataset.root / "corpus.jsonl", doc_ids)
+        missing = sorted(doc_ids - texts.keys())
+        if missing:
+            raise PipelineError(f"rankings hold doc ids {missing[:5]} that are not in "
+                                f"{self.dataset.root}/corpus.jsonl")
+        return texts
 
     def first_hits(self, results: Results) -> dict[str, int | None]:
         """Question id -> 0-based rank of the first answer-bearing passage within the depth, or None."""
+        ranked = {qid: [d for d, _s in sorted((results.get(qid) or {}).items(), key=lambda kv: -kv[1])][: self.depth]
+                  for qid in self.answers}
+        texts = self.passage_texts({d for docs in ranked.values() for d in docs})
         hits: dict[str, int | None] = {}
         for qid, (answers, regex_mode) in self.answers.items():
-            ranked = sorted((results.get(qid) or {}).items(), key=lambda kv: -kv[1])[: self.depth]
             matcher = AnswerMatcher(answers, regex_mode=regex_mode)
-            hits[qid] = next((rank for rank, (doc_id, _s) in enumerate(ranked)
-                              if matcher.matches(self._text(doc_id))), None)
+            hits[qid] = next((rank for rank, doc_id in enumerate(ranked[qid]) if matcher.matches(texts[doc_id])),
+                             None)
         return hits
 
     def evaluate(self, results: Results) -> tuple[dict[str, float], dict[str, float]]:
