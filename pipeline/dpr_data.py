@@ -405,6 +405,7 @@ class TrainQuestion:
     positives: list[tuple[str, str, str]]
     hard_negatives: list[tuple[str, str, str]]
     negatives: list[tuple[str, str, str]] = field(default_factory=list)
+    where: str = ""     # "<file>:<line>" (plus the element index for a JSON array), for messages
 
 
 def check_dpr_record(rec: Any, index: int, where: str) -> tuple[TrainQuestion | None, str | None]:
@@ -425,7 +426,7 @@ def check_dpr_record(rec: Any, index: int, where: str) -> tuple[TrainQuestion | 
         if problem:
             return None, problem
     return TrainQuestion(f"train-{index}", q.strip(), lists["positive_ctxs"], lists["hard_negative_ctxs"],
-                         lists["negative_ctxs"]), None
+                         lists["negative_ctxs"], where), None
 
 
 def check_tevatron_record(rec: Any, lineno: int, where: str) -> tuple[TrainQuestion | None, str | None]:
@@ -448,7 +449,7 @@ def check_tevatron_record(rec: Any, lineno: int, where: str) -> tuple[TrainQuest
     neg, problem = check_ctxs(rec, "negative_passages", where, ("docid",), title_required=False)
     if problem:
         return None, problem
-    return TrainQuestion(str(qid).strip(), q.strip(), pos, neg), None
+    return TrainQuestion(str(qid).strip(), q.strip(), pos, neg, where=where), None
 
 
 def parse_answers_cell(cell: str, regex_mode: bool) -> tuple[list[str] | None, str | None]:
@@ -739,7 +740,7 @@ def convert(out_dir: Path, *, train: Input | None, train_format: str, qa: dict[s
                 if not q.positives:
                     continue  # DPR's loader drops questions without a positive passage
                 if q.qid in seen_queries:
-                    errors.add(f"{train.label}: duplicate query id {q.qid!r}")
+                    errors.add(f"{q.where}: duplicate query id {q.qid!r}")
                     continue
                 seen_queries.add(q.qid)
                 kept += 1
@@ -777,10 +778,10 @@ def convert(out_dir: Path, *, train: Input | None, train_format: str, qa: dict[s
         for split, inp in qa.items():
             digest = hashlib.sha256()
             n = 0
-            for i, (_lineno, question, answers) in enumerate(_iter_qa(inp, regex_answers, errors, digest)):
+            for i, (lineno, question, answers) in enumerate(_iter_qa(inp, regex_answers, errors, digest)):
                 qid = f"{split}-{i}"
                 if qid in seen_queries:
-                    errors.add(f"{inp.label}: query id {qid!r} is also a training query id")
+                    errors.add(f"{inp.label}:{lineno}: query id {qid!r} is also a training query id")
                     break
                 seen_queries.add(qid)
                 out.write("queries.jsonl", _jsonl({"_id": qid, "text": question}))

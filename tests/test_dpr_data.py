@@ -222,7 +222,9 @@ def test_cli_rejects_dpr_flags_elsewhere_and_bad_splits(tmp_path):
         convert(tmp_path / "o", "--dpr-train", str(MINI / "train.json"), "--dpr-qa", f"train={MINI / 'test.qa.csv'}")
     with pytest.raises(PipelineError, match="not both"):
         convert(tmp_path / "o", "--dpr-train", "a", "--tevatron-train", "b")
-    assert P.parse_qa_args(["a.csv", "dev=b.csv", "https://x.org/q.csv?v=1"][:2]) == {"test": "a.csv", "dev": "b.csv"}
+    assert P.parse_qa_args(["a.csv", "dev=b.csv"]) == {"test": "a.csv", "dev": "b.csv"}
+    with pytest.raises(PipelineError, match="given twice"):
+        P.parse_qa_args(["a.csv", "test=b.csv"])
     assert P.parse_qa_args(["https://x.org/q.csv?v=1"]) == {"test": "https://x.org/q.csv?v=1"}
 
 
@@ -353,3 +355,15 @@ def test_fixture_is_answerable_by_bm25(mini):
     metrics, _ = proto.evaluate(results)
     assert metrics["acc@100"] >= metrics["acc@20"] >= metrics["acc@5"] >= metrics["acc@1"]
     assert metrics["acc@20"] >= 0.8, metrics
+
+
+def test_query_id_clashes_name_the_line(tmp_path):
+    tev = tmp_path / "tev.jsonl"
+    line = {"query_id": "q1", "query": "q", "positive_passages": [{"docid": "1", "text": "t"}], "negative_passages": []}
+    tev.write_text(json.dumps(line) + "\n" + json.dumps({**line, "query": "again"}) + "\n")
+    with pytest.raises(PipelineError, match=r"tev.jsonl:2: duplicate query id 'q1'"):
+        convert(tmp_path / "out", "--tevatron-train", str(tev))
+    tev.write_text(json.dumps({**line, "query_id": "test-1"}) + "\n")
+    with pytest.raises(PipelineError, match=r"test.qa.csv:2: query id 'test-1' is also a training query id"):
+        convert(tmp_path / "out", "--tevatron-train", str(tev), "--dpr-qa", str(MINI / "test.qa.csv"))
+    assert not (tmp_path / "out").exists()
