@@ -183,5 +183,5 @@ def read_passage_texts(corpus_path, ids) -> dict[str, str]:
     return found
 
 
-__all__ = ["AnswerMatcher", "load_answers", "read_passage_texts", "check_answer_regex", "compile_answer_regex", "first_hit", "has_answer",
-           "normalize", "tokenize"]
+__all__ = ["AnswerMatcher", "check_answer_regex", "compile_answer_regex", "first_hit", "has_answer", "load_answers",
+           "normalize", "read_passage_texts", "tokenize"]

@@ -413,7 +413,8 @@ def check_dpr_record(rec: Any, index: int, where: str) -> tuple[TrainQuestion | 
         return None, f"{where}: expected an object with {list(TRAIN_FIELDS)}, got {_type(rec)}"
     missing = [k for k in TRAIN_FIELDS if k not in rec]
     if missing:
-        return None, f"{where}: missing {', '.join(repr(k) for k in missing)} (a DPR training question has {list(TRAIN_FIELDS)})"
+        names = ", ".join(repr(k) for k in missing)
+        return None, f"{where}: missing {names} (a DPR training question has {list(TRAIN_FIELDS)})"
     q = rec["question"]
     if not isinstance(q, str) or not q.strip():
         return None, f"{where}: 'question' must be a non-empty string, got {q!r:.40}"
@@ -434,7 +435,8 @@ def check_tevatron_record(rec: Any, lineno: int, where: str) -> tuple[TrainQuest
         return None, f"{where}: expected a JSON object per line, got {_type(rec)}"
     missing = [k for k in TEVATRON_FIELDS if k not in rec]
     if missing:
-        return None, f"{where}: missing {', '.join(repr(k) for k in missing)} (a Tevatron line has {list(TEVATRON_FIELDS)})"
+        names = ", ".join(repr(k) for k in missing)
+        return None, f"{where}: missing {names} (a Tevatron line has {list(TEVATRON_FIELDS)})"
     q = rec["query"]
     if not isinstance(q, str) or not q.strip():
         return None, f"{where}: 'query' must be a non-empty string, got {q!r:.40}"
