@@ -13,6 +13,9 @@ Examples:
   python -m pipeline.data --name scifact-mini --source embedded --out results/data/scifact-mini
   python -m pipeline.data --name scifact --source local --path ../shared/data/scifact --out results/data/scifact
   python -m pipeline.data --name scifact --source beir --out results/data/scifact
+  python -m pipeline.data --name nq --source dpr --dpr-dataset nq --out results/data/nq
+
+The `dpr` source (DPR-format and Tevatron files, answers for QA splits) lives in pipeline.dpr_data.
 """
 
 from __future__ import annotations
@@ -590,11 +593,14 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m pipeline.data --name scifact --source local --path ../shared/data/scifact "
                "--out results/data/scifact\n"
                "  python -m pipeline.data --name scifact --source beir --out results/data/scifact\n"
+               "  python -m pipeline.data --name dpr-mini --source dpr --dpr-train data/embedded/dpr-mini/train.json "
+               "--dpr-qa test=data/embedded/dpr-mini/test.qa.csv --dpr-passages data/embedded/dpr-mini/psgs.tsv\n"
+               "  python -m pipeline.data --name nq --source dpr --dpr-dataset nq   (official URLs, 13 GB passages)\n"
                f"\nknown BEIR checksums: {', '.join(sorted(KNOWN_CHECKSUMS))}",
     )
     p.add_argument("--name", required=True, help="dataset name (BEIR name for --source beir, folder name "
                                                  "under data/embedded/ for --source embedded)")
-    p.add_argument("--source", required=True, choices=["beir", "local", "embedded"],
+    p.add_argument("--source", required=True, choices=["beir", "local", "embedded", "dpr"],
                    help="where the data comes from")
     p.add_argument("--path", metavar="DIR", help="BEIR-format folder (required for --source local)")
     p.add_argument("--url", help="zip URL for --source beir (default: the official BEIR URL for --name)")
@@ -608,6 +614,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds before the first retry; doubles each time (default 1.0)")
     p.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
     p.add_argument("--no-progress", action="store_true", help="hide the download progress bar")
+    g = p.add_argument_group("--source dpr (DPR-format / Tevatron files; each FILE is a path or an http(s) URL)")
+    g.add_argument("--dpr-dataset", choices=["nq", "trivia", "webq", "curatedtrec"],
+                   help="use the official DPR URLs for every file not given below (training JSON, QA "
+                        "dev/test files, psgs_w100.tsv.gz); curatedtrec implies --answer-regex")
+    g.add_argument("--dpr-train", metavar="FILE", help="DPR training JSON (.json or .json.gz)")
+    g.add_argument("--tevatron-train", metavar="FILE", help="Tevatron training JSONL (.jsonl or .jsonl.gz)")
+    g.add_argument("--dpr-qa", metavar="SPLIT=FILE", action="append",
+                   help="QA file (question<TAB>[answers]) evaluated by answer accuracy as SPLIT; repeatable; "
+                        "a bare FILE is the split 'test'")
+    g.add_argument("--dpr-passages", metavar="FILE", help="passages TSV id<TAB>text<TAB>title (.tsv or .tsv.gz)")
+    g.add_argument("--answer-regex", action=argparse.BooleanOptionalAction, default=None,
+                   help="the QA answers are regular expressions (CuratedTREC)")
+    g.add_argument("--dpr-positives", choices=["first", "all"], default="first",
+                   help="positives per training question in qrels/train.tsv: the first (what DPR trains on, "
+                        "default) or all")
+    g.add_argument("--lock-file", metavar="FILE",
+                   help="checksum lock file for downloads (default: $PIPELINE_CHECKSUM_LOCK or "
+                        "config/checksums.lock)")
     return p
 
 
@@ -619,6 +643,12 @@ def main(argv: list[str] | None = None) -> dict:
         raise PipelineError(f"--path is only used with --source local (got --source {args.source})")
     if args.source != "beir" and (args.url or args.sha256 or args.md5):
         raise PipelineError(f"--url/--sha256/--md5 are only used with --source beir (got --source {args.source})")
+    dpr_flags = [f"--{k.replace('_', '-')}" for k in ("dpr_dataset", "dpr_train", "tevatron_train", "dpr_qa",
+                                                       "dpr_passages", "answer_regex", "lock_file")
+                 if getattr(args, k) is not None]
+    if args.source != "dpr" and (dpr_flags or args.dpr_positives != "first"):
+        raise PipelineError(f"{', '.join(dpr_flags) or '--dpr-positives'}: only used with --source dpr "
+                            f"(got --source {args.source})")
     if args.retries < 0 or args.backoff < 0 or args.timeout <= 0:
         raise PipelineError("--retries and --backoff must be >= 0 and --timeout > 0")
     t0 = time.perf_counter()
@@ -626,6 +656,15 @@ def main(argv: list[str] | None = None) -> dict:
         manifest = prepare_beir(name, out, url=args.url, sha256=args.sha256, md5=args.md5,
                                 cache_dir=args.cache_dir, retries=args.retries, backoff=args.backoff,
                                 timeout=args.timeout, progress=not args.no_progress)
+    elif args.source == "dpr":
+        from .dpr_data import parse_qa_args, prepare_dpr
+
+        manifest = prepare_dpr(name, out, dataset=args.dpr_dataset, train=args.dpr_train,
+                               tevatron_train=args.tevatron_train, qa=parse_qa_args(args.dpr_qa),
+                               passages=args.dpr_passages, regex_answers=args.answer_regex,
+                               positives=args.dpr_positives, cache_dir=args.cache_dir, lock_file=args.lock_file,
+                               retries=args.retries, backoff=args.backoff, timeout=args.timeout,
+                               progress=not args.no_progress)
     elif args.source == "local":
         if not args.path:
             raise PipelineError("--source local needs --path (a BEIR-format folder)")

@@ -102,6 +102,25 @@ def load_hard_negatives(path: str | os.PathLike) -> dict[str, list[str]]:
     return result
 
 
+def draw_per_epoch(hard_negatives: dict[str, list[str]], seed: int, epoch: int, k: int = 1
+                   ) -> dict[str, list[str]]:
+    """k negatives per query drawn uniformly without replacement from its candidates (all of them
+    when it has k or fewer), as DPR's training does with the dataset's own hard negatives (it
+    shuffles them every epoch and keeps the first). The draw depends only on (seed, epoch, query
+    id), not on dict order, PYTHONHASHSEED or other queries, so a resumed run redraws the same."""
+    import random
+
+    if k < 1:
+        raise PipelineError(f"hard_negatives.per_query must be >= 1, got {k}")
+    drawn = {}
+    for qid, candidates in hard_negatives.items():
+        if len(candidates) <= k:
+            drawn[qid] = list(candidates)
+        else:
+            drawn[qid] = random.Random(f"{seed}:{epoch}:{qid}").sample(candidates, k)
+    return drawn
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(prog="python -m pipeline.hardneg", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -254,7 +254,7 @@ def test_cli_exit_code_and_help(tmp_path):
     assert "Traceback" not in run.stderr
     help_text = subprocess.run([sys.executable, "-m", "pipeline.data", "--help"], cwd=REPO,
                                capture_output=True, text=True).stdout
-    assert "--source {beir,local,embedded}" in help_text and "--cache-dir" in help_text
+    assert "{beir,local,embedded,dpr}" in help_text and "--cache-dir" in help_text
 
 
 # ----------------------------------------------------------------------------- real data

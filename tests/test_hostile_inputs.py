@@ -108,6 +108,47 @@ def model_no_config(results):
     model_path(results, str(path))
 
 
+def dpr_data(results, train=None, qa=None, passages=None, tevatron=None, regex=False, gz=()):
+    """Run the dpr source on raw files (text, or None to leave the file out); `gz` names the
+    files to store gzipped."""
+    import gzip
+
+    from pipeline.data import main
+
+    src = results.parent / "dprsrc"
+    src.mkdir(exist_ok=True)
+    args = []
+    for flag, name, content in (("--dpr-train", "train.json", train), ("--dpr-qa", "test.qa.csv", qa),
+                                ("--dpr-passages", "psgs.tsv", passages), ("--tevatron-train", "tev.jsonl", tevatron)):
+        if content is None:
+            continue
+        raw = content.encode("utf-8") if isinstance(content, str) else content
+        if name in gz:
+            name += ".gz"
+            raw = gzip.compress(raw, mtime=0)
+            raw = raw[: len(raw) // 2]  # every gzip input here is a truncated download
+        (src / name).write_bytes(raw)
+        args += [flag, str(src / name)]
+    main(["--name", "finished", "--source", "dpr", "--out", str(results / "data" / "finished"), *args,
+          *(["--answer-regex"] if regex else [])])
+
+
+CTX = {"title": "A", "text": "apples are red", "passage_id": "1"}
+DPR_Q = {"question": "what is red", "answers": ["apples"], "positive_ctxs": [CTX], "negative_ctxs": [],
+         "hard_negative_ctxs": []}
+PSGS = "id\ttext\ttitle\n1\tapples are red\tA\n2\tbananas\tB\n"
+QA_OK = 'what is red\t["apples"]\n'
+
+
+def dpr_train(*records) -> str:
+    """A DPR training JSON with one record per line after the '[' line: record i is on line i + 2."""
+    return "[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n"
+
+
+def without(d: dict, key: str) -> dict:
+    return {k: v for k, v in d.items() if k != key}
+
+
 HUGE = "x" * (11 * 1024 * 1024)
 
 CASES = [
@@ -136,6 +177,38 @@ CASES = [
     ("archive-path-traversal", lambda r: archive(r, traversal_zip()), "evil.txt"),
     ("archive-truncated-zip", lambda r: archive(r, truncated_zip()), "toyset.zip"),
     ("archive-wrong-checksum", lambda r: archive(r, GOOD, sha="0" * 64), "sha256"),
+    ("dpr-train-missing-field",
+     lambda r: dpr_data(r, train=dpr_train(DPR_Q, without(DPR_Q, "hard_negative_ctxs")), passages=PSGS),
+     "train.json:3: element 1: missing 'hard_negative_ctxs'"),
+    ("dpr-ctx-without-text",
+     lambda r: dpr_data(r, train=dpr_train({**DPR_Q, "positive_ctxs": [without(CTX, "text")]}), passages=PSGS),
+     "train.json:2: element 0: positive_ctxs[0]: passage without 'text'"),
+    ("dpr-train-truncated", lambda r: dpr_data(r, train=dpr_train(DPR_Q, DPR_Q)[:-30], passages=PSGS),
+     "train.json:3: element 1 (starting on line 3): file ends inside this element"),
+    ("dpr-qa-bad-answers-list", lambda r: dpr_data(r, qa=QA_OK + 'what is yellow\t{"a": "bananas"}\n',
+                                                   passages=PSGS),
+     "test.qa.csv:2: answers column must be a non-empty list of strings"),
+    ("dpr-qa-answer-not-string", lambda r: dpr_data(r, qa=QA_OK + 'what is yellow\t["bananas", 3]\n', passages=PSGS),
+     "test.qa.csv:2: answer 1 is int, not a string"),
+    ("dpr-qa-answers-not-a-list", lambda r: dpr_data(r, qa=QA_OK + 'what is yellow\tbananas\n', passages=PSGS),
+     "test.qa.csv:2: answers column is not a list literal"),
+    ("dpr-qa-wrong-column-count", lambda r: dpr_data(r, qa=QA_OK + 'what is yellow\t["bananas"]\textra\n',
+                                                     passages=PSGS),
+     "test.qa.csv:2: expected 2 tab-separated columns (question, answers list), got 3"),
+    ("dpr-qa-bad-regex", lambda r: dpr_data(r, qa='who\t["(Ford"]\n', passages=PSGS, regex=True),
+     "test.qa.csv:1: answer 0 '(Ford' is not a valid regular expression"),
+    ("dpr-passages-wrong-column-count", lambda r: dpr_data(r, qa=QA_OK, passages=PSGS + "3\tcherries\n"),
+     "psgs.tsv:4: expected 3 tab-separated columns (id, text, title), got 2"),
+    ("dpr-passages-duplicate-id", lambda r: dpr_data(r, qa=QA_OK, passages=PSGS + "2\tbananas again\tB\n"),
+     "psgs.tsv:4: duplicate passage id '2'"),
+    ("dpr-passages-truncated-gzip", lambda r: dpr_data(r, qa=QA_OK, passages=PSGS * 1 + "".join(
+        f"{i}\tpassage number {i}\tT\n" for i in range(3, 3000)), gz=("psgs.tsv",)), "psgs.tsv.gz:"),
+    ("tevatron-missing-field", lambda r: dpr_data(r, tevatron=json.dumps(
+        {"query": "q", "positive_passages": [{"docid": "1", "text": "t"}], "negative_passages": []}) + "\n"
+        + json.dumps({"query": "q2", "negative_passages": []}) + "\n"), "tev.jsonl:2: missing 'positive_passages'"),
+    ("tevatron-passage-without-text", lambda r: dpr_data(r, tevatron=json.dumps(
+        {"query": "q", "positive_passages": [{"docid": "1"}], "negative_passages": []}) + "\n"),
+     "tev.jsonl:1: positive_passages[0]: passage without 'text'"),
     ("model-missing-folder", lambda r: model_path(r, "./no/such/model"), "encoder.model: folder ./no/such/model"),
     ("model-is-a-file", model_file, "is a file"),
     ("model-no-config", model_no_config, "has no config.json"),
