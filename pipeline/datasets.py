@@ -15,11 +15,15 @@ from .layout import MANIFEST
 
 @dataclass
 class Example:
-    """One training triple: a query, its positive passage, and optional hard negatives."""
+    """One training triple: a query, its positive passage, and optional hard negatives, with the
+    ids they come from (so false negatives can be recognised and masked)."""
 
     query: str
     positive: str
     negatives: list[str] = field(default_factory=list)
+    query_id: str | None = None
+    positive_id: str | None = None
+    negative_ids: list[str] = field(default_factory=list)
 
 
 def passage_text(doc: dict) -> str:
@@ -94,5 +98,26 @@ def training_examples(ds: Dataset, split: str, hard_negatives: dict[str, list[st
         for doc_id in docs:
             if doc_id in relevant:
                 examples.append(Example(ds.queries[qid], passage_text(ds.corpus[doc_id]),
-                                        [passage_text(ds.corpus[n]) for n in negatives]))
+                                        [passage_text(ds.corpus[n]) for n in negatives],
+                                        query_id=qid, positive_id=doc_id, negative_ids=list(negatives)))
     return examples
+
+
+def known_positives(ds: Dataset, split: str) -> dict[str, set[str]]:
+    """Every judged-relevant passage of each query of `split` (grade > 0)."""
+    return {qid: {d for d, grade in docs.items() if grade > 0} for qid, docs in ds.split(split).items()}
+
+
+def false_negative_mask(query_ids: list[str | None], column_ids: list[str | None],
+                        positives: dict[str, set[str]]):
+    """Bool matrix [rows x columns]: True where column j holds a known positive of row i's query.
+    The caller's loss keeps each row's own label column; unknown ids (None) are never masked."""
+    import numpy as np
+
+    mask = np.zeros((len(query_ids), len(column_ids)), dtype=bool)
+    for i, qid in enumerate(query_ids):
+        relevant = positives.get(qid) if qid is not None else None
+        if relevant:
+            for j, pid in enumerate(column_ids):
+                mask[i, j] = pid is not None and pid in relevant
+    return mask

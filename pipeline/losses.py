@@ -29,12 +29,22 @@ class InfoNCE(nn.Module):
     def scores(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         return q @ p.T / self.temperature
 
-    def forward(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`mask` (bool, R x C, optional): True removes that column from that row's softmax
+        (its score becomes -inf), e.g. a known positive of the row's query that sits in another
+        column (docs/methods.md#false-negatives). A row's own label column is never removed."""
         if p.shape[0] < q.shape[0]:
             raise ValueError(f"InfoNCE needs at least one passage per query row: Q has {q.shape[0]} "
                              f"rows, P has {p.shape[0]}")
         labels = torch.arange(q.shape[0], device=q.device)
-        return F.cross_entropy(self.scores(q, p), labels)
+        scores = self.scores(q, p)
+        if mask is not None:
+            if mask.shape != scores.shape:
+                raise ValueError(f"mask shape {tuple(mask.shape)} does not match scores {tuple(scores.shape)}")
+            mask = mask.to(scores.device).clone()
+            mask[labels, labels] = False
+            scores = scores.masked_fill(mask, float("-inf"))
+        return F.cross_entropy(scores, labels)
 
 
 __all__ = ["InfoNCE"]
