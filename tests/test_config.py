@@ -1,6 +1,7 @@
 """Config validation: each bad config is rejected before any job runs, naming the key."""
 
 import copy
+import json
 
 import pytest
 import yaml
@@ -103,3 +104,10 @@ def test_command_line_overrides_are_typed():
     assert cfg["seeds"] == [1, 2]
     assert cfg["runs"]["d"]["batch_size"] == 8 and cfg["runs"]["d"]["lr"] == 1e-5
     assert cfg["runs"]["d"]["query_bank"] is False
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "scifact.yaml", "paper.yaml", "gradnorm.yaml"])
+def test_validation_accepts_its_own_output(name):
+    """Steps re-validate the filled config they receive as JSON (the aggregate rule does)."""
+    cfg = pcfg.load(REPO / "config" / name)
+    assert pcfg.validate(json.loads(json.dumps(cfg))) == cfg
