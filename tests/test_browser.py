@@ -29,6 +29,8 @@ TRAINED = [run for run, recipe in RUNS.items() if recipe["method"] != "none"]
 UI_TIMEOUT_MS = 60_000
 # Any real timestamp is after this (2020-01-01, in ms); a 0 or a seconds value is not.
 EPOCH_2020_MS = 1_577_836_800_000
+# A 1970 date on a page (a zero timestamp), not the digits of a metric value such as 0.1970.
+YEAR_1970 = re.compile(r"(?<![\d.])1970(?!\d)")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def mlflow_ui(finished_run, browser, tmp_path_factory):
+def mlflow_ui(finished_run, tmp_path_factory):
     with mlflow_server(finished_run / "results" / "mlflow.db", tmp_path_factory.mktemp("mlflow") / "server.log") as base:
         yield base
 
@@ -73,6 +75,18 @@ def open_run(page, base: str, experiment_id: str, run: dict, tab: str = "") -> s
     return page.inner_text("body")
 
 
+def test_uncaught_page_errors_fail_the_test(browser):
+    """The guard every test below relies on: an uncaught JavaScript error is recorded and fails."""
+    pg = Page(browser)
+    try:
+        pg.page.set_content("<script>setTimeout(() => { throw new Error('boom'); }, 0)</script>")
+        pg.page.wait_for_timeout(200)
+        with pytest.raises(AssertionError, match="boom"):
+            pg.check()
+    finally:
+        pg.context.close()
+
+
 # ----------------------------------------------------------------------------- the experiment page
 # MLflow 3 opens an experiment in its GenAI view unless told otherwise; these are training runs.
 RUNS_VIEW = "runs?workflowType=machine_learning"
@@ -94,7 +108,7 @@ def test_experiment_page_lists_parent_and_nested_child_runs(browser, mlflow_ui, 
             expanders.nth(i).click()
         for name in child_names:
             page.get_by_text(name, exact=True).first.wait_for(timeout=UI_TIMEOUT_MS)
-        assert "1970" not in page.inner_text("body")
+        assert not YEAR_1970.search(page.inner_text("body")), "the runs table shows 1970 dates"
 
 
 # ----------------------------------------------------------------------------- a run page
@@ -201,7 +215,7 @@ def test_runs_carry_real_training_times(browser, mlflow_ui, store, finished_run)
     with Page(browser) as page:
         child = store["children"][(TRAINED[0], SEEDS[0])]
         text = open_run(page, mlflow_ui, store["experiment_id"], child)
-        assert "1970" not in text, "the run page shows 1970 dates"
+        assert not YEAR_1970.search(text), "the run page shows 1970 dates"
         year = time.strftime("%Y", time.localtime(int(child["info"]["start_time"]) / 1000))
         assert year in text
 
