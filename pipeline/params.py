@@ -193,6 +193,7 @@ class IndexParams:
 
     batch_size: int = 64
     index_types: list = field(default_factory=lambda: ["flat"])
+    precision: str = "fp32"  # corpus-encoding autocast on CUDA (fp16/bf16); fp32 on the CPU
     hnsw: HNSWParams = field(default_factory=HNSWParams)
     ivf: IVFParams = field(default_factory=IVFParams)
 

@@ -70,3 +70,18 @@ def copy_workflow(dest: Path) -> Path:
 @pytest.fixture
 def repo_copy(tmp_path) -> Path:
     return copy_workflow(tmp_path / "repo")
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, tiny_model_dir) -> Path:
+    """The tiny grid of tests/tiny_workflow.py run to the end once per session, in a temp copy of
+    the workflow (shared by test_pipeline_e2e.py and test_browser.py). With TINY_RUN_DIR=/some/dir
+    the run is made there once and reused by later sessions (for iterating on these tests)."""
+    from tiny_workflow import run_tiny_workflow
+
+    keep = os.environ.get("TINY_RUN_DIR")  # iterate on these tests: reuse one finished run across sessions
+    if keep and (Path(keep) / "results" / "tables" / "summary.csv").is_file():
+        return Path(keep)
+    repo = copy_workflow(Path(keep) if keep else tmp_path_factory.mktemp("e2e") / "repo")
+    model = make_tiny_bert(repo / "tiny-bert") if keep else tiny_model_dir
+    return run_tiny_workflow(repo, model)

@@ -63,6 +63,9 @@ def test_bad_params_name_the_key():
         idx.resolve_params({"hnsw": {"efsearch": 10}})
     with pytest.raises(PipelineError, match="batch_size"):
         idx.resolve_params({"batch_size": 0})
+    with pytest.raises(PipelineError, match=r"precision.*fp32.*fp16.*bf16"):
+        idx.resolve_params({"precision": "int8"})
+    assert idx.resolve_params({})["precision"] == "fp32"
 
 
 def test_entry_point_on_tiny_dataset(tmp_path, tiny_model_dir):

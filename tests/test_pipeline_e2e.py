@@ -1,6 +1,7 @@
-"""A real Snakemake run of the whole chain on a tiny grid in a temp dir: embedded scifact-mini,
-a tiny random BERT, two trained methods plus zero-shot, two seeds, dot/DN/DN* and an HNSW
-index. Checks the tables, the plots, the report and the MLflow store read back with the client."""
+"""A real Snakemake run of the whole chain on a tiny grid in a temp dir (tests/tiny_workflow.py:
+embedded scifact-mini, a tiny random BERT, two trained methods plus zero-shot, two seeds,
+dot/DN/DN* and an HNSW index; run once per session by conftest.py's `finished_run`). Checks the
+tables, the plots, the report and the MLflow store read back with the client."""
 
 from __future__ import annotations
 
@@ -9,48 +10,8 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
-import yaml
 
-SEEDS = [1, 2]
-RUNS = {
-    "zeroshot": {"method": "none"},
-    "dpr-4": {"method": "inbatch", "batch_size": 4, "fanoise": {"alpha": 0.1, "scaling": "sublinear"}},
-    "contaccum-4x2": {"method": "contaccum", "batch_size": 4, "accumulation_steps": 2, "memory_size": 8,
-                      "hard_negatives": {"source": "bm25", "per_query": 1}},
-}
-
-
-def snakemake(repo, *args, check=True):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tiny.yaml", *args],
-                          cwd=repo, env=env, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in (repo / "results" / "logs").rglob("*.log"))
-        raise AssertionError(f"snakemake {args} failed:\n{proc.stderr[-4000:]}\n{logs}")
-    return proc
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, tiny_model_dir):
-    from conftest import copy_workflow
-
-    repo = copy_workflow(tmp_path_factory.mktemp("e2e") / "repo")
-    config = {
-        "experiment": "e2e-tiny",
-        "datasets": {"scifact-mini": {"source": "embedded"}},
-        "seeds": SEEDS,
-        "encoder": {"model": str(tiny_model_dir), "query_max_length": 32, "passage_max_length": 64, "tied": False},
-        "training": {"max_steps": 3, "lr": 1e-4, "warmup_ratio": 0.0},
-        "runs": RUNS,
-        "index": {"index_types": ["flat", "hnsw"]},
-        "evaluation": {"scorings": ["dot", "dn", "dn*"], "lambdas": [0.25, 0.5],
-                       "dn_star": {"samples": 20, "repeats": 2}, "reference_run": "zeroshot",
-                       "significance_permutations": 500},
-    }
-    (repo / "tiny.yaml").write_text(yaml.safe_dump(config))
-    snakemake(repo)
-    return repo
+from tiny_workflow import RUNS, SEEDS, snakemake  # the shared grid; `finished_run` is in conftest.py
 
 
 def test_summary_table(finished_run):

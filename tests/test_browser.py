@@ -1,0 +1,282 @@
+"""What a person sees: the MLflow UI and the Snakemake report of the tiny grid, opened in a real
+Chromium (Playwright, system browser; skipped with the reason where either is missing). Every
+page must load without an uncaught JavaScript error.
+
+Besides rendering, these tests pin three recording bugs that must not come back: an empty
+`dataset_sha256` tag (`{}`), metric timestamps of 0 with a run that starts at logging time
+(1970 dates, a ~150 ms duration on the page), and a false `train.peak_mem_mb` point at step 0.
+Timestamps and histories are read from the REST API of the same server the browser uses."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import urllib.parse
+import urllib.request
+
+import pandas as pd
+import pytest
+
+from browser import Page, chromium, mlflow_server
+from tiny_workflow import EXPERIMENT, RUNS, SEEDS, snakemake
+
+# The headline metric as MLflow records it: NDCG@10 under plain dot product, per seed on each
+# child run and the mean over seeds on each parent run.
+NDCG_KEY = "ndcg_10.dot"
+TRAINED = [run for run, recipe in RUNS.items() if recipe["method"] != "none"]
+UI_TIMEOUT_MS = 60_000
+# Any real timestamp is after this (2020-01-01, in ms); a 0 or a seconds value is not.
+EPOCH_2020_MS = 1_577_836_800_000
+# A 1970 date on a page (a zero timestamp), not the digits of a metric value such as 0.1970.
+YEAR_1970 = re.compile(r"(?<![\d.])1970(?!\d)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def mlflow_ui(finished_run, tmp_path_factory):
+    with mlflow_server(finished_run / "results" / "mlflow.db", tmp_path_factory.mktemp("mlflow") / "server.log") as base:
+        yield base
+
+
+def api(base: str, path: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{base}/api/2.0/mlflow{path}", data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+@pytest.fixture(scope="module")
+def store(mlflow_ui):
+    """The experiment and its runs, as the server that the browser talks to returns them."""
+    experiment = api(mlflow_ui, "/experiments/get-by-name?experiment_name=" + EXPERIMENT)["experiment"]
+    runs = api(mlflow_ui, "/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 1000})["runs"]
+    parents = {tags(r)["run"]: r for r in runs if tags(r).get("pipeline.level") == "parent"}
+    children = {(tags(r)["run"], int(tags(r)["seed"])): r for r in runs if tags(r).get("pipeline.level") == "seed"}
+    assert set(parents) == set(RUNS) and set(children) == {(r, s) for r in RUNS for s in SEEDS}
+    return {"experiment_id": experiment["experiment_id"], "parents": parents, "children": children}
+
+
+def open_run(page, base: str, experiment_id: str, run: dict, tab: str = "") -> str:
+    """Open a run's page (overview, or a tab such as model-metrics) and return its text."""
+    run_id = run["info"]["run_id"]
+    page.goto(f"{base}/#/experiments/{experiment_id}/runs/{run_id}{'/' + tab if tab else ''}")
+    page.get_by_text(run["info"]["run_name"], exact=True).first.wait_for(timeout=UI_TIMEOUT_MS)
+    return page.inner_text("body")
+
+
+def test_uncaught_page_errors_fail_the_test(browser):
+    """The guard every test below relies on: an uncaught JavaScript error is recorded and fails."""
+    pg = Page(browser)
+    try:
+        pg.page.set_content("<script>setTimeout(() => { throw new Error('boom'); }, 0)</script>")
+        pg.page.wait_for_timeout(200)
+        with pytest.raises(AssertionError, match="boom"):
+            pg.check()
+    finally:
+        pg.context.close()
+
+
+# ----------------------------------------------------------------------------- the experiment page
+# MLflow 3 opens an experiment in its GenAI view unless told otherwise; these are training runs.
+RUNS_VIEW = "runs?workflowType=machine_learning"
+# The [+] button in the run-name cell of a parent row that shows its nested child runs.
+EXPAND_CHILDREN = "button[data-component-id*='runnamecellrenderer']"
+
+
+def test_experiment_page_lists_parent_and_nested_child_runs(browser, mlflow_ui, store):
+    with Page(browser) as page:
+        page.goto(f"{mlflow_ui}/#/experiments/{store['experiment_id']}/{RUNS_VIEW}")
+        for run in store["parents"].values():
+            page.get_by_text(run["info"]["run_name"], exact=True).first.wait_for(timeout=UI_TIMEOUT_MS)
+        child_names = [run["info"]["run_name"] for run in store["children"].values()]
+        # Children are nested: hidden until their parent row is expanded.
+        assert not any(page.get_by_text(name, exact=True).count() for name in child_names)
+        expanders = page.locator(EXPAND_CHILDREN)
+        assert expanders.count() == len(store["parents"]), "not every parent run can be expanded"
+        for i in range(expanders.count()):
+            expanders.nth(i).click()
+        for name in child_names:
+            page.get_by_text(name, exact=True).first.wait_for(timeout=UI_TIMEOUT_MS)
+        assert not YEAR_1970.search(page.inner_text("body")), "the runs table shows 1970 dates"
+
+
+# ----------------------------------------------------------------------------- a run page
+def test_training_loss_chart_renders(browser, mlflow_ui, store):
+    child = store["children"][(TRAINED[-1], SEEDS[0])]
+    with Page(browser) as page:
+        open_run(page, mlflow_ui, store["experiment_id"], child, "model-metrics")
+        page.get_by_placeholder("Search metric charts").fill("train.loss")
+        card = page.locator("[data-testid='experiment-view-compare-runs-card']") \
+            .filter(has=page.locator("h4[title='train.loss']")).first
+        card.wait_for(timeout=UI_TIMEOUT_MS)
+        plot = card.locator(".js-plotly-plot svg.main-svg").first
+        plot.wait_for(timeout=UI_TIMEOUT_MS)
+        box = plot.bounding_box()
+        assert box and box["width"] > 50 and box["height"] > 50, "train.loss chart has no drawing area"
+        # A line trace through the three steps (plotly draws it as one SVG path).
+        line = card.locator(".scatterlayer path.js-line").first
+        line.wait_for(state="attached", timeout=UI_TIMEOUT_MS)
+        assert len(re.findall(r"[ML]", line.get_attribute("d") or "")) >= 3, "train.loss line has fewer than 3 points"
+
+
+def test_dataset_sha256_tag_is_recorded_and_shown(browser, mlflow_ui, store):
+    for (run, seed), child in store["children"].items():
+        value = tags(child).get("dataset_sha256", "")
+        assert value.strip() not in ("", "{}", "[]", "null"), f"{run} seed {seed}: dataset_sha256 tag is {value!r}"
+        assert re.search(r"\b[0-9a-f]{64}\b", value), f"{run} seed {seed}: no sha256 in dataset_sha256 {value!r}"
+    child = store["children"][(TRAINED[0], SEEDS[0])]
+    digest = re.search(r"\b[0-9a-f]{64}\b", tags(child)["dataset_sha256"]).group(0)
+    with Page(browser) as page:
+        text = open_run(page, mlflow_ui, store["experiment_id"], child)
+        assert "dataset_sha256" in text
+        assert digest[:16] in page.content(), "the run page does not show the dataset checksum"
+
+
+def _summary_ndcg(finished_run) -> pd.DataFrame:
+    frame = pd.read_csv(finished_run / "results" / "tables" / "summary.csv")
+    return frame[frame.scoring == "dot"].set_index(["run", "seed"])["ndcg@10"]
+
+
+def _shown_value(page, key: str) -> str:
+    """The value the run page's metrics table shows for `key` (searched, so it is on screen)."""
+    page.get_by_placeholder("Search metrics").fill(key)
+    page.get_by_text(key, exact=True).first.wait_for(timeout=UI_TIMEOUT_MS)
+    text = page.inner_text("body")
+    match = re.search(r"(?m)^" + re.escape(key) + r"\s+(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)", text)
+    assert match, f"metric {key} is not shown on the page"
+    return match.group(1)
+
+
+def _assert_close(shown: str, expected: float, where: str) -> None:
+    decimals = len(shown.split(".")[1]) if "." in shown and "e" not in shown.lower() else 6
+    # summary.csv rounds to 5 decimals; the page may round further.
+    tolerance = 0.5 * 10 ** -min(decimals, 5) + 1e-9
+    assert math.isclose(float(shown), expected, abs_tol=tolerance), f"{where}: page shows {shown}, " \
+        f"summary.csv has {expected}"
+
+
+def test_headline_metric_on_run_pages_equals_summary_csv(browser, mlflow_ui, store, finished_run):
+    ndcg = _summary_ndcg(finished_run)
+    # Every run, through the API of the same server: children per seed, parents the mean.
+    for (run, seed), child in store["children"].items():
+        metrics = {m["key"]: m["value"] for m in child["data"]["metrics"]}
+        assert NDCG_KEY in metrics, f"{run} seed {seed}: no metric {NDCG_KEY!r}"
+        assert math.isclose(metrics[NDCG_KEY], ndcg[(run, seed)], abs_tol=1e-5), (run, seed)
+    for run, parent in store["parents"].items():
+        metrics = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
+        assert NDCG_KEY in metrics, f"{run} (parent): no metric {NDCG_KEY!r}"
+        assert math.isclose(metrics[NDCG_KEY], ndcg[run].mean(), abs_tol=1e-5), run
+    # And what a person reads on the run pages.
+    run = TRAINED[-1]
+    child, parent = store["children"][(run, SEEDS[0])], store["parents"][run]
+    with Page(browser) as page:
+        open_run(page, mlflow_ui, store["experiment_id"], child)
+        _assert_close(_shown_value(page, NDCG_KEY), float(ndcg[(run, SEEDS[0])]), f"{run} seed {SEEDS[0]}")
+        open_run(page, mlflow_ui, store["experiment_id"], parent)
+        _assert_close(_shown_value(page, NDCG_KEY), float(ndcg[run].mean()), f"{run} (mean over seeds)")
+
+
+# ----------------------------------------------------------------------------- recording bugs
+def _history(base: str, run: dict, key: str) -> list[dict]:
+    query = urllib.parse.urlencode({"run_id": run["info"]["run_id"], "metric_key": key, "max_results": 1000})
+    return api(base, f"/metrics/get-history?{query}").get("metrics", [])
+
+
+def test_runs_carry_real_training_times(browser, mlflow_ui, store, finished_run):
+    """Run start/end are the training's own start/end (not the moment the aggregate step logged
+    them), and every metric point has a real timestamp, not 0 (which the UI shows as 1970)."""
+    for (run, seed), child in store["children"].items():
+        info = child["info"]
+        start, end = int(info["start_time"]), int(info.get("end_time") or 0)
+        assert start > EPOCH_2020_MS and end >= start, (run, seed, info)
+        for metric in child["data"]["metrics"]:
+            assert int(metric["timestamp"]) > EPOCH_2020_MS, f"{run} seed {seed}: {metric}"
+        if run not in TRAINED:
+            continue
+        summary = finished_run / "results" / "models" / "scifact-mini" / run / f"seed{seed}" / "train_summary.json"
+        trained_until_ms = summary.stat().st_mtime * 1000
+        # The bug: a run that starts when the aggregate step logs it, long after training ended.
+        assert start <= trained_until_ms + 1000, f"{run} seed {seed}: run starts after its training ended"
+        steps = _history(mlflow_ui, child, "train.loss")
+        assert [m["step"] for m in steps] == [1, 2, 3]
+        for point in steps:
+            assert start - 1000 <= int(point["timestamp"]) <= end + 1000, (run, seed, point, info)
+    with Page(browser) as page:
+        child = store["children"][(TRAINED[0], SEEDS[0])]
+        text = open_run(page, mlflow_ui, store["experiment_id"], child)
+        assert not YEAR_1970.search(text), "the run page shows 1970 dates"
+        year = time.strftime("%Y", time.localtime(int(child["info"]["start_time"]) / 1000))
+        assert year in text
+
+
+def test_peak_memory_curve_has_no_step_zero_point(mlflow_ui, store):
+    for (run, seed), child in store["children"].items():
+        if run not in TRAINED:
+            continue
+        steps = [m["step"] for m in _history(mlflow_ui, child, "train.peak_mem_mb")]
+        assert steps == [1, 2, 3], f"{run} seed {seed}: train.peak_mem_mb at steps {steps}"
+
+
+# ----------------------------------------------------------------------------- Snakemake report
+HEADLINE_HEADER = re.compile(r"NDCG@10")  # case-sensitive: summary.csv's own header says ndcg@10
+GENERAL_SECTIONS = {"Workflow", "Statistics", "About"}
+
+
+def _headline_tables(page):
+    return page.locator("table").filter(has=page.locator("th", has_text=HEADLINE_HEADER))
+
+
+def _found(page) -> bool:
+    page.wait_for_timeout(300)
+    return _headline_tables(page).count() > 0
+
+
+def test_snakemake_report_shows_the_headline_table(browser, finished_run):
+    """The report renders, and somewhere in it (the front page, a result's description, or a
+    result shown as HTML) there is a table headed NDCG@10: headline.md's table."""
+    snakemake(finished_run, "--report", "results/report.html")
+    report = (finished_run / "results" / "report.html").as_uri()
+    seen = []
+    with Page(browser) as page:
+        page.goto(report)
+        page.get_by_text("Workflow", exact=True).first.wait_for(timeout=UI_TIMEOUT_MS)
+        found = _found(page)
+        categories = [t.strip() for t in page.locator("nav li a").all_inner_texts()
+                      if t.strip() and t.strip() not in GENERAL_SECTIONS]
+        assert categories, "the report lists no result categories"
+        for category in categories:
+            if found:
+                break
+            page.goto(report)
+            page.locator("nav li a", has_text=category).first.click()
+            rows = page.locator("tr").filter(has=page.locator("a[iconname='information-circle']"))
+            for i in range(rows.count()):
+                name = rows.nth(i).locator("td").first.inner_text().strip()
+                seen.append(f"{category}/{name}")
+                href = rows.nth(i).locator("a[iconname='eye']").first.get_attribute("href") or ""
+                rows.nth(i).locator("a[iconname='information-circle']").first.click()
+                if _found(page):
+                    found = True
+                    break
+                if href.startswith("data:text/html"):
+                    page.goto(href)
+                    if _found(page):
+                        found = True
+                        break
+                page.goto(report)
+                page.locator("nav li a", has_text=category).first.click()
+                rows = page.locator("tr").filter(has=page.locator("a[iconname='information-circle']"))
+        assert found, f"no table headed NDCG@10 in the report (looked at the front page and {seen})"
+        table = _headline_tables(page).first
+        assert table.locator("tr").count() >= 1 + len(RUNS)

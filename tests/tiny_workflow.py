@@ -1,0 +1,53 @@
+"""The tiny end-to-end grid shared by tests/test_pipeline_e2e.py and tests/test_browser.py: embedded
+scifact-mini, a tiny random BERT, two trained methods plus zero-shot, two seeds, dot/DN/DN* and an
+HNSW index. conftest.py's session fixture `finished_run` runs it once for the whole session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+EXPERIMENT = "e2e-tiny"
+SEEDS = [1, 2]
+RUNS = {
+    "zeroshot": {"method": "none"},
+    "dpr-4": {"method": "inbatch", "batch_size": 4, "fanoise": {"alpha": 0.1, "scaling": "sublinear"}},
+    "contaccum-4x2": {"method": "contaccum", "batch_size": 4, "accumulation_steps": 2, "memory_size": 8,
+                      "hard_negatives": {"source": "bm25", "per_query": 1}},
+}
+
+
+def tiny_config(model_dir: Path) -> dict:
+    return {
+        "experiment": EXPERIMENT,
+        "datasets": {"scifact-mini": {"source": "embedded"}},
+        "seeds": SEEDS,
+        "encoder": {"model": str(model_dir), "query_max_length": 32, "passage_max_length": 64, "tied": False},
+        "training": {"max_steps": 3, "lr": 1e-4, "warmup_ratio": 0.0},
+        "runs": RUNS,
+        "index": {"index_types": ["flat", "hnsw"]},
+        "evaluation": {"scorings": ["dot", "dn", "dn*"], "lambdas": [0.25, 0.5],
+                       "dn_star": {"samples": 20, "repeats": 2}, "reference_run": "zeroshot",
+                       "significance_permutations": 500},
+    }
+
+
+def snakemake(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tiny.yaml", *args],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in (repo / "results" / "logs").rglob("*.log"))
+        raise AssertionError(f"snakemake {args} failed:\n{proc.stderr[-4000:]}\n{logs}")
+    return proc
+
+
+def run_tiny_workflow(repo: Path, model_dir: Path) -> Path:
+    """Write tiny.yaml into a copy of the workflow at `repo` and run it to the end."""
+    (repo / "tiny.yaml").write_text(yaml.safe_dump(tiny_config(model_dir)))
+    snakemake(repo)
+    return repo
