@@ -44,6 +44,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "cuda_memory_fraction": None,
     "train_split": None,
+    "processes": 1,
+    "precision": "fp32",
 }
 
 

@@ -1,4 +1,20 @@
 # Train stage: one job per dataset x run x seed (zero-shot runs only record the base model).
+# A recipe with `processes: P > 1` runs P processes under torchrun (one GPU each on CUDA, gloo on
+# CPU), asks the cluster for P GPUs and splits the job's threads between them.
+
+
+def train_processes(wildcards):
+    if not pcfg.is_trained(CFG, wildcards.run):
+        return 1  # zero-shot only records the base model
+    return int(pcfg.recipe(CFG, wildcards.run).get("processes") or 1)
+
+
+def train_launcher(wildcards, threads):
+    p = train_processes(wildcards)
+    if p == 1:
+        return "python"
+    return (f"OMP_NUM_THREADS={max(1, threads // p)} python -m torch.distributed.run --standalone "
+            f"--nproc_per_node {p}")
 
 
 rule train:
@@ -12,6 +28,7 @@ rule train:
         data=parent("data"),
         out=parent("output"),
         extra=train_extra_args,
+        launch=train_launcher,
     conda:
         "../environment.yml"
     log:
@@ -22,6 +39,7 @@ rule train:
     resources:
         mem_mb=8000,
         runtime=240,
+        gpu=train_processes,
     shell:
-        "python -m pipeline.train --dataset {params.data} --out {params.out} --seed {params.seed} "
+        "{params.launch} -m pipeline.train --dataset {params.data} --out {params.out} --seed {params.seed} "
         "--recipe-json {params.recipe} {params.extra} > {log} 2>&1"
