@@ -153,10 +153,17 @@ def all_gather_floats(values: Sequence[float]) -> list[list[float]]:
     """Every process's list of floats (same length everywhere), in rank order."""
     if world_size() == 1:
         return [list(values)]
-    t = torch.tensor(list(values), dtype=torch.float64)
+    t = torch.tensor(list(values), dtype=torch.float64, device=_collective_device())
     parts = [torch.zeros_like(t) for _ in range(world_size())]
     dist.all_gather(parts, t)
-    return [p.tolist() for p in parts]
+    return [p.cpu().tolist() for p in parts]
+
+
+def _collective_device() -> torch.device:
+    """NCCL only moves CUDA tensors; gloo moves CPU ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def all_gather_object(obj) -> list:

@@ -3,18 +3,7 @@
 # CPU), asks the cluster for P GPUs and splits the job's threads between them.
 
 
-def train_processes(wildcards):
-    if not pcfg.is_trained(CFG, wildcards.run):
-        return 1  # zero-shot only records the base model
-    return int(pcfg.recipe(CFG, wildcards.run).get("processes") or 1)
-
-
-def train_launcher(wildcards, threads):
-    p = train_processes(wildcards)
-    if p == 1:
-        return "python"
-    return (f"OMP_NUM_THREADS={max(1, threads // p)} python -m torch.distributed.run --standalone "
-            f"--nproc_per_node {p}")
+from pipeline import launch as plaunch
 
 
 rule train:
@@ -28,7 +17,7 @@ rule train:
         data=parent("data"),
         out=parent("output"),
         extra=train_extra_args,
-        launch=train_launcher,
+        launch=lambda w, threads: plaunch.launcher(pcfg.recipe(CFG, w.run), threads),
     conda:
         "../environment.yml"
     log:
@@ -39,7 +28,7 @@ rule train:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=train_processes,
+        gpu=lambda w: plaunch.processes(pcfg.recipe(CFG, w.run)),
     shell:
         "{params.launch} -m pipeline.train --dataset {params.data} --out {params.out} --seed {params.seed} "
         "--recipe-json {params.recipe} {params.extra} > {log} 2>&1"
