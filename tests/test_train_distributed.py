@@ -218,3 +218,21 @@ def test_train_rule_launches_torchrun_and_asks_for_one_gpu_per_process(repo_copy
     assert "gpu=2" in p2 and "gpu=1" in zero
     assert "python -m torch.distributed.run --standalone --nproc_per_node 2 -m pipeline.train" in out
     assert TRAINING_DEFAULTS["processes"] == 1 and TRAINING_DEFAULTS["precision"] == "fp32"
+
+
+def test_bench_reports_each_process(tiny_model_dir, tmp_path):
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.bench", "--out", str(out), "--processes", "2", "--methods",
+         "gradcache,contaccum", "--n-local", "2", "--n-totals", "8", "--memory-sizes", "16", "--updates", "1",
+         "--model", str(tiny_model_dir), "--query-length", "8", "--passage-length", "16"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    import csv
+
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [(r["method"], r["n_total"], r["status"], r["processes"]) for r in rows] == [
+        ("gradcache", "8", "ok", "2"), ("contaccum", "8", "ok", "2")]
+    for row in rows:
+        peaks = [float(x) for x in row["peak_mem_mb_per_process"].split(";")]
+        assert len(peaks) == 2 and float(row["peak_mem_mb"]) == max(peaks) and float(row["sec_per_update"]) > 0
