@@ -245,6 +245,46 @@ def dn_table(frame: pd.DataFrame, per_query: dict) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def markdown_to_html(markdown: str) -> str:
+    """A standalone HTML page of one of our markdown tables (headings, pipe tables, paragraphs),
+    which the Snakemake report shows inline where it only offers a .md file for download."""
+    from html import escape
+
+    body, table = [], []
+
+    def flush():
+        if table:
+            rows = [r for r in table if not set(r.replace("|", "").strip()) <= set("-: ")]
+            cells = [[escape(c.strip()) for c in r.strip().strip("|").split("|")] for r in rows]
+            head = "".join(f"<th>{c}</th>" for c in cells[0])
+            rest = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells[1:])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rest}</tbody></table>")
+            table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")), 4)
+            body.append(f"<h{level}>{escape(line.lstrip('#').strip())}</h{level}>")
+        elif line.strip():
+            body.append(f"<p>{escape(line)}</p>")
+    flush()
+    style = ("body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin:1em 0}"
+             "th,td{border:1px solid #bbb;padding:.3em .6em;text-align:right}th:first-child,td:first-child"
+             "{text-align:left}th{background:#eee}")
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{style}</style></head><body>" \
+           + "\n".join(body) + "</body></html>\n"
+
+
+def _write_markdown(path: Path, text: str) -> None:
+    """The table as markdown (for READMEs and diffs) and as HTML beside it (for the report)."""
+    atomic_write_text(path, text)
+    atomic_write_text(path.with_suffix(".html"), markdown_to_html(text))
+
+
 def write_tables(results: Path, cfg: dict) -> GridResults:
     grid = collect(results, cfg)
     frame, per_query = grid.frame, grid.per_query
@@ -258,11 +298,11 @@ def write_tables(results: Path, cfg: dict) -> GridResults:
     tables.mkdir(parents=True, exist_ok=True)
     paths = {"summary.csv": tables / "summary.csv", "summary.md": tables / "summary.md"}
     atomic_write_text(paths["summary.csv"], frame.to_csv(index=False))
-    atomic_write_text(paths["summary.md"], f"# Results: {cfg.get('experiment', '')}\n\n" +
+    _write_markdown(paths["summary.md"], f"# Results: {cfg.get('experiment', '')}\n\n" +
                       summary_markdown(frame, sig, reference))
     lambdas = evaluation.get("lambdas") or [None]
     paths["headline.md"] = tables / "headline.md"
-    atomic_write_text(paths["headline.md"], f"# Results: {cfg.get('experiment', '')}, one line per run\n\n" +
+    _write_markdown(paths["headline.md"], f"# Results: {cfg.get('experiment', '')}, one line per run\n\n" +
                       headline_markdown(frame, sig, reference, lambdas[0]))
     # dn.md and index.md always exist (the report lists them), saying so when they are empty.
     dn = dn_table(frame, per_query)
@@ -270,7 +310,7 @@ def write_tables(results: Path, cfg: dict) -> GridResults:
     if not dn.empty:
         paths["dn.csv"] = tables / "dn.csv"
         atomic_write_text(paths["dn.csv"], dn.to_csv(index=False))
-    atomic_write_text(paths["dn.md"], "# Dot product vs Distribution Normalization (NDCG@10)\n\n" +
+    _write_markdown(paths["dn.md"], "# Dot product vs Distribution Normalization (NDCG@10)\n\n" +
                       (dn.to_markdown(index=False, floatfmt=".4f") if not dn.empty
                        else "No scoring other than the dot product in this grid.") + "\n")
     idx = pd.DataFrame(grid.index_rows)
@@ -278,7 +318,7 @@ def write_tables(results: Path, cfg: dict) -> GridResults:
     if not idx.empty:
         paths["index.csv"] = tables / "index.csv"
         atomic_write_text(paths["index.csv"], idx.to_csv(index=False))
-    atomic_write_text(paths["index.md"], "# Indexes\n\n" + (idx.to_markdown(index=False, floatfmt=".4g")
+    _write_markdown(paths["index.md"], "# Indexes\n\n" + (idx.to_markdown(index=False, floatfmt=".4g")
                                                            if not idx.empty else "No index report.") + "\n")
     paths.update(draw_plots(results, cfg, grid))
     grid.tables = paths

@@ -18,6 +18,13 @@ MALLOC_MMAP_THRESHOLD_=65536 (unless already set), which returns large buffers o
 Texts are synthetic and long enough that every sequence is truncated to its max length, so
 every method pays for identical, fully padded batches. ContAccum's banks are pre-filled to
 capacity with random unit vectors so the timing reflects a full bank (steady state).
+
+`--processes P` runs each case under torchrun with P processes (gloo on CPU, NCCL on CUDA, one
+GPU each), as `training.processes: P` trains: N_local is then the per-process micro-batch and
+N_total the global update (N_local * P * K); gradients are summed over the processes once per
+update. peak_mem_mb is the largest process's peak and peak_mem_mb_per_process lists each one;
+sec_per_update is process 0's wall time per update (all processes synchronise every update).
+`--precision bf16|fp16` runs the encoder under autocast (fp16 with a gradient scaler).
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ from .common import PipelineError, atomic_path, atomic_write_text, log, run_main
 from .methods import available
 
 COLUMNS = ["method", "n_local", "n_total", "memory_size", "peak_mem_mb", "sec_per_update",
-           "peak_delta_mb", "baseline_mb", "updates", "device", "query_length", "passage_length", "status"]
+           "peak_delta_mb", "baseline_mb", "updates", "device", "query_length", "passage_length", "status",
+           "processes", "precision", "peak_mem_mb_per_process"]
 RESULT_TAG = "BENCH_RESULT "
 
 
@@ -62,19 +70,29 @@ def peak_mb(device) -> float:
 def run_case(case: dict) -> dict:
     import torch
 
+    from . import distributed
     from .encoder import BiEncoder, EncoderSpec
     from .methods import get_method
 
     device = torch.device(case["device"])
+    processes = int(case.get("processes", 1))
+    _, world, local_rank = distributed.init_from_env(device.type)
+    if world != processes:
+        raise PipelineError(f"bench child: {processes} processes requested, {world} started")
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
     spec = EncoderSpec(model=case["model"], tied=False, query_max_length=case["query_length"],
                        passage_max_length=case["passage_length"])
     model = BiEncoder.from_spec(spec).to(device).train()
-    recipe = {"temperature": 0.05, "memory_size": case["memory_size"]}
+    recipe = {"temperature": 0.05, "memory_size": case["memory_size"], "precision": case.get("precision", "fp32")}
     if case["method"] == "inbatch":
-        recipe.update(batch_size=case["n_total"], accumulation_steps=1)
+        recipe.update(batch_size=case["n_total"] // processes, accumulation_steps=1)
     else:
-        recipe.update(batch_size=case["n_local"], accumulation_steps=case["n_total"] // case["n_local"])
+        recipe.update(batch_size=case["n_local"], accumulation_steps=case["n_total"] // (case["n_local"] * processes))
     method = get_method(case["method"])(model, recipe)
+    scaler = torch.amp.GradScaler(device.type) if recipe["precision"] == "fp16" else None
+    method.scaler = scaler
+    params = list({id(p): p for p in model.parameters()}.values())
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
 
     # Allocate gradients and AdamW state now, so the baseline already contains them and the
@@ -97,36 +115,47 @@ def run_case(case: dict) -> dict:
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=False)
         stats = method.accumulate(data[step * n:(step + 1) * n])
-        optimizer.step()
+        distributed.all_reduce_grads(params)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         method.after_optimizer_step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if step:  # the first update is warm-up
             times.append(time.perf_counter() - start)
         losses.append(stats["loss"])
-        print(f"  {case['method']} N_total={case['n_total']} update {step}/{case['updates']}: "
-              f"{time.perf_counter() - start:.2f}s", file=sys.stderr, flush=True)
-    peak = peak_mb(device)
+        if distributed.is_main():
+            print(f"  {case['method']} N_total={case['n_total']} update {step}/{case['updates']}: "
+                  f"{time.perf_counter() - start:.2f}s", file=sys.stderr, flush=True)
+    peaks = distributed.all_gather_floats([peak_mb(device), baseline])
+    peak, baseline = max(p[0] for p in peaks), max(p[1] for p in peaks)
+    distributed.shutdown()
     return {"peak_mem_mb": round(peak, 1), "sec_per_update": round(sum(times) / len(times), 4),
-            "peak_delta_mb": round(peak - baseline, 1), "baseline_mb": round(baseline, 1), "status": "ok"}
+            "peak_delta_mb": round(peak - baseline, 1), "baseline_mb": round(baseline, 1), "status": "ok",
+            "peak_mem_mb_per_process": ";".join(f"{p[0]:.1f}" for p in peaks)}
 
 
 # ----------------------------------------------------------------------------- parent process
 def cases(args) -> list[dict]:
     common = {"n_local": args.n_local, "updates": args.updates, "device": args.device, "model": args.model,
-              "query_length": args.query_length, "passage_length": args.passage_length}
+              "query_length": args.query_length, "passage_length": args.passage_length,
+              "processes": args.processes, "precision": args.precision}
     from .methods import get_method
 
     out = []
+    step = args.n_local * args.processes  # one micro-batch over all processes
     if "inbatch" in args.methods:
-        out.append({**common, "method": "inbatch", "n_local": args.n_local, "n_total": args.n_local, "memory_size": 0})
+        out.append({**common, "method": "inbatch", "n_local": args.n_local, "n_total": step, "memory_size": 0})
     for n_total in args.n_totals:
         for method in args.methods:
             if get_method(method).has_memory:
                 sizes = sorted({n_total if m == "total" else int(m) for m in args.memory_sizes})
                 out += [{**common, "method": method, "n_total": n_total, "memory_size": m} for m in sizes]
             elif method == "inbatch":
-                if n_total != args.n_local:
+                if n_total != step:
                     out.append({**common, "method": method, "n_local": n_total, "n_total": n_total, "memory_size": 0})
             else:
                 out.append({**common, "method": method, "n_total": n_total, "memory_size": 0})
@@ -136,12 +165,17 @@ def cases(args) -> list[dict]:
 def run_child(case: dict) -> dict:
     cmd = [sys.executable, "-m", "pipeline.bench", "--child", json.dumps(case)]
     env = {"MALLOC_MMAP_THRESHOLD_": "65536", **os.environ}
+    processes = int(case.get("processes", 1))
+    if processes > 1:
+        cmd[1:2] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), "-m"]
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_TAG):
             return {**case, **json.loads(line[len(RESULT_TAG):])}
     status = "oom" if proc.returncode in (-9, 137) else f"failed (exit {proc.returncode})"
-    return {**case, "peak_mem_mb": "", "sec_per_update": "", "peak_delta_mb": "", "baseline_mb": "", "status": status}
+    return {**case, "peak_mem_mb": "", "sec_per_update": "", "peak_delta_mb": "", "baseline_mb": "", "status": status,
+            "peak_mem_mb_per_process": ""}
 
 
 def find(rows, method, n_total, memory_size=0):
@@ -223,14 +257,21 @@ def parse_args(argv):
     parser.add_argument("--passage-length", type=int, default=128)
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--model", default="all-MiniLM-L6-v2", help="encoder (untied towers)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="training processes per case (torchrun; N_local is then per process)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="training autocast")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = sorted(set(args.methods) - set(available()))
     if unknown:
         raise PipelineError(f"--methods: unknown {unknown}; expected some of {available()}")
-    bad = [n for n in args.n_totals if n < args.n_local or n % args.n_local]
+    if args.processes < 1:
+        raise PipelineError("--processes: expected at least 1")
+    step = args.n_local * args.processes
+    bad = [n for n in args.n_totals if n < step or n % step]
     if bad:
-        raise PipelineError(f"--n-totals: {bad} must be multiples of --n-local {args.n_local}")
+        raise PipelineError(f"--n-totals: {bad} must be multiples of --n-local {args.n_local} x --processes "
+                            f"{args.processes}")
     if args.updates < 1:
         raise PipelineError("--updates: expected at least 1")
     for m in args.memory_sizes:
@@ -242,7 +283,9 @@ def parse_args(argv):
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.child:
-        print(RESULT_TAG + json.dumps(run_case(json.loads(args.child))), flush=True)
+        result = run_case(json.loads(args.child))
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(RESULT_TAG + json.dumps(result), flush=True)
         return
     if args.device == "auto":
         import torch
@@ -262,14 +305,14 @@ def main(argv=None) -> None:
     for row in rows:
         lines.append(",".join(str(row[c]) for c in COLUMNS))
     atomic_write_text(args.out / "summary.csv", "\n".join(lines) + "\n")
-    plot(rows, args.out / "bench.png", args.n_local)
+    plot(rows, args.out / "bench.png", args.n_local * args.processes)
 
     widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in COLUMNS[:7]]
     print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)))
     for row in rows:
         print("  ".join(str(row[c]).ljust(w) for c, w in zip(COLUMNS, widths)))
     print()
-    for line in ratios(rows, args.n_local):
+    for line in ratios(rows, args.n_local * args.processes):
         print(line)
     print(f"\nwrote {args.out / 'summary.csv'} and {args.out / 'bench.png'}")
 

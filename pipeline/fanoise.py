@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from . import distributed
 from .params import FANoiseParams, merged
 
 SCALINGS = ("sublinear", "linear", "uniform")
@@ -38,6 +39,8 @@ class FANoise(nn.Module):
     - Callers apply it to L2-normalised embeddings and do not re-normalise (VLM2Vec recipe).
     - Randomness comes from `generator` when given, else from torch's global RNG, so seeding
       (or GradCache's RNG bookkeeping) covers it.
+    - With several processes the methods noise the gathered (global) batch and process 0's draw
+      is broadcast, so every process adds the same noise a single process would.
     """
 
     def __init__(self, alpha: float = 0.1, scaling: str = "sublinear", generator: torch.Generator | None = None):
@@ -81,7 +84,7 @@ class FANoise(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.alpha == 0 or x.shape[0] == 0:
             return x
-        return x + self.sample(x)
+        return x + distributed.broadcast(self.sample(x))
 
 
 __all__ = ["FANoise", "SCALINGS"]

@@ -145,6 +145,8 @@ class Recipe:
     device: str = "auto"
     cuda_memory_fraction: float | None = None
     train_split: str | None = None
+    processes: int = 1                  # training processes (torchrun); batch_size is per process
+    precision: str = "fp32"             # fp32 | bf16 | fp16 autocast of the encoder forward
     encoder: dict = field(default_factory=lambda: asdict(EncoderParams()))
 
 

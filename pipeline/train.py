@@ -6,6 +6,17 @@ warm-up + linear-decay schedule, and appends one JSON line to train_log.jsonl. C
 carry everything needed to resume bit-for-bit: model, optimizer, scheduler, RNG states, the
 position in the data order and the method's memory banks.
 
+Several processes (`processes: P`, launched by torchrun): every process reads the same global
+batch, embeds its slice of each micro-batch and gathers the others' embeddings
+(`pipeline.distributed`); gradients are summed over the processes once per update, before
+clipping, so P processes with per-process micro-batch n train like one process with n * P.
+Only process 0 writes the log, checkpoints and outputs; every process restores the checkpoint.
+
+Precision (`precision: fp32 | bf16 | fp16`): the encoder runs under autocast, the loss, banks and
+FANoise in fp32. fp16 uses a gradient scaler: an update whose gradients overflow is skipped by
+the scaler and logged (`scaler_skipped`, `loss_scale`); a non-finite loss, a non-finite gradient
+without fp16, or MAX_SKIPPED overflows in a row stop the run.
+
 Outputs in --out: model/ (a BiEncoder folder), train_log.jsonl, train_summary.json (last).
 """
 
@@ -13,16 +24,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import random
 import resource
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import distributed
 from .common import (PipelineError, atomic_path, atomic_write_json, log, parse_json_object, run_main,
                      seed_everything)
 from .datasets import load_dataset, training_examples
@@ -31,6 +45,7 @@ from .layout import MODEL, TRAIN_LOG, TRAIN_SUMMARY
 from .params import ZERO_SHOT, resolve_recipe
 
 CHECKPOINT = "checkpoint.pt"
+MAX_SKIPPED = 20  # fp16: this many overflow-skipped updates in a row means the values are broken
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -85,7 +100,9 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 
 # ----------------------------------------------------------------------------- the loop
 def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negatives: str | None = None,
-          progress: bool = True, fail_at_step: int | None = None) -> dict:
+          progress: bool = True, fail_at_step: int | None = None, overflow_at_step: int | None = None) -> dict:
+    """`fail_at_step` (a NaN loss) and `overflow_at_step` (an inf gradient in process 0) are test
+    hooks for the non-finite guard and the fp16 scaler."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     recipe = resolve_recipe(recipe)
@@ -104,6 +121,18 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
 
     seed_everything(seed)
     device = pick_device(recipe.get("device", "auto"))
+    processes = int(recipe.get("processes") or 1)
+    if processes != distributed.env_world_size():
+        raise PipelineError(f"training.processes is {processes} but {distributed.env_world_size()} process(es) were "
+                            f"started; launch with `torchrun --standalone --nproc_per_node {processes} -m "
+                            "pipeline.train ...` (plain python for 1)")
+    rank, world, local_rank = distributed.init_from_env(device.type)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+    main_process = rank == 0
+    if not main_process:
+        log.setLevel(logging.WARNING)  # process 0 reports progress; the others only problems
+    precision = recipe.get("precision") or "fp32"
     if device.type == "cuda" and recipe.get("cuda_memory_fraction"):
         # Emulates a smaller GPU, as the ContAccum paper does on an 80 GB card.
         torch.cuda.set_per_process_memory_fraction(float(recipe["cuda_memory_fraction"]), device)
@@ -129,11 +158,14 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
 
     noise = FANoise.from_config(recipe.get("fanoise"))
     method = get_method(recipe["method"])(model, recipe, noise=noise)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    method.scaler = scaler
     per_update = method.examples_per_update
     updates_per_epoch = len(examples) // per_update
     if updates_per_epoch == 0:
         raise PipelineError(f"{dataset_dir}: split {recipe['train_split']!r} has {len(examples)} training pairs, "
-                            f"fewer than one update of {per_update} (batch_size x accumulation_steps)")
+                            f"fewer than one update of {per_update} (batch_size x accumulation_steps"
+                            f"{' x processes' if world > 1 else ''})")
     total = recipe.get("max_steps") or max(1, math.ceil(recipe["epochs"] * updates_per_epoch))
     warmup = recipe.get("warmup_steps") or int(round(recipe.get("warmup_ratio", 0.0) * total))
 
@@ -151,22 +183,33 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         method.load_state_dict(state["method"])
-        set_rng_state(state["rng"], device)
+        saved = int(state.get("processes", 1))
+        if saved != world:
+            raise PipelineError(f"{ckpt_path}: written by {saved} process(es), resumed with {world}; resume with "
+                                f"processes: {saved} or delete the checkpoint")
+        set_rng_state(state["rng_per_process"][rank] if world > 1 else state["rng"], device)
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         start_step = state["step"]
-        _truncate_log(log_path, start_step)
+        distributed.barrier()  # every process has read the checkpoint before process 0 touches the log
+        if main_process:
+            _truncate_log(log_path, start_step)
         log.info("resuming from checkpoint %s at step %d of %d", ckpt_path, start_step, total)
     else:
-        log_path.write_text("")
+        distributed.barrier()  # every process has looked for a checkpoint before process 0 writes
+        if main_process:
+            log_path.write_text("")
         log.info("training %s on %d pairs: %d updates of %d examples, %s", recipe["method"], len(examples),
                  total, per_update, describe(model))
 
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, initial=start_step, desc=f"train {recipe['method']}", unit="update",
-               disable=not progress, mininterval=2.0)
+               disable=not progress or not main_process, mininterval=2.0)
     every = int(recipe.get("checkpoint_every") or 0)
     t_start = time.perf_counter()
-    with open(log_path, "a") as log_file:
+    skipped_in_a_row = 0
+    with open(log_path, "a") if main_process else open(os.devnull, "w") as log_file:
         for step in range(start_step, total):
             epoch, pos = divmod(step, updates_per_epoch)
             order = epoch_order(len(examples), seed, epoch)
@@ -177,30 +220,62 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
             stats = method.accumulate(batch)
             if fail_at_step is not None and step + 1 == fail_at_step:
                 stats["loss"] = float("nan")  # test hook for the non-finite guard
+            if overflow_at_step is not None and step + 1 == overflow_at_step and main_process:
+                params[0].grad.view(-1)[0] = float("inf")  # test hook for the fp16 scaler
+            distributed.all_reduce_grads(params)  # the one gradient synchronisation of this update
+            if scaler is not None:
+                scaler.unscale_(optimizer)
             gq, gp = grad_norm(q_params), grad_norm(p_params)
-            if not all(map(math.isfinite, (stats["loss"], gq, gp))):
+            # fp16: an overflowing gradient is the scaler's business (it skips the step); the
+            # loss is computed in fp32, so a non-finite loss means the values are broken.
+            overflow = scaler is not None and math.isfinite(stats["loss"]) and not all(map(math.isfinite, (gq, gp)))
+            if not overflow and not all(map(math.isfinite, (stats["loss"], gq, gp))):
                 raise PipelineError(f"step {step + 1}: non-finite loss or gradient (loss={stats['loss']}, "
                                     f"grad_norm_query={gq}, grad_norm_passage={gp}); last good checkpoint: "
                                     f"{ckpt_path if ckpt_path.exists() else 'none'}")
-            if recipe.get("grad_clip"):
+            if recipe.get("grad_clip") and not overflow:
                 torch.nn.utils.clip_grad_norm_(params, recipe["grad_clip"])
             lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
+            extra = {}
+            if scaler is not None:
+                scale = scaler.get_scale()
+                scaler.step(optimizer)  # skipped when unscale_ found inf/NaN (same in every process)
+                scaler.update()
+                extra = {"loss_scale": scale, "scaler_skipped": float(overflow)}
+                skipped_in_a_row = skipped_in_a_row + 1 if overflow else 0
+                if overflow and main_process:
+                    log.warning("step %d: fp16 gradient overflow, update skipped; loss scale %g -> %g",
+                                step + 1, scale, scaler.get_scale())
+                if skipped_in_a_row >= MAX_SKIPPED:
+                    raise PipelineError(f"step {step + 1}: {MAX_SKIPPED} fp16 overflows in a row (loss scale now "
+                                        f"{scaler.get_scale():g}); the values are broken, not just out of fp16 "
+                                        f"range; last good checkpoint: {ckpt_path if ckpt_path.exists() else 'none'}")
+            else:
+                optimizer.step()
+            with warnings.catch_warnings():  # a skipped first fp16 update makes torch warn here
+                warnings.simplefilter("ignore", UserWarning)
+                scheduler.step()
             method.after_optimizer_step()
 
+            peak = peak_memory_mb(device)
+            if world > 1:
+                extra["peak_mem_mb_per_process"] = [v[0] for v in distributed.all_gather_floats([peak])]
+                peak = max(extra["peak_mem_mb_per_process"])
             row = {"step": step + 1, "epoch": epoch, "lr": lr, **{k: float(v) for k, v in stats.items()},
                    "grad_norm_query": gq, "grad_norm_passage": gp,
                    "grad_norm_ratio": gp / gq if gq > 0 else float("nan"),
-                   "seconds": time.perf_counter() - t0, "peak_mem_mb": peak_memory_mb(device),
-                   "time": time.time()}
+                   "seconds": time.perf_counter() - t0, "peak_mem_mb": peak, "time": time.time(), **extra}
             log_file.write(json.dumps(row) + "\n")
             log_file.flush()
             bar.set_postfix(loss=f"{row['loss']:.3f}")
             bar.update(1)
             if every and (step + 1) % every == 0 and step + 1 < total:
-                _save_checkpoint(ckpt_path, model, optimizer, scheduler, method, device, step + 1)
+                _save_checkpoint(ckpt_path, model, optimizer, scheduler, method, device, step + 1, scaler)
     bar.close()
+    if not main_process:
+        distributed.barrier()  # process 0 writes the outputs
+        distributed.shutdown()
+        return {}
 
     spec.query_max_length, spec.passage_max_length = eval_lengths
     model.to("cpu").save(out / MODEL)
@@ -213,14 +288,33 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
         "peak_mem_mb": max((r["peak_mem_mb"] for r in rows), default=0.0),
         "final_loss": rows[-1]["loss"] if rows else None, "device": device.type,
     }
+    if world > 1 or precision != "fp32":
+        summary.update(processes=world, precision=precision,
+                       skipped_updates=int(sum(r.get("scaler_skipped", 0) for r in rows)))
+        if world > 1:
+            summary["peak_mem_mb_per_process"] = [max(r["peak_mem_mb_per_process"][i] for r in rows)
+                                                  for i in range(world)]
     atomic_write_json(out / TRAIN_SUMMARY, summary)
     ckpt_path.unlink(missing_ok=True)
+    distributed.barrier()
+    distributed.shutdown()
     return summary
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, method, device, step: int) -> None:
+def _save_checkpoint(path: Path, model, optimizer, scheduler, method, device, step: int, scaler=None) -> None:
+    """Process 0 writes model, optimizer, schedule, method state (banks: identical in every
+    process, which is checked) and every process's RNG state; the others only contribute."""
+    rngs = distributed.all_gather_object(rng_state(device))
+    banks = [v for _, v in sorted(method.state_dict().items()) if v is None or isinstance(v, torch.Tensor)]
+    distributed.assert_identical(banks, "memory banks")
+    if not distributed.is_main():
+        return
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "method": method.state_dict(), "rng": rng_state(device), "step": step}
+             "method": method.state_dict(), "rng": rngs[0], "step": step}
+    if len(rngs) > 1:
+        state.update(processes=len(rngs), rng_per_process=rngs)
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     log.info("checkpoint at step %d -> %s", step, path)
@@ -246,8 +340,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     recipe = parse_json_object(args.recipe_json, "--recipe-json")
     fail_at = os.environ.get("PIPELINE_FAIL_AT_STEP")
+    overflow_at = os.environ.get("PIPELINE_OVERFLOW_AT_STEP")
     summary = train(args.dataset, args.out, recipe, args.seed, args.hard_negatives,
-                    progress=not args.no_progress, fail_at_step=int(fail_at) if fail_at else None)
+                    progress=not args.no_progress, fail_at_step=int(fail_at) if fail_at else None,
+                    overflow_at_step=int(overflow_at) if overflow_at else None)
     log.info("done: %s", json.dumps(summary))
 
 

@@ -9,10 +9,9 @@ rule aggregate:
         train=all_train_summaries(),
     output:
         csv=str(LAYOUT.tables / "summary.csv"),
-        md=report(str(LAYOUT.tables / "summary.md"), caption="../report/summary.rst", category="Tables"),
-        headline=report(str(LAYOUT.tables / "headline.md"), caption="../report/headline.rst", category="Tables"),
-        dn=report(str(LAYOUT.tables / "dn.md"), caption="../report/dn.rst", category="Tables"),
-        index=report(str(LAYOUT.tables / "index.md"), caption="../report/index.rst", category="Tables"),
+        md=str(LAYOUT.tables / "summary.md"),
+        tables=[report(str(LAYOUT.tables / f"{name}.html"), caption=f"../report/{name}.rst", category="Tables")
+                for name in ("headline", "summary", "dn", "index")],
         plots=[report(str(LAYOUT.plots / f"{name}.png"), caption=f"../report/{name}.rst", category="Plots")
                for name in PLOTS],
     params:

@@ -1,4 +1,9 @@
 # Train stage: one job per dataset x run x seed (zero-shot runs only record the base model).
+# A recipe with `processes: P > 1` runs P processes under torchrun (one GPU each on CUDA, gloo on
+# CPU), asks the cluster for P GPUs and splits the job's threads between them.
+
+
+from pipeline import launch as plaunch
 
 
 rule train:
@@ -12,6 +17,7 @@ rule train:
         data=parent("data"),
         out=parent("output"),
         extra=train_extra_args,
+        launch=lambda w, threads: plaunch.launcher(pcfg.recipe(CFG, w.run), threads),
     conda:
         "../environment.yml"
     log:
@@ -22,6 +28,7 @@ rule train:
     resources:
         mem_mb=8000,
         runtime=240,
+        gpu=lambda w: plaunch.processes(pcfg.recipe(CFG, w.run)),
     shell:
-        "python -m pipeline.train --dataset {params.data} --out {params.out} --seed {params.seed} "
+        "{params.launch} -m pipeline.train --dataset {params.data} --out {params.out} --seed {params.seed} "
         "--recipe-json {params.recipe} {params.extra} > {log} 2>&1"

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from tiny_workflow import RUNS, SEEDS, snakemake  # the shared grid; `finished_run` is in conftest.py
 
@@ -137,7 +138,7 @@ def test_snakemake_report_has_every_table_and_plot(finished_run):
 
     snakemake(finished_run, "--report", "results/report.html")
     html = (finished_run / "results" / "report.html").read_text(errors="replace")
-    for name in ("summary.md", "headline.md", "dn.md", "index.md", *(f"{p}.png" for p in PLOTS)):
+    for name in ("summary.html", "headline.html", "dn.html", "index.html", *(f"{p}.png" for p in PLOTS)):
         assert name in html, name
     assert "mailto:" not in html  # captions say NDCG@10, not a link to an address
 

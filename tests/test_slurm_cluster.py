@@ -4,7 +4,8 @@ CI starts a single-node cluster on the test machine with `.ci/start-slurm` (root
 slurm-wlm and munge); where no cluster answers, the test is skipped and says why. The test
 cluster has 2 CPUs, no GPU and no accounting daemon, so the run overrides only what such a
 cluster cannot grant: the GPU and 8-thread requests, and the status command (`sacct` needs
-slurmdbd; `squeue` sees finished jobs for MinJobAge=600 s)."""
+slurmdbd; `squeue` sees finished jobs for MinJobAge=600 s). One run trains with `processes: 2`
+(torchrun, gloo on the CPU) inside its SLURM job."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ import pandas as pd
 import pytest
 import yaml
 
-RUNS = {"zeroshot": {"method": "none"}, "dpr-4": {"method": "inbatch", "batch_size": 4}}
+RUNS = {"zeroshot": {"method": "none"}, "dpr-4": {"method": "inbatch", "batch_size": 4},
+        # two training processes (torchrun, gloo on the CPU) in one SLURM job
+        "dpr-2x2p": {"method": "inbatch", "batch_size": 2, "processes": 2}}
 
 
 def cluster_unavailable() -> str | None:
@@ -98,3 +101,15 @@ def test_workflow_runs_through_slurm(slurm_run):
                            timeout=30).stdout
     states = dict(line.split("|", 1) for line in queue.split())
     assert all(states.get(j) == "COMPLETED" for j in job_ids), {j: states.get(j) for j in job_ids}
+
+
+def test_two_process_training_job_ran_under_slurm(slurm_run):
+    import json
+
+    repo, _ = slurm_run
+    summary = json.loads((repo / "results" / "models" / "scifact-mini" / "dpr-2x2p" / "seed1" /
+                          "train_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["examples_per_update"] == 4
+    assert len(summary["peak_mem_mb_per_process"]) == 2
+    log = (repo / "results" / "logs" / "train" / "scifact-mini" / "dpr-2x2p" / "seed1.log").read_text()
+    assert "training inbatch on" in log and "updates of 4 examples" in log

@@ -7,9 +7,13 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from ..datasets import Example
 from ..registry import Registry
-from .base import TrainingMethod
+
+if TYPE_CHECKING:
+    from .base import TrainingMethod
 
 _REGISTRY = Registry(__name__, "training method", "method", lambda cls, name: setattr(cls, "name", name))
 register = _REGISTRY.register
@@ -29,8 +33,18 @@ def available() -> list[str]:
     return sorted(names)
 
 
-def get_method(name: str) -> type[TrainingMethod]:
+def get_method(name: str) -> "type[TrainingMethod]":
     return _REGISTRY.get(name)
+
+
+def __getattr__(name: str):
+    # The interface imports torch: load it only when asked for, so listing method names (config
+    # validation, `snakemake -n`) stays torch-free.
+    if name == "TrainingMethod":
+        from .base import TrainingMethod
+
+        return TrainingMethod
+    raise AttributeError(name)
 
 
 __all__ = ["Example", "TrainingMethod", "available", "get_method", "register"]

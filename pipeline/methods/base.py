@@ -7,11 +7,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
+
+from .. import distributed
 from ..datasets import Example
 from ..params import resolve_recipe
 
 if TYPE_CHECKING:
     from ..encoder import BiEncoder
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TrainingMethod(ABC):
@@ -23,6 +28,13 @@ class TrainingMethod(ABC):
 
     `emits` names the per-update statistics `accumulate` returns (train_log.jsonl columns and
     MLflow curves); `has_memory` says whether `memory_size` means anything to the method.
+
+    Several processes (`distributed.world_size() > 1`): `batch_size` is the per-process
+    micro-batch, so one micro-batch holds batch_size * P examples of which each process embeds
+    its contiguous slice and gathers the others' embeddings (`pipeline.distributed`).
+    Precision: `encode` runs the encoder under autocast (bf16/fp16) and returns fp32, so the
+    loss, banks and FANoise stay in fp32; `scale_loss` applies the fp16 gradient scaler that the
+    training loop sets as `self.scaler` (None otherwise).
     """
 
     name: ClassVar[str] = ""
@@ -33,16 +45,36 @@ class TrainingMethod(ABC):
         self.model = model
         self.recipe = resolve_recipe(recipe)
         self.noise = noise
+        self.world = distributed.world_size()
+        precision = self.recipe["precision"]
+        if precision not in AUTOCAST_DTYPES:
+            raise ValueError(f"precision: expected one of {sorted(AUTOCAST_DTYPES)}, got {precision!r}")
+        self.autocast_dtype = AUTOCAST_DTYPES[precision]
+        self.scaler = None  # a torch.amp.GradScaler for fp16, set by the training loop
 
     @property
     def examples_per_update(self) -> int:
-        """How many examples one call to `accumulate` consumes (N_total)."""
-        return int(self.recipe["batch_size"]) * int(self.recipe["accumulation_steps"])
+        """How many examples one call to `accumulate` consumes (N_total, over all processes)."""
+        return int(self.recipe["batch_size"]) * self.world * int(self.recipe["accumulation_steps"])
 
     def shape(self) -> dict[str, int]:
-        """What the run's tables report: examples per micro-batch and per update, bank size."""
+        """What the run's tables report: examples per micro-batch (per process) and per update
+        (over all processes), bank size."""
         return {"n_local": int(self.recipe["batch_size"]), "n_total": self.examples_per_update,
                 "memory_size": int(self.recipe["memory_size"]) if self.has_memory else 0}
+
+    def encode(self, inputs: dict[str, torch.Tensor], side: str) -> torch.Tensor:
+        """The encoder forward, under autocast for bf16/fp16, returning fp32 embeddings."""
+        if self.autocast_dtype is None:
+            return self.model.embed(inputs, side)
+        device_type = next(self.model.parameters()).device.type
+        with torch.autocast(device_type, dtype=self.autocast_dtype):
+            out = self.model.embed(inputs, side)
+        return out.float()
+
+    def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss to back-propagate: multiplied by the fp16 loss scale, else unchanged."""
+        return loss if self.scaler is None else self.scaler.scale(loss)
 
     @abstractmethod
     def accumulate(self, examples: list[Example]) -> dict[str, float]:

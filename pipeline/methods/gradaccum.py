@@ -26,20 +26,20 @@ class GradAccum(InBatch):
 
     @property
     def examples_per_update(self) -> int:
-        return self.n_local * int(self.recipe["accumulation_steps"])
+        return self.micro_batch * int(self.recipe["accumulation_steps"])
 
     def after_micro_batch(self, q: torch.Tensor, p: torch.Tensor, h: torch.Tensor) -> None:
         """Hook run after each micro-batch's backward, with its clean embeddings (ContAccum)."""
 
     def accumulate(self, examples: list[Example]) -> dict[str, float]:
-        micro = chunks(examples, self.n_local)
+        micro = chunks(examples, self.micro_batch)
         # A short final update still averages over the micro-batches it actually has.
         k = len(micro)
         total, negatives = 0.0, 0.0
         for batch in micro:
             q, p, h = self.embed(batch)
             loss, stats = self.batch_loss(q, p, h)
-            (loss / k).backward()
+            (self.scale_loss(loss) / k).backward()
             total += float(loss.detach()) / k
             negatives += stats["negatives_per_query"] / k
             self.after_micro_batch(q.detach(), p.detach(), h.detach())

@@ -6,6 +6,7 @@ import contextlib
 
 import torch
 
+from .. import distributed
 from ..encoder import PASSAGE, QUERY
 from . import register
 from ..datasets import Example
@@ -54,36 +55,54 @@ class GradCache(InBatch):
 
     @property
     def examples_per_update(self) -> int:
-        return self.n_local * int(self.recipe["accumulation_steps"])
+        return self.micro_batch * int(self.recipe["accumulation_steps"])
 
     def accumulate(self, examples: list[Example]) -> dict[str, float]:
-        jobs = []  # (side, tokenized inputs, rng state, pass-1 embedding as a grad-requiring leaf)
-        for batch in chunks(examples, self.n_local):
-            queries, passages = texts_of(batch)
+        # Per chunk and side: tokenized local inputs, the RNG state before pass 1, the local
+        # pass-1 embedding, and the gathered (global) embeddings as grad-requiring leaves with
+        # this process's [start, end) rows in each. One process: the leaves are the local rows.
+        jobs, sizes = [], []
+        for batch in chunks(examples, self.micro_batch):
+            local = distributed.local_slice(batch)
+            queries, passages = texts_of(local)
+            sizes.append(len(batch))
             for texts, side in ((queries, QUERY), (passages, PASSAGE)):
                 inputs = self.model.tokenize(texts, side)
                 state = RngState()
                 with torch.no_grad():
-                    emb = self.model.embed(inputs, side)
-                jobs.append((side, inputs, state, emb.requires_grad_()))
+                    emb = self.encode(inputs, side)
+                parts = (emb,) if side == QUERY else (emb[:len(local)], emb[len(local):])
+                leaves = [self._gather_leaf(part) for part in parts]
+                jobs.append((side, inputs, state, emb.detach(), leaves))
 
-        q = torch.cat([leaf for side, _, _, leaf in jobs if side == QUERY])
-        passages = [leaf for side, _, _, leaf in jobs if side == PASSAGE]
-        sizes = [len(b) for b in chunks(examples, self.n_local)]
-        p = torch.cat([leaf[:n] for leaf, n in zip(passages, sizes)])
-        h = torch.cat([leaf[n:] for leaf, n in zip(passages, sizes)])
+        q = torch.cat([leaves[0][0] for side, _, _, _, leaves in jobs if side == QUERY])
+        p = torch.cat([leaves[0][0] for side, _, _, _, leaves in jobs if side == PASSAGE])
+        h = torch.cat([leaves[1][0] for side, _, _, _, leaves in jobs if side == PASSAGE])
         loss, stats = self.batch_loss(q, p, h)
-        loss.backward()
+        # fp16: the cached gradients carry the loss scale, so pass 2's parameter gradients do too
+        # and the loop's scaler unscales (and checks) them once per update.
+        self.scale_loss(loss).backward()
 
         replay_diff, self.last_replay = 0.0, []
-        for side, inputs, state, leaf in jobs:
+        for side, inputs, state, first, leaves in jobs:
             with state.replay():
-                emb = self.model.embed(inputs, side)
-            # The surrogate's gradient w.r.t. emb is the cached dL/de, so backward through it
-            # adds exactly this chunk's share of the full-batch parameter gradient.
-            torch.dot(emb.flatten(), leaf.grad.flatten()).backward()
-            replay_diff = max(replay_diff, float((emb.detach() - leaf.detach()).abs().max()))
+                emb = self.encode(inputs, side)
+            cached = torch.cat([leaf.grad[start:end] if leaf.grad is not None else leaf.detach()[start:end] * 0
+                                for leaf, start, end in leaves])
+            # The surrogate's gradient w.r.t. emb is this process's rows of the cached dL/de, so
+            # backward through it adds exactly its share of the full-batch parameter gradient.
+            torch.dot(emb.flatten(), cached.flatten()).backward()
+            replay_diff = max(replay_diff, float((emb.detach() - first).abs().max()))
             if self.debug_replay:
-                self.last_replay.append((leaf.detach().clone(), emb.detach().clone()))
+                self.last_replay.append((first.clone(), emb.detach().clone()))
         return {"loss": float(loss.detach()), **stats, "chunks": float(len(sizes)),
                 "replay_max_abs_diff": replay_diff}
+
+    @staticmethod
+    def _gather_leaf(emb: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """Pass 1's gathered rows (no graph) as a leaf, with this process's [start, end)."""
+        if distributed.world_size() == 1:
+            return emb.requires_grad_(), 0, emb.shape[0]
+        counts = distributed.all_gather_floats([float(emb.shape[0])])
+        start = int(sum(c[0] for c in counts[:distributed.rank()]))
+        return distributed.gather(emb.detach()).requires_grad_(), start, start + emb.shape[0]

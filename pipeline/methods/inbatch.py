@@ -6,6 +6,7 @@ from typing import Sequence
 
 import torch
 
+from .. import distributed
 from ..encoder import PASSAGE, QUERY
 from ..losses import InfoNCE
 from . import register
@@ -43,15 +44,23 @@ class InBatch(TrainingMethod):
 
     @property
     def examples_per_update(self) -> int:
-        return self.n_local
+        return self.n_local * self.world
+
+    @property
+    def micro_batch(self) -> int:
+        """Examples per micro-batch (or GradCache chunk) over all processes."""
+        return self.n_local * self.world
 
     # ------------------------------------------------------------------ shared building blocks
     def embed(self, examples: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Differentiable (q, positives, hard negatives) embeddings of a list of examples."""
-        queries, passages = texts_of(examples)
-        q = self.model.embed(self.model.tokenize(queries, QUERY), QUERY)
-        p = self.model.embed(self.model.tokenize(passages, PASSAGE), PASSAGE)
-        return q, p[:len(examples)], p[len(examples):]
+        """Differentiable (q, positives, hard negatives) embeddings of a list of examples. With
+        several processes each embeds its slice and the rows of all processes are gathered in
+        rank order (gradient flows to the local rows only)."""
+        local = distributed.local_slice(examples)
+        queries, passages = texts_of(local)
+        q = self.encode(self.model.tokenize(queries, QUERY), QUERY)
+        p = self.encode(self.model.tokenize(passages, PASSAGE), PASSAGE)
+        return distributed.gather(q), distributed.gather(p[:len(local)]), distributed.gather(p[len(local):])
 
     def add_noise(self, q: torch.Tensor, p: torch.Tensor, h: torch.Tensor):
         """FANoise on the query matrix and on the passage matrix [positives ; hard negatives]."""
@@ -69,5 +78,5 @@ class InBatch(TrainingMethod):
     # ------------------------------------------------------------------ TrainingMethod
     def accumulate(self, examples: list[Example]) -> dict[str, float]:
         loss, stats = self.batch_loss(*self.embed(examples))
-        loss.backward()
+        self.scale_loss(loss).backward()
         return {"loss": float(loss.detach()), **stats}
