@@ -43,6 +43,7 @@ from .datasets import load_dataset, training_examples
 from .encoder import BiEncoder, EncoderSpec, describe
 from .layout import MODEL, TRAIN_LOG, TRAIN_SUMMARY
 from .params import ZERO_SHOT, resolve_recipe
+from .sampler import epoch_order
 
 CHECKPOINT = "checkpoint.pt"
 MAX_SKIPPED = 20  # fp16: this many overflow-skipped updates in a row means the values are broken
@@ -75,12 +76,6 @@ def linear_schedule(warmup: int, total: int):
             return (step + 1) / warmup
         return max(0.0, (total - step) / max(1, total - warmup))
     return factor
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The data order of one epoch depends only on (seed, epoch), so a resumed run replays it."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=gen).tolist()
 
 
 def rng_state(device: torch.device) -> dict:
