@@ -25,10 +25,33 @@ import pandas as pd
 from . import config as pcfg
 from .common import PipelineError, atomic_write_text, log, read_json, run_main
 from .layout import INDEX_REPORT, METRICS, PER_QUERY, TRAIN_LOG, Layout
+from .protocols import metric_label
 from .scorings import available_scorings, from_row
 
 KEY_COLUMNS = ["dataset", "run", "seed", "scoring", "lambda"]
-HEADLINE = ["ndcg@10", "recall@100", "mrr@10"]
+HEADLINE = ["ndcg@10", "recall@100", "mrr@10"]  # the qrels protocol's; each dataset's come from its protocol
+
+
+def protocol_of(cfg: dict, dataset: str):
+    """The evaluation protocol class of a dataset (its headline metrics, per-query metric)."""
+    from .protocols import get_protocol
+
+    return get_protocol(cfg["datasets"][dataset]["protocol"])
+
+
+def _protocols(frame: pd.DataFrame, cfg: dict | None) -> dict:
+    """dataset -> protocol class; without a config every dataset is a qrels one (today's tables)."""
+    from .protocols import get_protocol
+
+    if cfg is None:
+        return {d: get_protocol("qrels") for d in frame["dataset"].unique()}
+    return {d: protocol_of(cfg, d) for d in frame["dataset"].unique()}
+
+
+def _per_query_note(protocols: dict) -> str:
+    from .protocols import metric_label
+
+    return " / ".join(dict.fromkeys(metric_label(p.per_query_metric) for p in protocols.values()))
 
 
 @dataclass
@@ -106,12 +129,13 @@ def collect(results: Path, cfg: dict) -> GridResults:
     if not rows:
         raise PipelineError(f"{results}: no metrics found for the configured grid")
     frame = pd.DataFrame(rows)
-    front = KEY_COLUMNS + HEADLINE
+    metrics = dict.fromkeys(m for d in cfg["datasets"] for m in protocol_of(cfg, d).table_metrics())
+    front = KEY_COLUMNS + [m for m in metrics if m in frame.columns]
     return GridResults(frame[front + [c for c in frame.columns if c not in front]], jobs, index_rows)
 
 
 def _mean_over_seeds(per_query: dict, dataset: str, run: str, key: str) -> dict[str, float]:
-    """Per-query NDCG@10 averaged over the run's seeds (queries present in every seed)."""
+    """Per-query values (the protocol's per-query metric, e.g. NDCG@10) averaged over the run's seeds (queries present in every seed)."""
     seeds = [pq[key] for (d, r, _), pq in per_query.items() if d == dataset and r == run and key in pq]
     if not seeds:
         return {}
@@ -166,7 +190,10 @@ def _cost_cells(g: pd.DataFrame) -> str:
     return f"{g.peak_mem_mb.mean():.0f} | {g.sec_per_update.mean():.2f}" if g.n_total.max() > 0 else "– | –"
 
 
-def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | None) -> str:
+def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | None, cfg: dict | None = None) -> str:
+    from .protocols import metric_label
+
+    protocols = _protocols(frame, cfg)
     # Rows follow the config's run order, then dot, dn, dn*, then lambda.
     frame = frame.assign(_run=pd.Categorical(frame.run, categories=list(dict.fromkeys(frame.run))),
                          _scoring=pd.Categorical(frame.scoring, categories=available_scorings()),
@@ -175,29 +202,36 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | No
     groups = frame.groupby(["dataset", "run", "scoring", "lambda"], dropna=False, sort=False)
     lines = []
     for dataset in frame["dataset"].unique():
+        shown = protocols[dataset].table_metrics()
         lines += [f"## {dataset}", "",
-                  "| run | scoring | λ | seeds | NDCG@10 | Recall@100 | MRR@10 | p vs " + (reference or "–") +
-                  " (Holm) | peak MB | s/update |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| run | scoring | λ | seeds | " + "".join(f"{metric_label(m)} | " for m in shown) + "p vs " +
+                  (reference or "–") + " (Holm) | peak MB | s/update |",
+                  "|---|---|---|---|" + "---|" * len(shown) + "---|---|---|"]
         for (ds, run, scoring, lam), g in groups:
             if ds != dataset:
                 continue
-            cells = [_fmt(g[m].mean(), g[m].std(ddof=1) if len(g) > 1 else 0.0) for m in HEADLINE]
+            cells = [_fmt(g[m].mean(), g[m].std(ddof=1) if len(g) > 1 else 0.0) for m in shown]
             p = _p_cell(sig, reference, ds, run, scoring, lam)
             lam_txt = "–" if pd.isna(lam) else f"{lam:g}"
             lines.append(f"| {run} | {scoring} | {lam_txt} | {len(g)} | {' | '.join(cells)} | {p} | {_cost_cells(g)} |")
         lines.append("")
     lines.append("Mean ± sample std over seeds (dn* rows: each seed is itself a mean over its repeats). "
-                 "p: paired randomization test on per-query NDCG@10 against the reference run with the same "
+                 f"p: paired randomization test on per-query {_per_query_note(protocols)} against the reference "
+                 "run with the same "
                  "scoring, Holm-corrected per dataset; † marks p < 0.05.")
     return "\n".join(lines) + "\n"
 
 
-def headline_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | None, lam: float | None) -> str:
-    """One line per run: NDCG@10 under each scoring (lambda scorings at the headline lambda),
-    Recall@100, the dot-product p-value against the reference run, and the training cost (the
-    README table)."""
+def headline_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | None, lam: float | None,
+                      cfg: dict | None = None) -> str:
+    """One line per run: the protocol's main metric (NDCG@10; Top-20 for answers) under each
+    scoring (lambda scorings at the headline lambda), its second metric (Recall@100; Top-100)
+    under the dot product, the dot-product p-value against the reference run, and the training
+    cost (the README table)."""
+    from .protocols import metric_label
     from .scorings import scoring_class
+
+    protocols = _protocols(frame, cfg)
 
     def cell(g: pd.DataFrame, scoring: str, metric: str) -> str:
         uses_lambda = scoring_class(scoring).uses_lambda
@@ -206,42 +240,47 @@ def headline_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | N
 
     lam_txt = "–" if lam is None else f"{lam:g}"
     others = [s for s in available_scorings() if s != "dot" and s in set(frame.scoring)]
-    headers = [f"NDCG@10 {scoring_class(s).label}" + (f" λ={lam_txt}" if scoring_class(s).uses_lambda else "")
-               for s in others]
     lines = []
     for dataset, by_dataset in frame.groupby("dataset", sort=False):
+        main, second = protocols[dataset].headline[:2]
+        headers = [f"{metric_label(main)} {scoring_class(s).label}" +
+                   (f" λ={lam_txt}" if scoring_class(s).uses_lambda else "") for s in others]
         lines += [f"## {dataset}", "",
-                  f"| run | N_total | memory | NDCG@10 dot | p vs {reference or '–'} | " +
-                  "".join(f"{h} | " for h in headers) + "Recall@100 dot | peak MB | s/update |",
+                  f"| run | N_total | memory | {metric_label(main)} dot | p vs {reference or '–'} | " +
+                  "".join(f"{h} | " for h in headers) + f"{metric_label(second)} dot | peak MB | s/update |",
                   "|---|---|---|---|---|" + "---|" * len(headers) + "---|---|---|"]
         for run, g in by_dataset.groupby("run", sort=False):
             p = _p_cell(sig, reference, dataset, run, "dot", None)
             n_total, memory = int(g.n_total.max()), int(g.memory_size.max())
-            lines.append(f"| {run} | {n_total or '–'} | {memory or '–'} | {cell(g, 'dot', 'ndcg@10')} | {p} | " +
-                         "".join(f"{cell(g, s, 'ndcg@10')} | " for s in others) +
-                         f"{cell(g, 'dot', 'recall@100')} | {_cost_cells(g)} |")
+            lines.append(f"| {run} | {n_total or '–'} | {memory or '–'} | {cell(g, 'dot', main)} | {p} | " +
+                         "".join(f"{cell(g, s, main)} | " for s in others) +
+                         f"{cell(g, 'dot', second)} | {_cost_cells(g)} |")
         lines.append("")
-    lines.append("Mean ± sample std over seeds. p: paired randomization test on per-query NDCG@10 (dot product, "
+    lines.append(f"Mean ± sample std over seeds. p: paired randomization test on per-query {_per_query_note(protocols)}"
+                 " (dot product, "
                  "mean over seeds) against the reference run, Holm-corrected; † marks p < 0.05. memory: bank size "
                  "in samples. peak MB: peak process memory during training (RSS on CPU, allocated on CUDA).")
     return "\n".join(lines) + "\n"
 
 
-def dn_table(frame: pd.DataFrame, per_query: dict) -> pd.DataFrame:
-    """Each DN variant against plain dot product for the same model: NDCG@10 delta and p-value."""
+def dn_table(frame: pd.DataFrame, per_query: dict, cfg: dict | None = None) -> pd.DataFrame:
+    """Each DN variant against plain dot product for the same model: delta of the protocol's
+    main metric (NDCG@10; Top-20 for answers) and the p-value on its per-query metric."""
     from .significance import paired_randomization
 
+    protocols = _protocols(frame, cfg)
     out = []
     for (dataset, run), g in frame.groupby(["dataset", "run"], sort=False):
-        dot = g[g.scoring == "dot"]["ndcg@10"].mean()
+        main = protocols[dataset].headline[0]
+        dot = g[g.scoring == "dot"][main].mean()
         for (scoring, lam), h in g[g.scoring != "dot"].groupby(["scoring", "lambda"], dropna=False):
             a = _mean_over_seeds(per_query, dataset, run, from_row(scoring, lam).name)
             b = _mean_over_seeds(per_query, dataset, run, "dot")
             common = sorted(set(a) & set(b))
             p = paired_randomization(np.array([a[q] for q in common]), np.array([b[q] for q in common])) \
                 if len(common) > 1 else float("nan")
-            out.append({"dataset": dataset, "run": run, "scoring": scoring, "lambda": lam, "ndcg@10_dot": dot,
-                        "ndcg@10": h["ndcg@10"].mean(), "delta": h["ndcg@10"].mean() - dot, "p_value": p})
+            out.append({"dataset": dataset, "run": run, "scoring": scoring, "lambda": lam, f"{main}_dot": dot,
+                        main: h[main].mean(), "delta": h[main].mean() - dot, "p_value": p})
     return pd.DataFrame(out)
 
 
@@ -299,20 +338,22 @@ def write_tables(results: Path, cfg: dict) -> GridResults:
     paths = {"summary.csv": tables / "summary.csv", "summary.md": tables / "summary.md"}
     atomic_write_text(paths["summary.csv"], frame.to_csv(index=False))
     _write_markdown(paths["summary.md"], f"# Results: {cfg.get('experiment', '')}\n\n" +
-                      summary_markdown(frame, sig, reference))
+                    summary_markdown(frame, sig, reference, cfg))
     lambdas = evaluation.get("lambdas") or [None]
     paths["headline.md"] = tables / "headline.md"
     _write_markdown(paths["headline.md"], f"# Results: {cfg.get('experiment', '')}, one line per run\n\n" +
-                      headline_markdown(frame, sig, reference, lambdas[0]))
+                    headline_markdown(frame, sig, reference, lambdas[0], cfg))
     # dn.md and index.md always exist (the report lists them), saying so when they are empty.
-    dn = dn_table(frame, per_query)
+    dn = dn_table(frame, per_query, cfg)
+    dn_metrics = " / ".join(dict.fromkeys(metric_label(protocol_of(cfg, d).headline[0])
+                                          for d in frame["dataset"].unique()))
     paths["dn.md"] = tables / "dn.md"
     if not dn.empty:
         paths["dn.csv"] = tables / "dn.csv"
         atomic_write_text(paths["dn.csv"], dn.to_csv(index=False))
-    _write_markdown(paths["dn.md"], "# Dot product vs Distribution Normalization (NDCG@10)\n\n" +
-                      (dn.to_markdown(index=False, floatfmt=".4f") if not dn.empty
-                       else "No scoring other than the dot product in this grid.") + "\n")
+    _write_markdown(paths["dn.md"], f"# Dot product vs Distribution Normalization ({dn_metrics})\n\n" +
+                    (dn.to_markdown(index=False, floatfmt=".4f") if not dn.empty
+                     else "No scoring other than the dot product in this grid.") + "\n")
     idx = pd.DataFrame(grid.index_rows)
     paths["index.md"] = tables / "index.md"
     if not idx.empty:
@@ -336,7 +377,10 @@ def draw_plots(results: Path, cfg: dict, grid: GridResults) -> dict[str, Path]:
             label = job.run if len(cfg["datasets"]) == 1 else f"{job.dataset} {job.run}"
             logs.setdefault(label, []).append(out.train_log)
             examples_per_update[label] = int(out.train.get("n_total", out.train.get("examples_per_update", 1)))
-    return draw_all(grid.frame, logs, Layout(results).plots, examples_per_update)
+    # The metric plots show NDCG@10: they get the qrels-evaluated datasets' rows (answer-evaluated
+    # datasets are in the tables and MLflow); the gradient-norm curves get every trained run.
+    frame = grid.frame[grid.frame["dataset"].map(lambda d: "ndcg@10" in protocol_of(cfg, d).metric_keys)]
+    return draw_all(frame, logs, Layout(results).plots, examples_per_update)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -86,7 +86,20 @@ def _fill_defaults(config: dict) -> None:
         evaluation.pop("reference_run")
     config["evaluation"] = evaluation
     config["mlflow"] = P.merged(P.MLflowSection, config.get("mlflow"))
-    config["datasets"] = {name: P.merged(P.DatasetSection, ds) for name, ds in config["datasets"].items()}
+    config["datasets"] = {name: _dataset_defaults(ds) for name, ds in config["datasets"].items()}
+
+
+def _dataset_defaults(given: dict) -> dict:
+    """A dataset section with its defaults. Optional keys left unset stay absent (the filled
+    config is validated again by later steps, and a qrels dataset's section stays what it was);
+    the `dpr` source's own defaults appear only on dpr datasets."""
+    ds = P.merged(P.DatasetSection, given)
+    if ds["protocol"] is None:
+        ds["protocol"] = P.default_protocol(ds["source"])
+    for key in list(ds):
+        if ds[key] is None or (ds["source"] != "dpr" and key in P.DPR_DATASET_KEYS and key not in given):
+            del ds[key]
+    return ds
 
 
 def _typed_scalars(node):
@@ -132,8 +145,8 @@ def _semantic_checks(config: dict) -> None:
 
     known = set(available()) | {ZERO_SHOT}
     problems = []
-    for run, recipe in config["runs"].items():
-        merged = P.resolve_recipe(config.get("training"), recipe)
+    for run, run_recipe in config["runs"].items():
+        merged = P.resolve_recipe(config.get("training"), run_recipe)
         if merged["method"] not in known:
             problems.append(f"config key runs.{run}.method: unknown method {merged['method']!r}; "
                             f"expected one of {sorted(known)}")
@@ -143,10 +156,26 @@ def _semantic_checks(config: dict) -> None:
     for name, ds in config["datasets"].items():
         if ds["source"] == "local" and "path" not in ds:
             problems.append(f"config key datasets.{name}.path: required when source is 'local'")
+        problems += _dpr_dataset_problems(name, ds)
         if ds["protocol"] not in available_protocols():
             problems.append(f"config key datasets.{name}.protocol: {ds['protocol']!r} is not one of "
                             f"{available_protocols()}")
+    for run in config["runs"]:
+        for name in config["datasets"]:
+            hn = recipe(config, run, name)["hard_negatives"]
+            if hn and hn["source"] == "dataset" and not _has_own_negatives(config["datasets"][name]):
+                problems.append(f"config key runs.{run}.hard_negatives.source: 'dataset' needs the dataset's own "
+                                f"hard negatives, which datasets.{name} (source {config['datasets'][name]['source']!r}"
+                                f", no training file) does not have; use bm25, or set datasets.{name}.hard_negatives: "
+                                "bm25")
     evaluation = config.get("evaluation", {})
+    ds_test = {name: ds["test_split"] for name, ds in config["datasets"].items()}
+    source_split = evaluation["dn_star"].get("source_split", P.DNStarParams.source_split)
+    if "dn*" in evaluation["scorings"]:
+        for name, split in ds_test.items():
+            if split == source_split:
+                problems.append(f"config key evaluation.dn_star.source_split: {source_split!r} is the test split of "
+                                f"datasets.{name}; DN* needs unlabeled queries of another split")
     for i, scoring in enumerate(evaluation["scorings"]):
         if scoring not in available_scorings():
             problems.append(f"config key evaluation.scorings[{i}]: {scoring!r} is not one of {available_scorings()}")
@@ -168,6 +197,40 @@ def _semantic_checks(config: dict) -> None:
                         "measured against it)")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _dpr_dataset_problems(name: str, ds: dict) -> list[str]:
+    """The `dpr` source's keys: only on dpr datasets, and enough of them to build a dataset."""
+    where = f"config key datasets.{name}"
+    if ds["source"] != "dpr":
+        return [f"{where}.{key}: only used with source 'dpr' (source is {ds['source']!r})"
+                for key in P.DPR_DATASET_KEYS if key in ds]
+    problems = []
+    if not any(k in ds for k in ("dpr_dataset", "train", "tevatron_train", "qa")):
+        problems.append(f"{where}: source 'dpr' needs dpr_dataset (official files), or at least one of train, "
+                        "tevatron_train, qa")
+    if "train" in ds and "tevatron_train" in ds:
+        problems.append(f"{where}.tevatron_train: give either train (DPR JSON) or tevatron_train, not both")
+    if "train" in (ds.get("qa") or {}) and _has_training_file(ds):
+        problems.append(f"{where}.qa.train: the split name 'train' is taken by the training file")
+    for key in ("path", "url", "sha256"):
+        if key in ds:
+            problems.append(f"{where}.{key}: not used with source 'dpr' (give files as train, qa, passages)")
+    test_split = ds["test_split"]
+    official = {"nq": ("dev", "test"), "trivia": ("dev", "test"), "webq": ("test",), "curatedtrec": ("test",)}
+    splits = set(ds.get("qa") or {}) | set(official.get(ds.get("dpr_dataset"), ()))
+    if ds["protocol"] == "answers" and test_split not in splits:
+        problems.append(f"{where}.test_split: {test_split!r} has no QA file (answer-evaluated splits: "
+                        f"{sorted(splits) or 'none'}; add it under qa)")
+    return problems
+
+
+def _has_training_file(ds: dict) -> bool:
+    return ds["source"] == "dpr" and any(k in ds for k in ("dpr_dataset", "train", "tevatron_train"))
+
+
+def _has_own_negatives(ds: dict) -> bool:
+    return _has_training_file(ds)
 
 
 def load(path: str | Path) -> dict:
@@ -201,6 +264,9 @@ def recipe(config: dict, run: str, dataset: str | None = None) -> dict:
     merged = P.resolve_recipe({"encoder": config.get("encoder", {})}, config.get("training"), config["runs"][run])
     if dataset is not None and merged.get("train_split") is None:
         merged["train_split"] = config["datasets"][dataset].get("train_split", "train")
+    override = config["datasets"][dataset].get("hard_negatives") if dataset is not None else None
+    if override and merged["hard_negatives"]:
+        merged["hard_negatives"]["source"] = override
     return merged
 
 

@@ -121,3 +121,45 @@ def false_negative_mask(query_ids: list[str | None], column_ids: list[str | None
             for j, pid in enumerate(column_ids):
                 mask[i, j] = pid is not None and pid in relevant
     return mask
+
+
+class TrainingData:
+    """The training examples of each epoch of one run.
+
+    BM25 negatives (`hard_negatives.source: bm25`) and no negatives give the same examples every
+    epoch: the first `per_query` mined negatives of each query. The dataset's own negatives
+    (`source: dataset`, DPR's hard_negative_ctxs) are drawn afresh each epoch, `per_query` per
+    question uniformly from its candidates that are not relevant to it, as DPR's trainer does
+    (`pipeline.hardneg.draw_per_epoch`). A draw depends only on (seed, epoch, query id), so a run
+    resumed from a checkpoint (the loop knows the epoch from the step) replays the same negatives.
+    The example count and order do not depend on the epoch's draw.
+    """
+
+    def __init__(self, ds: Dataset, split: str, hard_negatives: dict[str, list[str]] | None = None,
+                 params: dict | None = None, seed: int = 0):
+        self.ds, self.split, self.seed = ds, split, seed
+        params = params or {}
+        self.per_query = int(params.get("per_query") or 0) if hard_negatives else 0
+        self.per_epoch = params.get("source") == "dataset" and self.per_query > 0
+        self.hard_negatives = hard_negatives
+        if self.per_epoch:
+            qrels = ds.split(split)
+            unknown = sorted({d for negs in hard_negatives.values() for d in negs} - ds.corpus.keys())
+            if unknown:
+                raise PipelineError(f"{ds.root}: hard negatives name doc ids {unknown[:5]} that are not in corpus.jsonl")
+            # Candidates that are relevant to their own question are never negatives.
+            self.hard_negatives = {q: [d for d in negs if (qrels.get(q) or {}).get(d, 0) <= 0]
+                                   for q, negs in hard_negatives.items()}
+        self._epoch: int | None = None
+        self._examples: list[Example] = []
+
+    def epoch(self, epoch: int) -> list[Example]:
+        if self._epoch is None or (self.per_epoch and epoch != self._epoch):
+            negatives = self.hard_negatives
+            if self.per_epoch:
+                from .hardneg import draw_per_epoch
+
+                negatives = draw_per_epoch(self.hard_negatives, self.seed, epoch, self.per_query)
+            self._examples = training_examples(self.ds, self.split, negatives, self.per_query)
+            self._epoch = epoch
+        return self._examples

@@ -2,6 +2,7 @@
 dataset, model, index, evaluation, table or plot lives, so the layout is spelled once.
 
     <root>/data/<dataset>/                 normalised dataset + manifest.json
+    <root>/data/<dataset>/hard_negatives/train.jsonl   the dataset's own hard negatives (source dpr)
     <root>/hardneg/<dataset>.jsonl         BM25 hard negatives
     <root>/models/<dataset>/<run>/<tag>/   model/, train_log.jsonl, train_summary.json
     <root>/index/<dataset>/<run>/<tag>/    embeddings.npy, docids.json, <index>.faiss, index_stats.json
@@ -31,6 +32,7 @@ INDEX_STATS = "index_stats.json"
 METRICS = "metrics.json"
 PER_QUERY = "per_query.json"
 INDEX_REPORT = "index_report.json"
+DATASET_HARDNEG = "hard_negatives"
 
 
 def model_tag(seed: int | str, trained: bool) -> str:
@@ -53,6 +55,11 @@ class Layout:
 
     def hardneg(self, dataset: str) -> Path:
         return self.root / "hardneg" / f"{dataset}.jsonl"
+
+    def dataset_hardneg(self, dataset: str, split: str = "train") -> Path:
+        """The dataset's own hard negatives (source dpr: DPR's hard_negative_ctxs / Tevatron's
+        negative_passages), written by the data step inside the dataset folder."""
+        return self.data(dataset) / DATASET_HARDNEG / f"{split}.jsonl"
 
     # ------------------------------------------------------------------ per model
     def model(self, dataset: str, run: str, tag: str) -> Path:

@@ -40,8 +40,9 @@ from .common import git_commit, log
 from .layout import INDEX_REPORT, METRICS, PER_QUERY, TRAIN_SUMMARY
 from .scorings import from_row
 
-# Headline metrics logged per scoring; every metric stays in the metrics.json artifact.
-LOGGED_METRICS = ("ndcg@10", "recall@100")
+# Headline metrics logged per scoring; every metric stays in the metrics.json artifact. A row
+# carries those of its dataset's protocol: qrels NDCG/Recall, answers Top-k accuracy (acc_20.dot).
+LOGGED_METRICS = ("ndcg@10", "recall@100", "acc@5", "acc@20", "acc@100")
 NOT_CURVES = {"step", "epoch", "time"}
 
 

@@ -106,6 +106,9 @@ class EncoderParams:
 # ----------------------------------------------------------------------------- training
 @dataclass
 class HardNegativeParams:
+    # bm25: mined by pipeline.hardneg (the top `per_query` of `top_k`, fixed for the whole run);
+    # dataset: the dataset's own hard_negatives/train.jsonl (DPR's hard_negative_ctxs, Tevatron's
+    # negative_passages), `per_query` drawn afresh each epoch (pipeline.hardneg.draw_per_epoch).
     source: str = "bm25"
     per_query: int = 1      # mined negatives added to each training example
     top_k: int = 30         # negatives mined per query (the pool `per_query` is taken from)
@@ -251,13 +254,40 @@ class MLflowSection:
 
 @dataclass
 class DatasetSection:
+    """One entry of the config's `datasets:`. The `dpr` source's keys map one to one onto
+    `python -m pipeline.data --source dpr` flags (rules/common.smk `dataset_args`); each file is a
+    path (relative to the working directory) or an http(s) URL. `protocol: None` resolves by
+    source (`default_protocol`)."""
+
     source: str = "embedded"
     train_split: str = "train"
     test_split: str = "test"
-    protocol: str = "qrels"
+    protocol: str | None = None          # None: answers for source dpr, qrels otherwise
+    # source: dpr (all optional; `dpr_dataset` fills in the official URL of every file not given)
+    dpr_dataset: str | None = None       # nq | trivia | webq | curatedtrec
+    train: str | None = None             # DPR training JSON (.json[.gz])   -> --dpr-train
+    tevatron_train: str | None = None    # Tevatron training JSONL          -> --tevatron-train
+    qa: dict | None = None               # {split: QA file}                 -> --dpr-qa split=FILE
+    passages: str | None = None          # passages TSV                     -> --dpr-passages
+    answer_regex: bool | None = None     # None: on for curatedtrec only    -> --[no-]answer-regex
+    positives: str = "first"             # first | all                      -> --dpr-positives
+    # Where the hard negatives of runs that ask for them come from on this dataset: None keeps
+    # each run's `hard_negatives.source`; bm25 / dataset override it (e.g. MS MARCO in a grid
+    # whose runs train with the DPR files' own negatives).
+    hard_negatives: str | None = None
+
+
+DPR_DATASET_KEYS = ("dpr_dataset", "train", "tevatron_train", "qa", "passages", "answer_regex", "positives")
+
+
+def default_protocol(source: str) -> str:
+    """The evaluation protocol of a dataset that names none: DPR-format data is scored by answer
+    accuracy (its QA splits have answers, not judged passages), everything else by its qrels."""
+    return "answers" if source == "dpr" else "qrels"
 
 
 __all__ = ["ZERO_SHOT", "TRAINING_DEFAULTS", "DEFAULT_LAMBDA", "EncoderParams", "Recipe", "HardNegativeParams",
            "FANoiseParams", "IndexParams", "HNSWParams", "IVFParams", "EvalParams", "DNStarParams",
-           "EvaluationSection", "MLflowSection", "DatasetSection", "resolve_recipe", "defaults", "merged",
+           "EvaluationSection", "MLflowSection", "DatasetSection", "DPR_DATASET_KEYS", "default_protocol",
+           "resolve_recipe", "defaults", "merged",
            "check_keys", "check_int", "check_number", "check_choice", "as_list"]

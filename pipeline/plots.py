@@ -74,6 +74,8 @@ def _reference_line(ax, value: float | None) -> None:
 def ndcg_per_run(frame: pd.DataFrame, out: Path) -> Path:
     plt = _figure()
     dot = _dot(frame)
+    if dot.empty:  # every dataset of the grid is answer-evaluated (no NDCG@10)
+        return _empty(out, "ndcg_per_run", "no NDCG-evaluated (qrels) dataset in this grid")
     datasets = list(dot.dataset.unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(max(5, 1.1 * dot.run.nunique()) * len(datasets), 3.8),
                              squeeze=False)

@@ -39,7 +39,7 @@ import torch
 from . import distributed
 from .common import (PipelineError, atomic_path, atomic_write_json, log, parse_json_object, run_main,
                      seed_everything)
-from .datasets import load_dataset, training_examples
+from .datasets import TrainingData, load_dataset
 from .encoder import BiEncoder, EncoderSpec, describe
 from .layout import MODEL, TRAIN_LOG, TRAIN_SUMMARY
 from .params import ZERO_SHOT, resolve_recipe
@@ -141,7 +141,9 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
         from .hardneg import load_hard_negatives
 
         negatives = load_hard_negatives(hard_negatives)
-    examples = training_examples(ds, recipe["train_split"], negatives, int(hn_cfg["per_query"]) if hn_cfg else 0)
+    # The examples of each epoch (the dataset's own hard negatives are redrawn per epoch).
+    data = TrainingData(ds, recipe["train_split"], negatives, hn_cfg, seed)
+    examples = data.epoch(0)
 
     model = BiEncoder.from_spec(spec).to(device)
     # Training may use shorter sequences than evaluation (CPU budget); the saved spec keeps the
@@ -208,6 +210,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
         for step in range(start_step, total):
             epoch, pos = divmod(step, updates_per_epoch)
             order = epoch_order(len(examples), seed, epoch)
+            examples = data.epoch(epoch)
             batch = [examples[i] for i in order[pos * per_update:(pos + 1) * per_update]]
 
             t0 = time.perf_counter()

@@ -36,23 +36,44 @@ def dataset_args(wildcards):
     for key in ("path", "url", "sha256"):
         if key in ds:
             args.append(f"--{key} {shlex.quote(str(ds[key]))}")
+    if ds["source"] == "dpr":
+        args += dpr_args(ds)
     return " ".join(args)
 
 
+def dpr_args(ds):
+    """The `dpr` source's config keys as `python -m pipeline.data --source dpr` flags."""
+    flags = {"dpr_dataset": "--dpr-dataset", "train": "--dpr-train", "tevatron_train": "--tevatron-train",
+             "passages": "--dpr-passages", "positives": "--dpr-positives"}
+    args = [f"{flag} {shlex.quote(str(ds[key]))}" for key, flag in flags.items() if key in ds]
+    args += [f"--dpr-qa {shlex.quote(f'{split}={path}')}" for split, path in (ds.get("qa") or {}).items()]
+    if "answer_regex" in ds:
+        args.append("--answer-regex" if ds["answer_regex"] else "--no-answer-regex")
+    return args
+
+
 def hard_negative_depth(wildcards):
-    recipes = [pcfg.recipe(CFG, r) for r in CFG["runs"]]
-    return max(r["hard_negatives"]["top_k"] for r in recipes if r["hard_negatives"])
+    recipes = [pcfg.recipe(CFG, r, wildcards.dataset) for r in CFG["runs"]]
+    return max(r["hard_negatives"]["top_k"] for r in recipes
+               if r["hard_negatives"] and r["hard_negatives"]["source"] == "bm25")
 
 
 def train_inputs(wildcards):
     inputs = {"data": str(LAYOUT.manifest(wildcards.dataset))}
-    if pcfg.recipe(CFG, wildcards.run)["hard_negatives"]:
+    hard_negatives = pcfg.recipe(CFG, wildcards.run, wildcards.dataset)["hard_negatives"]
+    if hard_negatives and hard_negatives["source"] == "bm25":
         inputs["hardneg"] = str(LAYOUT.hardneg(wildcards.dataset))
     return inputs
 
 
 def train_extra_args(wildcards, input):
-    return f"--hard-negatives {input.hardneg}" if "hardneg" in input.keys() else ""
+    if "hardneg" in input.keys():
+        return f"--hard-negatives {input.hardneg}"
+    hard_negatives = pcfg.recipe(CFG, wildcards.run, wildcards.dataset)["hard_negatives"]
+    if hard_negatives:  # the dataset's own, written by the data step (the `data` input) into its folder
+        split = pcfg.recipe(CFG, wildcards.run, wildcards.dataset)["train_split"]
+        return f"--hard-negatives {LAYOUT.dataset_hardneg(wildcards.dataset, split)}"
+    return ""
 
 
 def train_seed(wildcards):

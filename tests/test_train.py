@@ -32,9 +32,9 @@ def recipe(model_dir, **overrides):
             **overrides}
 
 
-def run_train(dataset, out, rec, seed=3, env=None, wait=True):
+def run_train(dataset, out, rec, seed=3, env=None, wait=True, extra=()):
     cmd = [sys.executable, "-m", "pipeline.train", "--dataset", str(dataset), "--out", str(out),
-           "--recipe-json", json.dumps(rec), "--seed", str(seed), "--no-progress"]
+           "--recipe-json", json.dumps(rec), "--seed", str(seed), "--no-progress", *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     if not wait:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -9,7 +9,7 @@ lookup, so a new protocol is one new file plus the dataset's `protocol:` key in 
 from __future__ import annotations
 
 from ..registry import Registry
-from .base import EvalProtocol
+from .base import EvalProtocol, metric_label
 
 _REGISTRY = Registry(__name__, "evaluation protocol", "protocol", lambda cls, name: setattr(cls, "name", name))
 register_protocol = _REGISTRY.register
@@ -23,4 +23,4 @@ def get_protocol(name: str) -> type[EvalProtocol]:
     return _REGISTRY.get(name)
 
 
-__all__ = ["EvalProtocol", "available_protocols", "get_protocol", "register_protocol"]
+__all__ = ["EvalProtocol", "available_protocols", "get_protocol", "metric_label", "register_protocol"]

@@ -24,6 +24,7 @@ class AnswerAccuracy(EvalProtocol):
     metric_keys = tuple(f"acc@{k}" for k in CUTOFFS)
     per_query_metric = "acc@20"
     headline = ("acc@20", "acc@100")
+    summary_metrics = ("acc@5", "acc@20", "acc@100")   # DPR's and the ContAccum paper's Top-5/20/100
 
     def __init__(self, dataset, split: str):
         super().__init__(dataset, split)

@@ -20,7 +20,12 @@ class EvalProtocol(ABC):
     name: ClassVar[str] = ""
     metric_keys: ClassVar[tuple[str, ...]] = ()
     per_query_metric: ClassVar[str] = ""
-    headline: ClassVar[tuple[str, ...]] = ()
+    headline: ClassVar[tuple[str, ...]] = ()          # (main metric, second metric) of the headline table
+    summary_metrics: ClassVar[tuple[str, ...]] = ()   # the summary table's metric columns (default: headline)
+
+    @classmethod
+    def table_metrics(cls) -> tuple[str, ...]:
+        return cls.summary_metrics or cls.headline
 
     def __init__(self, dataset, split: str):
         self.dataset = dataset
@@ -41,3 +46,14 @@ class EvalProtocol(ABC):
     @abstractmethod
     def evaluate(self, results: Results) -> tuple[dict[str, float], dict[str, float]]:
         """(aggregate metrics keyed by `metric_keys`, {qid: per_query_metric})."""
+
+
+_LABELS = {"ndcg": "NDCG", "recall": "Recall", "mrr": "MRR", "acc": "Top-"}
+
+
+def metric_label(metric: str) -> str:
+    """How tables name a metric key: ndcg@10 -> NDCG@10, recall@100 -> Recall@100, acc@20 -> Top-20
+    (DPR's name for answer accuracy at k)."""
+    name, _, k = metric.partition("@")
+    label = _LABELS.get(name, name)
+    return f"{label}{k}" if label.endswith("-") else f"{label}@{k}" if k else label

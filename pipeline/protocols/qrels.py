@@ -22,6 +22,8 @@ class QrelsMetrics(EvalProtocol):
     metric_keys = tuple(f"ndcg@{k}" for k in K_VALUES) + ("recall@10", "recall@100", "mrr@10")
     per_query_metric = "ndcg@10"
     headline = ("ndcg@10", "recall@100", "mrr@10")
+    k_values: tuple[int, ...] = K_VALUES      # NDCG cut-offs (and the cut-offs pytrec_eval computes)
+    recall_k: tuple[int, ...] = (10, 100)
 
     def __init__(self, dataset, split: str):
         super().__init__(dataset, split)
@@ -37,17 +39,19 @@ class QrelsMetrics(EvalProtocol):
 
     @property
     def depth(self) -> int:
-        return max(K_VALUES)
+        return max(self.k_values)
 
     def evaluate(self, results: Results) -> tuple[dict[str, float], dict[str, float]]:
         import pytrec_eval
         from beir.retrieval.evaluation import EvaluateRetrieval
 
-        ndcg, _map, recall, _prec = EvaluateRetrieval.evaluate(self.qrels, results, list(K_VALUES),
+        cutoffs = sorted(set(self.k_values) | set(self.recall_k))
+        ndcg, _map, recall, _prec = EvaluateRetrieval.evaluate(self.qrels, results, cutoffs,
                                                                ignore_identical_ids=False)
         mrr = EvaluateRetrieval.evaluate_custom(self.qrels, results, [10], metric="mrr")
-        metrics = {f"ndcg@{k}": ndcg[f"NDCG@{k}"] for k in K_VALUES}
-        metrics.update({"recall@10": recall["Recall@10"], "recall@100": recall["Recall@100"],
-                        "mrr@10": mrr["MRR@10"]})
-        per_query = pytrec_eval.RelevanceEvaluator(self.qrels, {"ndcg_cut.10"}).evaluate(results)
-        return metrics, {qid: float(v["ndcg_cut_10"]) for qid, v in per_query.items()}
+        metrics = {f"ndcg@{k}": ndcg[f"NDCG@{k}"] for k in self.k_values}
+        metrics.update({f"recall@{k}": recall[f"Recall@{k}"] for k in self.recall_k})
+        metrics["mrr@10"] = mrr["MRR@10"]
+        cut = self.per_query_metric.split("@")[1]  # the per-query metric is an NDCG cut-off
+        per_query = pytrec_eval.RelevanceEvaluator(self.qrels, {f"ndcg_cut.{cut}"}).evaluate(results)
+        return metrics, {qid: float(v[f"ndcg_cut_{cut}"]) for qid, v in per_query.items()}
