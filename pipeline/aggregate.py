@@ -150,7 +150,7 @@ def significance(frame: pd.DataFrame, per_query: dict, reference: str | None, pe
 
     out = []
     if reference is None:
-        return pd.DataFrame(columns=["dataset", "run", "scoring", "lambda", "p_value", "p_ttest", "p_holm"])
+        return pd.DataFrame(columns=["dataset", "run", "scoring", "lambda", "p_value", "p_ttest", "p_holm", "mdd"])
     for dataset, group in frame.groupby("dataset"):
         pairs = {}
         for (run, scoring, lam), _ in group.groupby(["run", "scoring", "lambda"], dropna=False):
@@ -163,7 +163,8 @@ def significance(frame: pd.DataFrame, per_query: dict, reference: str | None, pe
                 pairs[(run, scoring, lam)] = (a, b)
         for (run, scoring, lam), test in compare_pairs(pairs, n=permutations, seed=0).items():
             out.append({"dataset": dataset, "run": run, "scoring": scoring, "lambda": lam,
-                        "p_value": test["p_randomization"], "p_ttest": test["p_ttest"], "p_holm": test["p_holm"]})
+                        "p_value": test["p_randomization"], "p_ttest": test["p_ttest"], "p_holm": test["p_holm"],
+                        "mdd": test["mdd"]})
     return pd.DataFrame(out)
 
 
@@ -174,16 +175,25 @@ def _fmt(mean: float, std: float) -> str:
 
 
 def _p_cell(sig: pd.DataFrame, reference: str | None, dataset: str, run: str, scoring: str, lam) -> str:
-    """Holm-adjusted p against the reference run for one table row ("ref" on the reference itself)."""
+    """Holm-adjusted p against the reference run and the minimal detectable difference for one
+    table row, as two cells ("ref | –" on the reference itself)."""
     from .significance import marker
 
     if run == reference:
-        return "ref"
+        return "ref | –"
     if sig.empty:
-        return "–"
+        return "– | –"
     hit = sig[(sig.dataset == dataset) & (sig.run == run) & (sig.scoring == scoring) &
               ((sig["lambda"] == lam) | (sig["lambda"].isna() & pd.isna(lam)))]
-    return f"{hit.p_holm.iloc[0]:.3g}{marker(hit.p_holm.iloc[0])}" if len(hit) else "–"
+    if not len(hit):
+        return "– | –"
+    mdd = hit.mdd.iloc[0]
+    return f"{hit.p_holm.iloc[0]:.3g}{marker(hit.p_holm.iloc[0])} | " + ("–" if pd.isna(mdd) else f"{mdd:.4f}")
+
+
+MDD_NOTE = ("MDD: the smallest true difference in that per-query metric the paired test detects with 80 % power at "
+            "alpha 0.05, given the observed per-query variance, the number of queries and the seeds averaged: a "
+            "non-significant difference is smaller than MDD, not zero.")
 
 
 def _cost_cells(g: pd.DataFrame) -> str:
@@ -205,8 +215,8 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | No
         shown = protocols[dataset].table_metrics()
         lines += [f"## {dataset}", "",
                   "| run | scoring | λ | seeds | " + "".join(f"{metric_label(m)} | " for m in shown) + "p vs " +
-                  (reference or "–") + " (Holm) | peak MB | s/update |",
-                  "|---|---|---|---|" + "---|" * len(shown) + "---|---|---|"]
+                  (reference or "–") + " (Holm) | MDD | peak MB | s/update |",
+                  "|---|---|---|---|" + "---|" * len(shown) + "---|---|---|---|"]
         for (ds, run, scoring, lam), g in groups:
             if ds != dataset:
                 continue
@@ -218,7 +228,7 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | No
     lines.append("Mean ± sample std over seeds (dn* rows: each seed is itself a mean over its repeats). "
                  f"p: paired randomization test on per-query {_per_query_note(protocols)} against the reference "
                  "run with the same "
-                 "scoring, Holm-corrected per dataset; † marks p < 0.05.")
+                 "scoring, Holm-corrected per dataset; † marks p < 0.05. " + MDD_NOTE)
     return "\n".join(lines) + "\n"
 
 
@@ -246,9 +256,9 @@ def headline_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | N
         headers = [f"{metric_label(main)} {scoring_class(s).label}" +
                    (f" λ={lam_txt}" if scoring_class(s).uses_lambda else "") for s in others]
         lines += [f"## {dataset}", "",
-                  f"| run | N_total | memory | {metric_label(main)} dot | p vs {reference or '–'} | " +
+                  f"| run | N_total | memory | {metric_label(main)} dot | p vs {reference or '–'} | MDD | " +
                   "".join(f"{h} | " for h in headers) + f"{metric_label(second)} dot | peak MB | s/update |",
-                  "|---|---|---|---|---|" + "---|" * len(headers) + "---|---|---|"]
+                  "|---|---|---|---|---|---|" + "---|" * len(headers) + "---|---|---|"]
         for run, g in by_dataset.groupby("run", sort=False):
             p = _p_cell(sig, reference, dataset, run, "dot", None)
             n_total, memory = int(g.n_total.max()), int(g.memory_size.max())
@@ -259,14 +269,15 @@ def headline_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | N
     lines.append(f"Mean ± sample std over seeds. p: paired randomization test on per-query {_per_query_note(protocols)}"
                  " (dot product, "
                  "mean over seeds) against the reference run, Holm-corrected; † marks p < 0.05. memory: bank size "
-                 "in samples. peak MB: peak process memory during training (RSS on CPU, allocated on CUDA).")
+                 "in samples. peak MB: peak process memory during training (RSS on CPU, allocated on CUDA). " +
+                 MDD_NOTE)
     return "\n".join(lines) + "\n"
 
 
 def dn_table(frame: pd.DataFrame, per_query: dict, cfg: dict | None = None) -> pd.DataFrame:
     """Each DN variant against plain dot product for the same model: delta of the protocol's
     main metric (NDCG@10; Top-20 for answers) and the p-value on its per-query metric."""
-    from .significance import paired_randomization
+    from .significance import minimal_detectable_difference, paired_randomization
 
     protocols = _protocols(frame, cfg)
     out = []
@@ -280,7 +291,8 @@ def dn_table(frame: pd.DataFrame, per_query: dict, cfg: dict | None = None) -> p
             p = paired_randomization(np.array([a[q] for q in common]), np.array([b[q] for q in common])) \
                 if len(common) > 1 else float("nan")
             out.append({"dataset": dataset, "run": run, "scoring": scoring, "lambda": lam, f"{main}_dot": dot,
-                        main: h[main].mean(), "delta": h[main].mean() - dot, "p_value": p})
+                        main: h[main].mean(), "delta": h[main].mean() - dot, "p_value": p,
+                        "mdd": minimal_detectable_difference(a, b)})
     return pd.DataFrame(out)
 
 

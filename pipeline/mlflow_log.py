@@ -177,7 +177,10 @@ def _log_parent(client, run_id: str, grid, dataset: str, run: str, finals: list[
     sig = grid.significance
     if sig is not None and not sig.empty:
         for _, row in sig[(sig.dataset == dataset) & (sig.run == run)].iterrows():
-            metrics.append(Metric(f"p.{from_row(row['scoring'], row['lambda']).slug}", float(row["p_holm"]), stamp, 0))
+            slug = from_row(row["scoring"], row["lambda"]).slug
+            metrics.append(Metric(f"p.{slug}", float(row["p_holm"]), stamp, 0))
+            if np.isfinite(row["mdd"]):
+                metrics.append(Metric(f"mdd.{slug}", float(row["mdd"]), stamp, 0))
     client.log_batch(run_id, metrics=metrics, params=params)
     for name in ("headline.md", "summary.md", "summary.csv"):
         if name in grid.tables:
