@@ -25,7 +25,7 @@ from .common import PipelineError, atomic_write_json, run_main
 
 def read_passages(dataset: str | Path, limit: int | None = None) -> list[str]:
     """Passages of a BEIR-style folder's corpus.jsonl (title and text joined, as the index step does)."""
-    from .encoder import 
+    from .datasets import passage_text
 
     path = Path(dataset) / "corpus.jsonl"
     if not path.is_file():
