@@ -88,6 +88,10 @@ def test_uncaught_page_errors_fail_the_test(browser):
 
 
 # ----------------------------------------------------------------------------- the experiment page
+def _run_link(page, run: dict):
+    return page.locator(f"a[href*='/runs/{run['info']['run_id']}']").first
+
+
 # MLflow 3 opens an experiment in its GenAI view unless told otherwise; these are training runs.
 RUNS_VIEW = "runs?workflowType=machine_learning"
 # The [+] button in the run-name cell of a parent row that shows its nested child runs.
@@ -97,17 +101,18 @@ EXPAND_CHILDREN = "button[data-component-id*='runnamecellrenderer']"
 def test_experiment_page_lists_parent_and_nested_child_runs(browser, mlflow_ui, store):
     with Page(browser) as page:
         page.goto(f"{mlflow_ui}/#/experiments/{store['experiment_id']}/{RUNS_VIEW}")
+        # Rows are found by their run links (run names also appear in the experiment's description).
         for run in store["parents"].values():
-            page.get_by_text(run["info"]["run_name"], exact=True).first.wait_for(timeout=UI_TIMEOUT_MS)
-        child_names = [run["info"]["run_name"] for run in store["children"].values()]
-        # Children are nested: hidden until their parent row is expanded.
-        assert not any(page.get_by_text(name, exact=True).count() for name in child_names)
+            _run_link(page, run).wait_for(timeout=UI_TIMEOUT_MS)
         expanders = page.locator(EXPAND_CHILDREN)
+        expanders.nth(len(store["parents"]) - 1).wait_for(timeout=UI_TIMEOUT_MS)
         assert expanders.count() == len(store["parents"]), "not every parent run can be expanded"
+        # Children are nested: hidden until their parent row is expanded.
+        assert not any(_run_link(page, run).count() for run in store["children"].values())
         for i in range(expanders.count()):
             expanders.nth(i).click()
-        for name in child_names:
-            page.get_by_text(name, exact=True).first.wait_for(timeout=UI_TIMEOUT_MS)
+        for run in store["children"].values():
+            _run_link(page, run).wait_for(timeout=UI_TIMEOUT_MS)
         assert not YEAR_1970.search(page.inner_text("body")), "the runs table shows 1970 dates"
 
 
@@ -234,12 +239,17 @@ GENERAL_SECTIONS = {"Workflow", "Statistics", "About"}
 
 
 def _headline_tables(page):
-    return page.locator("table").filter(has=page.locator("th", has_text=HEADLINE_HEADER))
+    """Tables headed NDCG@10 in the page or any frame (the report shows HTML results in an iframe)."""
+    for frame in page.frames:
+        tables = frame.locator("table").filter(has=frame.locator("th", has_text=HEADLINE_HEADER))
+        if tables.count():
+            return tables
+    return None
 
 
 def _found(page) -> bool:
-    page.wait_for_timeout(300)
-    return _headline_tables(page).count() > 0
+    page.wait_for_timeout(500)
+    return _headline_tables(page) is not None
 
 
 def test_snakemake_report_shows_the_headline_table(browser, finished_run):
@@ -255,28 +265,33 @@ def test_snakemake_report_shows_the_headline_table(browser, finished_run):
         categories = [t.strip() for t in page.locator("nav li a").all_inner_texts()
                       if t.strip() and t.strip() not in GENERAL_SECTIONS]
         assert categories, "the report lists no result categories"
+
+        def rows_of(category):
+            page.goto(report)
+            page.locator("nav li a", has_text=category).first.click()
+            return page.locator("tr").filter(has=page.locator("a[iconname='information-circle']"))
+
         for category in categories:
             if found:
                 break
-            page.goto(report)
-            page.locator("nav li a", has_text=category).first.click()
-            rows = page.locator("tr").filter(has=page.locator("a[iconname='information-circle']"))
-            for i in range(rows.count()):
-                name = rows.nth(i).locator("td").first.inner_text().strip()
-                seen.append(f"{category}/{name}")
-                href = rows.nth(i).locator("a[iconname='eye']").first.get_attribute("href") or ""
-                rows.nth(i).locator("a[iconname='information-circle']").first.click()
-                if _found(page):
-                    found = True
+            for i in range(rows_of(category).count()):
+                row = rows_of(category).nth(i)
+                seen.append(f"{category}/{row.locator('td').first.inner_text().strip()}")
+                href = row.locator("a[iconname='eye']").first.get_attribute("href") or ""
+                row.locator("a[iconname='information-circle']").first.click()  # its description
+                found = _found(page)
+                if found:
                     break
-                if href.startswith("data:text/html"):
+                if href.startswith("data:text/html"):  # the result opened as its own page
                     page.goto(href)
-                    if _found(page):
-                        found = True
-                        break
-                page.goto(report)
-                page.locator("nav li a", has_text=category).first.click()
-                rows = page.locator("tr").filter(has=page.locator("a[iconname='information-circle']"))
+                elif href == "#":  # the result shown inside the report (HTML, in an iframe)
+                    rows_of(category).nth(i).locator("a[iconname='eye']").first.click()
+                else:
+                    continue
+                found = _found(page)
+                if found:
+                    break
         assert found, f"no table headed NDCG@10 in the report (looked at the front page and {seen})"
         table = _headline_tables(page).first
         assert table.locator("tr").count() >= 1 + len(RUNS)
+        assert all(table.get_by_text(run, exact=True).count() for run in RUNS), "a run is missing from the table"
