@@ -285,7 +285,9 @@ class MemmapFlat:
     running top-k merged across blocks. Scores are float32 dot products like IndexFlatIP's; ties
     go to the lower row."""
 
-    def __init__(self, path: str | os.PathLike, chunk: int = CHUNK, query_batch: int = 1024):
+    # 256 queries x 16,384 rows keep the per-block temporaries (scores, their negation, the
+    # argpartition indices) near 64 MB whatever the corpus size.
+    def __init__(self, path: str | os.PathLike, chunk: int = 16384, query_batch: int = 256):
         from .shards import npy_header
 
         self.path = Path(path)

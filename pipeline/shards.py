@@ -32,6 +32,7 @@ import numpy as np
 from .common import PipelineError, atomic_path, atomic_write_json, log, parse_json_object, read_json, run_main
 
 DTYPES = ("float32", "float16")
+ENCODE_BLOCK = 32768  # texts per encode_texts call inside a shard
 
 
 # ----------------------------------------------------------------------------- plan
@@ -161,13 +162,17 @@ def encode_shard(model_dir: str, dataset_dir: str, plan_path: str, shard: int, o
     model = BiEncoder.load(model_dir)
     log.info("shard %d: encoding rows [%d, %d) with %s", shard, start, end, describe(model))
     t0 = time.perf_counter()
-    emb = model.encode_texts(texts, "passage", batch_size=p["batch_size"], progress=True,
-                             desc=f"encode shard {shard}")
+    # encode_texts tokenises all its texts up front; blocks of ENCODE_BLOCK bound that memory
+    # whatever the shard size.
+    emb = np.empty((len(texts), model.embedding_dim), dtype=p["dtype"])
+    for b in range(0, len(texts), ENCODE_BLOCK):
+        emb[b:b + ENCODE_BLOCK] = model.encode_texts(texts[b:b + ENCODE_BLOCK], "passage", batch_size=p["batch_size"],
+                                                     progress=True, desc=f"encode shard {shard}")
     seconds = time.perf_counter() - t0
     # The embeddings first, the ids (what marks the shard complete for the gather step) last.
     with atomic_path(out_embeddings) as tmp:
         with open(tmp, "wb") as fh:
-            np.save(fh, emb.astype(p["dtype"], copy=False))
+            np.save(fh, emb)
     meta = {"shard": shard, "start": start, "end": end, "doc_ids": ids, "dim": int(emb.shape[1]),
             "dtype": p["dtype"], "encode_seconds": round(seconds, 3), "model": str(model_dir),
             "normalized": bool(model.spec.normalize)}

@@ -4,6 +4,7 @@ only encoding job a re-run does."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -21,7 +22,7 @@ SHARD_SIZE = 250  # scifact-mini has 1000 docs: 4 shards
 def snakemake(repo, *args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tiny.yaml", *args],
-                          cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in (repo / "results" / "logs").rglob("*.log"))
         raise AssertionError(f"snakemake {args} failed:\n{proc.stderr[-4000:]}\n{logs}")
@@ -129,7 +130,7 @@ def test_killed_shard_is_the_only_one_re_encoded(tiny_model_dir, tmp_path):
                 killed = pid
                 break
         time.sleep(0.05)
-    first = proc.communicate(timeout=900)[0]
+    first = proc.communicate(timeout=1800)[0]
     assert killed is not None, first[-3000:]
     assert proc.returncode != 0 and "Error in rule encode_shard" in first
     folder = repo / "results/shards/scifact-mini/zeroshot/base"
@@ -145,3 +146,45 @@ def test_killed_shard_is_the_only_one_re_encoded(tiny_model_dir, tmp_path):
     assert {k: after[k] for k in done} == done  # finished shards untouched
     assert sorted(set(after) - set(done)) == ["2.json", "2.npy"]
     assert "Nothing to be done" in snakemake(repo, "-n")
+
+
+COMPRESSED = ["HNSW32,SQ8", "IVF64,PQ48"]
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+@pytest.mark.timeout(3600)
+def test_full_scifact_four_shards_match_unsharded(shared_data, tmp_path):
+    """Full SciFact, zero-shot MiniLM (max length 256): 4 encode_shard jobs give the unsharded
+    run's metrics and rankings, and the compressed indexes get their recall in index.md."""
+    from conftest import copy_workflow
+
+    repos = {}
+    for name, size in (("plain", None), ("sharded", 1296)):  # 5,183 docs: 4 shards
+        repo = copy_workflow(tmp_path / name)
+        index = {"index_types": ["flat", *COMPRESSED]}
+        if size:
+            index["shard_size"] = size
+        config = {"experiment": f"scifact-{name}",
+                  "datasets": {"scifact": {"source": "local", "path": str(shared_data / "scifact")}},
+                  "seeds": [13], "encoder": {"model": "all-MiniLM-L6-v2", "query_max_length": 256,
+                                             "passage_max_length": 256},
+                  "runs": {"zeroshot": {"method": "none"}}, "index": index,
+                  "evaluation": {"scorings": ["dot", "dn"], "lambdas": [0.25], "reference_run": "zeroshot"},
+                  "mlflow": {"enabled": False}}
+        (repo / "tiny.yaml").write_text(yaml.safe_dump(config))
+        output = snakemake(repo)
+        assert job_counts(output).get("encode_shard", 0) == (4 if size else 0)
+        repos[name] = repo
+    ev = "results/eval/scifact/zeroshot/seed13"
+    for name in ("run-dot.trec", "run-dn-0.25.trec"):
+        ranks = [[line.split()[:4] for line in (repos[n] / ev / name).read_text().splitlines()]
+                 for n in ("plain", "sharded")]
+        assert ranks[0] == ranks[1], name
+    metrics = [json.loads((repos[n] / ev / "metrics.json").read_text()) for n in ("plain", "sharded")]
+    assert metrics[0] == metrics[1]
+    dot = next(r for r in metrics[1]["rows"] if r["scoring"] == "dot")
+    assert dot["ndcg@10"] == pytest.approx(0.6451, abs=1e-3)
+    index_md = (repos["sharded"] / "results/tables/index.md").read_text()
+    assert all(kind in index_md for kind in COMPRESSED)
+    print(index_md)
