@@ -95,18 +95,32 @@ def make_tiny_encoder(out: Path, hidden: int = 64, layers: int = 1, max_length: 
 
 
 # ----------------------------------------------------------------------------- measuring
+# Linux keeps a process's peak RSS across exec, and a forked child starts with its parent's
+# resident pages, so a step forked straight from this (torch-importing) process would report at
+# least this process's RSS. A lean launcher forks the step instead and reports its wait4 rusage.
+_LAUNCHER = """import json, os, sys, time
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as fh:
+    json.dump({"exit": os.waitstatus_to_exitcode(status), "seconds": time.perf_counter() - t0,
+               "maxrss_kb": usage.ru_maxrss}, fh)
+"""
+
+
 def measure(cmd: list[str], log_path: Path) -> dict:
-    """Run one child; its wall seconds and its own peak RSS (MiB), from os.wait4."""
+    """Run one step in its own process; its wall seconds and its own peak RSS (MiB)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(THREADS)}
-    t0 = time.perf_counter()
+    report = log_path.with_suffix(".rusage.json")
     with open(log_path, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); see {log_path}")
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+        subprocess.run([sys.executable, "-c", _LAUNCHER, str(report), *cmd], stdout=fh, stderr=subprocess.STDOUT,
+                       env=env, check=True)
+    usage = json.loads(report.read_text())
+    if usage["exit"] != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({usage['exit']}); see {log_path}")
+    return {"seconds": round(usage["seconds"], 2), "peak_rss_mb": round(usage["maxrss_kb"] / 1024, 1)}
 
 
 def search_child(index_dir: str, dataset_dir: str, model_dir: str, top_k: int) -> None:
@@ -142,7 +156,14 @@ def run(sizes: list[int], out: Path, shard_size: int, dtype: str, work: Path, to
     overhead = measure([py, "-m", "pipeline.scale", "--child", "overhead"], work / "overhead.log")
     log.info("fixed overhead (python + numpy + torch + faiss + transformers + pipeline imports): %s MiB", overhead["peak_rss_mb"])
     rows = []
+    if (out / "scale.csv").is_file():  # sizes already measured into this folder are kept
+        import pandas as pd
+
+        done = pd.read_csv(out / "scale.csv")
+        rows = [r for r in done.to_dict("records") if r["passages"] in sizes and r["dtype"] == dtype]
     for n in sizes:
+        if any(r["passages"] == n for r in rows):
+            continue
         ds = work / f"data-{n}"
         if not (ds / "manifest.json").is_file():
             make_corpus(ds, n)
@@ -177,6 +198,7 @@ def run(sizes: list[int], out: Path, shard_size: int, dtype: str, work: Path, to
         for step in ("index", "search"):
             row[f"{step}_rss_over_emb"] = round((row[f"{step}_rss_mb"] - overhead["peak_rss_mb"]) / emb_mb, 3)
         rows.append(row)
+        rows.sort(key=lambda r: r["passages"])
         log.info("%s", row)
         write_outputs(rows, out)
         for path in shards_dir.glob("*.npy"):  # keep the work folder small
