@@ -93,6 +93,11 @@ def resolve_params(params: dict, num_docs: int | None = None) -> dict:
     check_keys(params, defaults(IndexParams), "params")
     out = merged(IndexParams, params)
     check_int(out["batch_size"], "batch_size")
+    if out["shard_size"] is not None:
+        check_int(out["shard_size"], "shard_size")
+    if out["dtype"] not in ("float32", "float16"):
+        raise PipelineError(f"dtype: unknown embedding storage type {out['dtype']!r}; allowed: ['float32', 'float16']")
+    check_int(out["train_size"], "train_size")
     out["index_types"] = check_index_types(out["index_types"])
     check_choice(out["precision"], "precision", PRECISIONS)
     hnsw = merged(HNSWParams, check_keys(out["hnsw"], defaults(HNSWParams), "hnsw"))
@@ -211,6 +216,112 @@ def write_indexes(emb: np.ndarray, params: dict, out_dir: Path) -> dict:
     return stats
 
 
+# ----------------------------------------------------------------------------- built from shards
+# A sharded corpus never exists as one float32 array in RAM: embeddings.npy (float16/float32) is
+# read in blocks of CHUNK rows with plain reads. Exact ("flat") search scans that file instead of
+# a flat.faiss copy of it; the other index types are trained on a sample and filled block by block.
+CHUNK = 65536
+FLAT_STORAGE = "embeddings.npy"  # index_stats params of a flat index that is the embeddings file
+
+
+def _train_rows(num_docs: int, params: dict) -> np.ndarray:
+    size = min(num_docs, params["train_size"])
+    if size == num_docs:
+        return np.arange(num_docs)
+    return np.sort(np.random.default_rng(params["ivf"]["seed"]).choice(num_docs, size=size, replace=False))
+
+
+def build_index_streaming(kind: str, emb_path: Path, params: dict):
+    """`build_index` over a .npy file: quantisers are trained on `train_size` sampled rows, then the
+    vectors are added CHUNK rows at a time, so only the index itself grows in memory."""
+    import faiss
+
+    from .shards import iter_rows, npy_header, read_rows
+
+    header = npy_header(emb_path)
+    num_docs, dim = header[0]
+    index = faiss.index_factory(dim, factory_string(kind, params), faiss.METRIC_INNER_PRODUCT)
+    hnsw = _hnsw_of(index)
+    if hnsw is not None:
+        hnsw.efConstruction = params["hnsw"]["efConstruction"]
+    ivf = _ivf_of(index)
+    if ivf is not None:
+        ivf.cp.seed = params["ivf"]["seed"]
+        ivf.cp.min_points_per_centroid = 1
+    if not index.is_trained:
+        rows = _train_rows(num_docs, params)
+        sample = np.concatenate([read_rows(emb_path, s, s + CHUNK, header)[rows[(rows >= s) & (rows < s + CHUNK)] - s]
+                                 for s in range(0, num_docs, CHUNK)])
+        index.train(np.ascontiguousarray(sample))
+        del sample
+    for _, block in iter_rows(emb_path, CHUNK):
+        index.add(np.ascontiguousarray(block))
+    configure_search(index, index_params(kind, params))
+    return index
+
+
+def write_indexes_streaming(emb_path: Path, params: dict, out_dir: Path) -> dict:
+    """`write_indexes` for an index folder gathered from shards. The flat index is the embeddings
+    file itself (searched by `MemmapFlat`), so the corpus is never stored or loaded twice."""
+    import faiss
+
+    stats = {}
+    for kind in params["index_types"]:
+        if kind == "flat":
+            stats[kind] = {"build_seconds": 0.0, "size_bytes": emb_path.stat().st_size,
+                           "params": {"storage": FLAT_STORAGE}}
+            continue
+        t0 = time.perf_counter()
+        index = build_index_streaming(kind, emb_path, params)
+        build_seconds = time.perf_counter() - t0
+        path = out_dir / file_name(kind)
+        faiss.write_index(index, str(path))
+        del index
+        stats[kind] = {"build_seconds": round(build_seconds, 4), "size_bytes": path.stat().st_size,
+                       "params": index_params(kind, params)}
+        log.info("built %s index from shards in %.2fs (%d bytes)", kind, build_seconds, stats[kind]["size_bytes"])
+    return stats
+
+
+class MemmapFlat:
+    """Exact inner-product search over an embeddings .npy file with the FAISS `search(q, k)`
+    interface: queries in batches, the corpus in blocks of `chunk` rows read from disk, and a
+    running top-k merged across blocks. Scores are float32 dot products like IndexFlatIP's; ties
+    go to the lower row."""
+
+    # 256 queries x 16,384 rows keep the per-block temporaries (scores, their negation, the
+    # argpartition indices) near 64 MB whatever the corpus size.
+    def __init__(self, path: str | os.PathLike, chunk: int = 16384, query_batch: int = 256):
+        from .shards import npy_header
+
+        self.path = Path(path)
+        self.header = npy_header(self.path)
+        self.ntotal, self.d = self.header[0]
+        self.chunk, self.query_batch = chunk, query_batch
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        from .shards import read_rows
+
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        k = min(k, self.ntotal)
+        best_s = np.full((len(q), k), -np.inf, dtype=np.float32)
+        best_i = np.full((len(q), k), -1, dtype=np.int64)
+        for start in range(0, self.ntotal, self.chunk):
+            block = read_rows(self.path, start, start + self.chunk, self.header)
+            for qs in range(0, len(q), self.query_batch):
+                s = q[qs:qs + self.query_batch] @ block.T
+                kk = min(k, s.shape[1])
+                part = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < s.shape[1] else \
+                    np.broadcast_to(np.arange(s.shape[1]), s.shape)
+                cand_s = np.concatenate([best_s[qs:qs + self.query_batch], np.take_along_axis(s, part, 1)], 1)
+                cand_i = np.concatenate([best_i[qs:qs + self.query_batch], part + start], 1)
+                # Best first, ties to the lower row; empty slots (-inf, -1) sort last.
+                order = np.lexsort((np.where(cand_i < 0, np.iinfo(np.int64).max, cand_i), -cand_s), axis=1)[:, :k]
+                best_s[qs:qs + self.query_batch] = np.take_along_axis(cand_s, order, 1)
+                best_i[qs:qs + self.query_batch] = np.take_along_axis(cand_i, order, 1)
+        return best_s, best_i
+
+
 def read_stats(index_dir: str | os.PathLike) -> dict:
     from .common import read_json
 
@@ -226,6 +337,8 @@ def load_index(index_dir: str | os.PathLike, kind: str, stats: dict | None = Non
 
     index_dir = Path(index_dir)
     stats = stats if stats is not None else read_stats(index_dir)
+    if stats.get("indexes", {}).get(kind, {}).get("params", {}).get("storage") == FLAT_STORAGE:
+        return MemmapFlat(index_dir / EMBEDDINGS)
     path = index_dir / file_name(kind)
     if kind not in stats.get("indexes", {}) or not path.is_file():
         raise PipelineError(f"{index_dir}: no {kind!r} index (built: {sorted(stats.get('indexes', {}))})")
@@ -251,6 +364,24 @@ def load_embeddings(index_dir: str | os.PathLike, doc_ids_expected=None) -> tupl
 
 
 # ----------------------------------------------------------------------------- entry point
+def run_gather(dataset_dir: str, shards_dir: str, plan_path: str, out_dir: str, params: dict) -> dict:
+    """The index step over a sharded corpus: gather the shards (pipeline.shards) and build the
+    indexes from the gathered file without loading it."""
+    from .shards import gather, read_plan
+
+    plan = read_plan(plan_path)
+    params = resolve_params(params, num_docs=plan["num_docs"])
+    set_threads()
+    with atomic_dir(out_dir) as tmp:
+        facts = gather(shards_dir, plan_path, tmp, params["dtype"])
+        stats = {"num_docs": facts["num_docs"], "dim": facts["dim"], "encode_seconds": facts["encode_seconds"],
+                 "model": facts["model"], "normalized": facts["normalized"], "shards": facts["shards"],
+                 "dtype": params["dtype"], "indexes": write_indexes_streaming(tmp / EMBEDDINGS, params, tmp)}
+        atomic_write_json(tmp / INDEX_STATS, stats)
+    log.info("gathered %d shards (%d docs) into %s", facts["shards"], facts["num_docs"], out_dir)
+    return stats
+
+
 def run(model_dir: str, dataset_dir: str, out_dir: str, params: dict) -> dict:
     resolve_params(params)  # fail on bad config before the slow torch import and model load
     from .datasets import load_dataset
@@ -276,12 +407,16 @@ def run(model_dir: str, dataset_dir: str, out_dir: str, params: dict) -> dict:
                              desc="encode corpus", precision=precision)
     encode_seconds = time.perf_counter() - t0
     with atomic_dir(out_dir) as tmp:
-        np.save(tmp / EMBEDDINGS, emb.astype(np.float32, copy=False))
+        np.save(tmp / EMBEDDINGS, emb.astype(params["dtype"], copy=False))
         (tmp / DOC_IDS).write_text(json.dumps(doc_ids) + "\n", encoding="utf-8")
         stats = {"num_docs": len(doc_ids), "dim": int(emb.shape[1]), "encode_seconds": round(encode_seconds, 3),
                  "model": str(model_dir), "normalized": bool(model.spec.normalize),
-                 "device": device, "precision": precision,
-                 "indexes": write_indexes(emb, params, tmp)}
+                 "device": device, "precision": precision}
+        if params["dtype"] != "float32":
+            stats["dtype"] = params["dtype"]
+            # Index what is stored, so every search path sees the same vectors.
+            emb = emb.astype(params["dtype"]).astype(np.float32)
+        stats["indexes"] = write_indexes(emb, params, tmp)
         atomic_write_json(tmp / INDEX_STATS, stats)
     return stats
 
@@ -295,7 +430,14 @@ def main(argv: list[str] | None = None) -> dict:
         {"model": "model folder (loads with BiEncoder.load)", "dataset": "normalised dataset folder (corpus.jsonl, ...)",
          "out": "output index folder (written atomically)"},
         defaults(IndexParams))
+    parser.add_argument("--shards", help="gather this folder of encoded shards (<i>.npy, <i>.json written by "
+                        "`python -m pipeline.shards encode`) instead of encoding the corpus; needs --plan")
+    parser.add_argument("--plan", help="the shard plan (plan.json) the shards were encoded under")
     args = parser.parse_args(argv)
+    if (args.shards is None) != (args.plan is None):
+        raise PipelineError("--shards and --plan go together")
+    if args.shards is not None:
+        return run_gather(args.dataset, args.shards, args.plan, args.out, parse_json_object(args.params_json))
     return run(args.model, args.dataset, args.out, parse_json_object(args.params_json))
 
 

@@ -6,6 +6,8 @@ dataset, model, index, evaluation, table or plot lives, so the layout is spelled
     <root>/hardneg/<dataset>.jsonl         BM25 hard negatives
     <root>/models/<dataset>/<run>/<tag>/   model/, train_log.jsonl, train_summary.json
     <root>/index/<dataset>/<run>/<tag>/    embeddings.npy, docids.json, <index>.faiss, index_stats.json
+    <root>/shards/<dataset>/plan.json      shard row ranges (only with index.shard_size)
+    <root>/shards/<dataset>/<run>/<tag>/<i>.npy, <i>.json   one encoded corpus shard (rows, ids)
     <root>/eval/<dataset>/<run>/seed<s>/   metrics.json, per_query.json, index_report.json, run-*.trec
     <root>/tables/, <root>/plots/, <root>/logs/, <root>/mlflow.db, <root>/report.html
 
@@ -33,6 +35,7 @@ METRICS = "metrics.json"
 PER_QUERY = "per_query.json"
 INDEX_REPORT = "index_report.json"
 DATASET_HARDNEG = "hard_negatives"
+SHARD_PLAN = "plan.json"
 
 
 def model_tag(seed: int | str, trained: bool) -> str:
@@ -73,6 +76,20 @@ class Layout:
 
     def index_stats(self, dataset: str, run: str, tag: str) -> Path:
         return self.index(dataset, run, tag) / INDEX_STATS
+
+    # Shards live beside, not inside, the index folder: the index step swaps its whole folder
+    # in atomically, which must never delete the shards it was gathered from.
+    def shard_plan(self, dataset: str) -> Path:
+        return self.root / "shards" / dataset / SHARD_PLAN
+
+    def shards(self, dataset: str, run: str, tag: str) -> Path:
+        return self.root / "shards" / dataset / run / tag
+
+    def shard_embeddings(self, dataset: str, run: str, tag: str, shard: int | str) -> Path:
+        return self.shards(dataset, run, tag) / f"{shard}.npy"
+
+    def shard_ids(self, dataset: str, run: str, tag: str, shard: int | str) -> Path:
+        return self.shards(dataset, run, tag) / f"{shard}.json"
 
     # ------------------------------------------------------------------ per job
     def eval(self, dataset: str, run: str, seed: int | str) -> Path:

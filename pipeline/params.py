@@ -201,6 +201,15 @@ class IndexParams:
     precision: str = "fp32"  # corpus-encoding autocast on CUDA (fp16/bf16); fp32 on the CPU
     hnsw: HNSWParams = field(default_factory=HNSWParams)
     ivf: IVFParams = field(default_factory=IVFParams)
+    # None: one index job encodes the whole corpus (the original behaviour, byte for byte).
+    # N: the corpus is split into consecutive blocks of N passages, each encoded by its own
+    # `encode_shard` job, and the `index` job gathers them (pipeline.shards).
+    shard_size: int | None = None
+    # Storage type of embeddings.npy (and of the shards): float16 halves disk and page-cache
+    # memory; search and DN still compute in float32/float64.
+    dtype: str = "float32"
+    # Rows sampled (seed ivf.seed) to train IVF/PQ/SQ quantisers when building from shards.
+    train_size: int = 262144
 
 
 # ----------------------------------------------------------------------------- evaluation

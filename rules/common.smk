@@ -80,6 +80,46 @@ def train_seed(wildcards):
     return int(wildcards.tag[4:]) if wildcards.tag.startswith("seed") else CFG["seeds"][0]
 
 
+# ----------------------------------------------------------------------------- index / shards
+# Keys of the index section that only matter when set: left out of the index job's JSON at their
+# defaults, so an unsharded run's job (and its outputs) stay exactly what they were.
+_INDEX_OPTIONAL = {"shard_size": None, "dtype": "float32", "train_size": pcfg.P.IndexParams.train_size}
+
+
+def index_params(wildcards):
+    return json_arg({k: v for k, v in CFG["index"].items() if _INDEX_OPTIONAL.get(k, object()) != v})
+
+
+def shard_encode_params(wildcards):
+    # Only what changes a shard's embeddings, so changing index types re-gathers without re-encoding.
+    return json_arg({"batch_size": CFG["index"]["batch_size"], "dtype": CFG["index"]["dtype"]})
+
+
+def sharded():
+    return CFG["index"]["shard_size"] is not None
+
+
+def index_inputs(wildcards):
+    inputs = {"model": str(LAYOUT.train_summary(wildcards.dataset, wildcards.run, wildcards.tag)),
+              "data": str(LAYOUT.manifest(wildcards.dataset))}
+    if sharded():
+        from pipeline.shards import num_shards
+
+        plan = checkpoints.shard_plan.get(dataset=wildcards.dataset).output[0]
+        inputs["plan"] = plan
+        inputs["shards"] = [str(path(wildcards.dataset, wildcards.run, wildcards.tag, i))
+                            for i in range(num_shards(plan))
+                            for path in (LAYOUT.shard_ids, LAYOUT.shard_embeddings)]
+    return inputs
+
+
+def gather_args(wildcards):
+    if not sharded():
+        return ""
+    return (f"--shards {LAYOUT.shards(wildcards.dataset, wildcards.run, wildcards.tag)} "
+            f"--plan {LAYOUT.shard_plan(wildcards.dataset)}")
+
+
 def evaluate_params(wildcards):
     return json_arg(pcfg.evaluate_params(CFG, wildcards.dataset, int(wildcards.seed)))
 
