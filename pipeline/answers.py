@@ -128,7 +128,7 @@ def load_answers(root, split: str) -> dict[str, tuple[list[str], bool]]:
     path = Path(root) / "answers" / f"{split}.jsonl"
     if not path.is_file():
         raise PipelineError(f"{path}: file not found; split {split!r} of {root} is not answer-evaluated "
-                            f"(answer files come from `python -m pipeline.data --source dpr --dpr-qa ...`)")
+                            f"(answer files come from `python -m pipeline.prepare --source dpr --dpr-qa ...`)")
     result: dict[str, tuple[list[str], bool]] = {}
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -168,7 +168,7 @@ def read_passage_texts(corpus_path, ids) -> dict[str, str]:
         for line in fh:
             if not wanted:
                 break
-            # pipeline.data writes `{"_id": ...` first: read the id alone and skip unwanted lines
+            # pipeline.prepare writes `{"_id": ...` first: read the id alone and skip unwanted lines
             # without parsing them.
             m = _ID_PREFIX.match(line)
             if m is not None and json.loads(m.group(1)) not in wanted:

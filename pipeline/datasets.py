@@ -1,5 +1,5 @@
 """The normalised dataset in memory: reading a dataset folder (BEIR layout, already validated by
-`pipeline.data`), the passage-text convention, and training examples from a qrels split.
+`pipeline.prepare`), the passage-text convention, and training examples from a qrels split.
 Imports no torch: BM25 mining and config validation use it too."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.reader(fh, delimiter="\t")
-        next(reader, None)  # header, checked by pipeline.data
+        next(reader, None)  # header, checked by pipeline.prepare
         for row in reader:
             if row:
                 qrels.setdefault(row[0], {})[row[1]] = int(row[2])

@@ -347,7 +347,7 @@ def iter_json_array(path: Path, label: str, digest, chunk_chars: int = 1 << 20
                                 f"{buf[pos:pos + 20]!r}")
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))  # as pipeline.data writes
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))  # as pipeline.prepare writes
 
 
 def _jsonl(obj: dict) -> str:
@@ -557,7 +557,7 @@ def fetch_verified(url: str, cache_dir: Path, lock_path: Path, *, retries: int =
     when the publisher gives one, else the one in the lock file; a file not yet in the lock is
     checked for gzip integrity and then recorded. On any failure nothing is left in the cache and
     the lock file is unchanged."""
-    from . import data as D
+    from . import prepare as D
 
     name = Path(urlparse(url).path).name or "download"
     key = hashlib.sha256(url.encode()).hexdigest()[:10]
@@ -874,7 +874,7 @@ def prepare_dpr(name: str, out: str | os.PathLike, *, dataset: str | None = None
                 retries: int = 3, backoff: float = 1.0, timeout: float = 60.0, progress: bool = True) -> dict:
     """Convert DPR/Tevatron files (paths or URLs) into the normalised folder `out`; return the manifest.
     `dataset` (nq, trivia, webq, curatedtrec) fills in the official URLs of the files not given."""
-    from .data import MANIFEST_VERSION
+    from .prepare import MANIFEST_VERSION
 
     qa = dict(qa or {})
     for split in qa:

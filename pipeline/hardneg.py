@@ -124,7 +124,7 @@ def draw_per_epoch(hard_negatives: dict[str, list[str]], seed: int, epoch: int, 
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(prog="python -m pipeline.hardneg", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, help="normalised dataset folder (from pipeline.data)")
+    p.add_argument("--dataset", required=True, help="normalised dataset folder (from pipeline.prepare)")
     p.add_argument("--split", default="train", help="qrels split whose queries get negatives (default train)")
     p.add_argument("--top-k", type=int, default=20, help="negatives per query (default 20)")
     p.add_argument("--out", required=True, help="output .jsonl (written atomically)")

@@ -264,7 +264,7 @@ class MLflowSection:
 @dataclass
 class DatasetSection:
     """One entry of the config's `datasets:`. The `dpr` source's keys map one to one onto
-    `python -m pipeline.data --source dpr` flags (rules/common.smk `dataset_args`); each file is a
+    `python -m pipeline.prepare --source dpr` flags (rules/common.smk `dataset_args`); each file is a
     path (relative to the working directory) or an http(s) URL. `protocol: None` resolves by
     source (`default_protocol`)."""
 

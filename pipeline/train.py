@@ -329,7 +329,7 @@ def _truncate_log(path: Path, step: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, help="normalised dataset folder (output of pipeline.data)")
+    parser.add_argument("--dataset", required=True, help="normalised dataset folder (output of pipeline.prepare)")
     parser.add_argument("--out", required=True, help="output folder for model/, train_log.jsonl, train_summary.json")
     parser.add_argument("--recipe-json", required=True, help="resolved run recipe as JSON (see config/schema.yaml)")
     parser.add_argument("--seed", type=int, default=13)

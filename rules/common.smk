@@ -42,7 +42,7 @@ def dataset_args(wildcards):
 
 
 def dpr_args(ds):
-    """The `dpr` source's config keys as `python -m pipeline.data --source dpr` flags."""
+    """The `dpr` source's config keys as `python -m pipeline.prepare --source dpr` flags."""
     flags = {"dpr_dataset": "--dpr-dataset", "train": "--dpr-train", "tevatron_train": "--tevatron-train",
              "passages": "--dpr-passages", "positives": "--dpr-positives"}
     args = [f"{flag} {shlex.quote(str(ds[key]))}" for key, flag in flags.items() if key in ds]

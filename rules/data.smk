@@ -17,7 +17,7 @@ rule data:
         mem_mb=2000,
         runtime=30,
     shell:
-        "python -m pipeline.data {params.args} --cache-dir {params.cache} --out {params.out} > {log} 2>&1"
+        "python -m pipeline.prepare {params.args} --cache-dir {params.cache} --out {params.out} > {log} 2>&1"
 
 
 rule hard_negatives:

@@ -1,4 +1,4 @@
-"""pipeline.data: validation of BEIR-format input (every error names file:line), normalised output,
+"""pipeline.prepare: validation of BEIR-format input (every error names file:line), normalised output,
 manifest, atomic replacement, and the local / embedded sources."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import data as D
+from pipeline import prepare as D
 from pipeline.common import PipelineError, sha256_file
 from pipeline.datasets import load_dataset
 
@@ -246,13 +246,13 @@ def test_cli_argument_errors(tmp_path, argv, words):
 
 def test_cli_exit_code_and_help(tmp_path):
     root = make_beir(tmp_path / "ds", **{"corpus.jsonl": corpus_with("oops")})
-    run = subprocess.run([sys.executable, "-m", "pipeline.data", "--name", "toy", "--source", "local",
+    run = subprocess.run([sys.executable, "-m", "pipeline.prepare", "--name", "toy", "--source", "local",
                           "--path", str(root), "--out", str(tmp_path / "out")],
                          cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 2
     assert f"error: {root}/corpus.jsonl:2: invalid JSON" in run.stderr
     assert "Traceback" not in run.stderr
-    help_text = subprocess.run([sys.executable, "-m", "pipeline.data", "--help"], cwd=REPO,
+    help_text = subprocess.run([sys.executable, "-m", "pipeline.prepare", "--help"], cwd=REPO,
                                capture_output=True, text=True).stdout
     assert "{beir,local,embedded,dpr}" in help_text and "--cache-dir" in help_text
 

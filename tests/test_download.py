@@ -1,4 +1,4 @@
-"""pipeline.data's beir source against a real HTTP server on 127.0.0.1: checksums, caching,
+"""pipeline.prepare's beir source against a real HTTP server on 127.0.0.1: checksums, caching,
 retries, unsafe and damaged archives, unreachable hosts. Nothing here touches the internet."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import data as D
+from pipeline import prepare as D
 from pipeline.common import PipelineError
 
 CORPUS = [{"_id": "d1", "title": "Apples", "text": "Apples are red."},

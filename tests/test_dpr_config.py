@@ -79,7 +79,7 @@ def test_dn_star_source_split_must_differ_from_the_test_split():
 
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
-    from pipeline import data as D
+    from pipeline import prepare as D
     from pipeline.datasets import load_dataset
     from pipeline.hardneg import load_hard_negatives
 

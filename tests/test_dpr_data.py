@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import data as D
+from pipeline import prepare as D
 from pipeline import dpr_data as P
 from pipeline.common import PipelineError
 from pipeline.datasets import load_dataset

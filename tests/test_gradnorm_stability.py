@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_passage_only_bank_ratio_drifts_above_dual_banks(tmp_path):
-    from pipeline.data import prepare_embedded
+    from pipeline.prepare import prepare_embedded
     from pipeline.plots import grad_norm_ratio
     from pipeline.train import train
 

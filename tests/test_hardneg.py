@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pipeline import data as D
+from pipeline import prepare as D
 from pipeline import hardneg as H
 from pipeline.common import PipelineError
 from pipeline.datasets import load_dataset, training_examples

@@ -18,7 +18,7 @@ from pipeline.config import TRAINING_DEFAULTS
 
 @pytest.fixture(scope="module")
 def mini_dataset(tmp_path_factory):
-    from pipeline.data import main as data_main
+    from pipeline.prepare import main as data_main
 
     out = tmp_path_factory.mktemp("data") / "scifact-mini"
     data_main(["--name", "scifact-mini", "--source", "embedded", "--out", str(out), "--no-progress"])

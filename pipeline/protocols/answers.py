@@ -6,7 +6,7 @@ CuratedTREC). acc@k is the fraction of the split's questions answered at k; a qu
 ranking does not cover counts as unanswered. The per-query value is 0/1 at k = 20.
 
 The split's questions and answers come from `answers/<split>.jsonl` of the normalised dataset
-(written by `python -m pipeline.data --source dpr`); only the texts of retrieved passages are read.
+(written by `python -m pipeline.prepare --source dpr`); only the texts of retrieved passages are read.
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ The output folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv, manifest.json
 and every problem is reported as `<file>:<line>: <what is wrong>`.
 
 Examples:
-  python -m pipeline.data --name scifact-mini --source embedded --out results/data/scifact-mini
-  python -m pipeline.data --name scifact --source local --path ../shared/data/scifact --out results/data/scifact
-  python -m pipeline.data --name scifact --source beir --out results/data/scifact
-  python -m pipeline.data --name nq --source dpr --dpr-dataset nq --out results/data/nq
+  python -m pipeline.prepare --name scifact-mini --source embedded --out results/data/scifact-mini
+  python -m pipeline.prepare --name scifact --source local --path ../shared/data/scifact --out results/data/scifact
+  python -m pipeline.prepare --name scifact --source beir --out results/data/scifact
+  python -m pipeline.prepare --name nq --source dpr --dpr-dataset nq --out results/data/nq
 
 The `dpr` source (DPR-format and Tevatron files, answers for QA splits) lives in pipeline.dpr_data.
 """
@@ -583,19 +583,19 @@ def prepare_embedded(name: str, out: str | os.PathLike) -> dict:
 # ----------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m pipeline.data",
+        prog="python -m pipeline.prepare",
         description="Fetch or read a BEIR-format dataset, validate every file (errors name file:line), "
                     "and write a normalised folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv, "
                     "manifest.json) atomically.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-               "  python -m pipeline.data --name scifact-mini --source embedded --out results/data/scifact-mini\n"
-               "  python -m pipeline.data --name scifact --source local --path ../shared/data/scifact "
+               "  python -m pipeline.prepare --name scifact-mini --source embedded --out results/data/scifact-mini\n"
+               "  python -m pipeline.prepare --name scifact --source local --path ../shared/data/scifact "
                "--out results/data/scifact\n"
-               "  python -m pipeline.data --name scifact --source beir --out results/data/scifact\n"
-               "  python -m pipeline.data --name dpr-mini --source dpr --dpr-train data/embedded/dpr-mini/train.json "
+               "  python -m pipeline.prepare --name scifact --source beir --out results/data/scifact\n"
+               "  python -m pipeline.prepare --name dpr-mini --source dpr --dpr-train data/embedded/dpr-mini/train.json "
                "--dpr-qa test=data/embedded/dpr-mini/test.qa.csv --dpr-passages data/embedded/dpr-mini/psgs.tsv\n"
-               "  python -m pipeline.data --name nq --source dpr --dpr-dataset nq   (official URLs, 13 GB passages)\n"
+               "  python -m pipeline.prepare --name nq --source dpr --dpr-dataset nq   (official URLs, 13 GB passages)\n"
                f"\nknown BEIR checksums: {', '.join(sorted(KNOWN_CHECKSUMS))}",
     )
     p.add_argument("--name", required=True, help="dataset name (BEIR name for --source beir, folder name "
