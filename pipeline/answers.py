@@ -120,35 +120,22 @@ def first_hit(answers: Iterable[str], texts: Iterable[str], regex: bool = False)
 def load_answers(root, split: str) -> dict[str, tuple[list[str], bool]]:
     """Read `<root>/answers/<split>.jsonl` of a normalised dataset folder (written by
     pipeline.dpr_data): question id -> (answers, regex?), in file order."""
-    import json
     from pathlib import Path
 
-    from .common import PipelineError
+    from .common import PipelineError, iter_keyed_jsonl
 
     path = Path(root) / "answers" / f"{split}.jsonl"
     if not path.is_file():
         raise PipelineError(f"{path}: file not found; split {split!r} of {root} is not answer-evaluated "
                             f"(answer files come from `python -m pipeline.prepare --source dpr --dpr-qa ...`)")
     result: dict[str, tuple[list[str], bool]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PipelineError(f"{where}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("_id"), str):
-                raise PipelineError(f"{where}: expected an object with a string '_id'")
-            answers = row.get("answers")
-            if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
-                raise PipelineError(f"{where}: 'answers' must be a non-empty list of strings")
-            if not isinstance(row.get("regex", False), bool):
-                raise PipelineError(f"{where}: 'regex' must be true or false")
-            if row["_id"] in result:
-                raise PipelineError(f"{where}: duplicate _id {row['_id']!r}")
-            result[row["_id"]] = (answers, row.get("regex", False))
+    for qid, where, row in iter_keyed_jsonl(path, "_id"):
+        answers = row.get("answers")
+        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+            raise PipelineError(f"{where}: 'answers' must be a non-empty list of strings")
+        if not isinstance(row.get("regex", False), bool):
+            raise PipelineError(f"{where}: 'regex' must be true or false")
+        result[qid] = (answers, row.get("regex", False))
     if not result:
         raise PipelineError(f"{path}:1: no questions")
     return result

@@ -132,6 +132,29 @@ def read_json(path: str | os.PathLike) -> Any:
         raise PipelineError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
 
 
+def iter_keyed_jsonl(path: str | os.PathLike, key: str) -> Iterator[tuple[str, str, dict]]:
+    """(key value, "file:line", row) for every non-blank line of a JSONL file of objects keyed by
+    the string field `key`; invalid JSON, a missing key and a repeated key each fail naming the
+    line."""
+    path = Path(path)
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PipelineError(f"{where}: invalid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get(key), str):
+                raise PipelineError(f"{where}: expected an object with a string '{key}'")
+            if row[key] in seen:
+                raise PipelineError(f"{where}: duplicate {key} {row[key]!r}")
+            seen.add(row[key])
+            yield row[key], where, row
+
+
 def parse_json_object(text: str, flag: str = "--params-json") -> dict:
     """Parse a JSON-object command-line argument, naming the flag on error."""
     try:

@@ -60,6 +60,7 @@ from typing import Any, Iterator
 from urllib.parse import urlparse
 
 from .common import PipelineError, atomic_dir, atomic_write_text, log, sha256_file
+from .prepare import INVALID_JSON, decode_line, parse_json_line
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LOCK = REPO_ROOT / "config" / "checksums.lock"
@@ -224,16 +225,8 @@ def iter_lines(path: Path, label: str, errors: _Errors, digest) -> Iterator[tupl
                         raw = fh.readline(1 << 20)
                     errors.add(f"{label}:{lineno}: line longer than {MAX_LINE_BYTES:,} bytes")
                     continue
-                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                    raw = raw[3:]
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    errors.add(f"{label}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte "
-                               f"{exc.start + 1} of the line); save the file as UTF-8")
-                    continue
-                text = text.rstrip("\r\n")
-                if text.strip():
+                text = decode_line(raw, lineno, label, errors)
+                if text:
                     yield lineno, text
     except _GZIP_ERRORS as exc:
         raise PipelineError(f"{label}:{lineno + 1}: {_gzip_problem(exc)}") from None
@@ -408,16 +401,25 @@ class TrainQuestion:
     where: str = ""     # "<file>:<line>" (plus the element index for a JSON array), for messages
 
 
-def check_dpr_record(rec: Any, index: int, where: str) -> tuple[TrainQuestion | None, str | None]:
+def _question_of(rec: Any, fields, question_key: str, what: str, where: str) -> tuple[str | None, str | None]:
+    """The stripped question text of a training record, or the problem: not an object, a
+    missing field, an empty question."""
     if not isinstance(rec, dict):
-        return None, f"{where}: expected an object with {list(TRAIN_FIELDS)}, got {_type(rec)}"
-    missing = [k for k in TRAIN_FIELDS if k not in rec]
+        return None, f"{where}: expected an object with {list(fields)}, got {_type(rec)}"
+    missing = [k for k in fields if k not in rec]
     if missing:
         names = ", ".join(repr(k) for k in missing)
-        return None, f"{where}: missing {names} (a DPR training question has {list(TRAIN_FIELDS)})"
-    q = rec["question"]
+        return None, f"{where}: missing {names} ({what} has {list(fields)})"
+    q = rec[question_key]
     if not isinstance(q, str) or not q.strip():
-        return None, f"{where}: 'question' must be a non-empty string, got {q!r:.40}"
+        return None, f"{where}: '{question_key}' must be a non-empty string, got {q!r:.40}"
+    return q.strip(), None
+
+
+def check_dpr_record(rec: Any, index: int, where: str) -> tuple[TrainQuestion | None, str | None]:
+    q, problem = _question_of(rec, TRAIN_FIELDS, "question", "a DPR training question", where)
+    if problem:
+        return None, problem
     answers = rec["answers"]
     if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
         return None, f"{where}: 'answers' must be a list of strings, got {answers!r:.60}"
@@ -426,20 +428,14 @@ def check_dpr_record(rec: Any, index: int, where: str) -> tuple[TrainQuestion | 
         lists[key], problem = check_ctxs(rec, key, where, ("passage_id", "psg_id"), title_required=True)
         if problem:
             return None, problem
-    return TrainQuestion(f"train-{index}", q.strip(), lists["positive_ctxs"], lists["hard_negative_ctxs"],
+    return TrainQuestion(f"train-{index}", q, lists["positive_ctxs"], lists["hard_negative_ctxs"],
                          lists["negative_ctxs"], where), None
 
 
 def check_tevatron_record(rec: Any, lineno: int, where: str) -> tuple[TrainQuestion | None, str | None]:
-    if not isinstance(rec, dict):
-        return None, f"{where}: expected a JSON object per line, got {_type(rec)}"
-    missing = [k for k in TEVATRON_FIELDS if k not in rec]
-    if missing:
-        names = ", ".join(repr(k) for k in missing)
-        return None, f"{where}: missing {names} (a Tevatron line has {list(TEVATRON_FIELDS)})"
-    q = rec["query"]
-    if not isinstance(q, str) or not q.strip():
-        return None, f"{where}: 'query' must be a non-empty string, got {q!r:.40}"
+    q, problem = _question_of(rec, TEVATRON_FIELDS, "query", "a Tevatron line", where)
+    if problem:
+        return None, problem
     qid = rec.get("query_id")
     if qid is None:
         qid = f"train-{lineno - 1}"
@@ -639,10 +635,8 @@ def _iter_training(inp: Input, fmt: str, errors: _Errors, digest) -> Iterator[Tr
     else:
         for lineno, text in iter_lines(inp.path, inp.label, errors, digest):
             where = f"{inp.label}:{lineno}"
-            try:
-                rec = json.loads(text)
-            except json.JSONDecodeError as exc:
-                errors.add(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
+            rec = parse_json_line(text, where, errors)
+            if rec is INVALID_JSON:
                 continue
             q, problem = check_tevatron_record(rec, lineno, where)
             if problem:
@@ -651,18 +645,24 @@ def _iter_training(inp: Input, fmt: str, errors: _Errors, digest) -> Iterator[Tr
                 yield q
 
 
+def _tsv_row(text: str, where: str, errors: _Errors) -> list[str] | None:
+    """One tab-separated line read with csv quoting (as DPR reads its files), or None after
+    recording bad quoting."""
+    try:
+        return next(csv.reader([text], delimiter="\t", strict=True))
+    except csv.Error as exc:
+        errors.add(f"{where}: bad quoting ({exc})")
+        return None
+
+
 def _iter_passages(inp: Input, errors: _Errors, digest) -> Iterator[tuple[int, str, str, str]]:
     first = True
     for lineno, text in iter_lines(inp.path, inp.label, errors, digest):
         where = f"{inp.label}:{lineno}"
-        if '"' in text:  # DPR reads this file with csv quoting; without quotes a split is the same
-            try:
-                row = next(csv.reader([text], delimiter="\t", strict=True))
-            except csv.Error as exc:
-                errors.add(f"{where}: bad quoting ({exc})")
-                continue
-        else:
-            row = text.split("\t")
+        # DPR reads this file with csv quoting; without quotes a plain split is the same and faster.
+        row = _tsv_row(text, where, errors) if '"' in text else text.split("\t")
+        if row is None:
+            continue
         if first:
             first = False
             if [c.strip().lower() for c in row] == ["id", "text", "title"]:
@@ -680,10 +680,8 @@ def _iter_passages(inp: Input, errors: _Errors, digest) -> Iterator[tuple[int, s
 def _iter_qa(inp: Input, regex_mode: bool, errors: _Errors, digest) -> Iterator[tuple[int, str, list[str]]]:
     for lineno, text in iter_lines(inp.path, inp.label, errors, digest):
         where = f"{inp.label}:{lineno}"
-        try:
-            row = next(csv.reader([text], delimiter="\t", strict=True))
-        except csv.Error as exc:
-            errors.add(f"{where}: bad quoting ({exc})")
+        row = _tsv_row(text, where, errors)
+        if row is None:
             continue
         if len(row) != 2:
             errors.add(f"{where}: expected 2 tab-separated columns (question, answers list), got {len(row)}")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import PipelineError, atomic_write_text, log, run_main
+from .common import PipelineError, atomic_write_text, iter_keyed_jsonl, log, run_main
 
 
 def _tokenize(texts: list[str]) -> list[list[str]]:
@@ -82,23 +82,11 @@ def load_hard_negatives(path: str | os.PathLike) -> dict[str, list[str]]:
     if not path.is_file():
         raise PipelineError(f"{path}: hard-negative file not found (run `python -m pipeline.hardneg`)")
     result: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PipelineError(f"{where}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("query_id"), str):
-                raise PipelineError(f"{where}: expected an object with a string 'query_id'")
-            negatives = row.get("negatives")
-            if not isinstance(negatives, list) or not all(isinstance(d, str) for d in negatives):
-                raise PipelineError(f"{where}: 'negatives' must be a list of doc id strings")
-            if row["query_id"] in result:
-                raise PipelineError(f"{where}: duplicate query_id {row['query_id']!r}")
-            result[row["query_id"]] = negatives
+    for qid, where, row in iter_keyed_jsonl(path, "query_id"):
+        negatives = row.get("negatives")
+        if not isinstance(negatives, list) or not all(isinstance(d, str) for d in negatives):
+            raise PipelineError(f"{where}: 'negatives' must be a list of doc id strings")
+        result[qid] = negatives
     return result
 
 

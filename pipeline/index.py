@@ -136,12 +136,11 @@ def set_threads() -> None:
         faiss.omp_set_num_threads(int(value))
 
 
-def build_index(kind: str, emb: np.ndarray, params: dict):
-    """Build one inner-product FAISS index of type `kind` (alias or factory string) over `emb`."""
+def new_index(kind: str, dim: int, params: dict):
+    """An empty inner-product index of type `kind` with its build-time parameters set."""
     import faiss
 
-    emb = np.ascontiguousarray(emb, dtype=np.float32)
-    index = faiss.index_factory(emb.shape[1], factory_string(kind, params), faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(dim, factory_string(kind, params), faiss.METRIC_INNER_PRODUCT)
     hnsw = _hnsw_of(index)
     if hnsw is not None:
         hnsw.efConstruction = params["hnsw"]["efConstruction"]
@@ -150,6 +149,15 @@ def build_index(kind: str, emb: np.ndarray, params: dict):
         ivf.cp.seed = params["ivf"]["seed"]
         # Small corpora have fewer than FAISS's advised 39 points per list; that is expected here.
         ivf.cp.min_points_per_centroid = 1
+    return index
+
+
+def build_index(kind: str, emb: np.ndarray, params: dict):
+    """Build one inner-product FAISS index of type `kind` (alias or factory string) over `emb`."""
+    import faiss
+
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    index = new_index(kind, emb.shape[1], params)
     if not index.is_trained:
         index.train(emb)
     index.add(emb)
@@ -240,14 +248,7 @@ def build_index_streaming(kind: str, emb_path: Path, params: dict):
 
     header = npy_header(emb_path)
     num_docs, dim = header[0]
-    index = faiss.index_factory(dim, factory_string(kind, params), faiss.METRIC_INNER_PRODUCT)
-    hnsw = _hnsw_of(index)
-    if hnsw is not None:
-        hnsw.efConstruction = params["hnsw"]["efConstruction"]
-    ivf = _ivf_of(index)
-    if ivf is not None:
-        ivf.cp.seed = params["ivf"]["seed"]
-        ivf.cp.min_points_per_centroid = 1
+    index = new_index(kind, dim, params)
     if not index.is_trained:
         rows = _train_rows(num_docs, params)
         sample = np.concatenate([read_rows(emb_path, s, s + CHUNK, header)[rows[(rows >= s) & (rows < s + CHUNK)] - s]

@@ -122,17 +122,36 @@ def _iter_lines(path: Path, label: str, errors: _Errors, digest) -> Iterator[tup
                 errors.add(f"{label}:{lineno}: line longer than {MAX_LINE_BYTES:,} bytes "
                            f"(is this really a line-oriented text file?)")
                 continue
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]  # a UTF-8 byte-order mark is harmless; tools on Windows add it
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                errors.add(f"{label}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte "
-                           f"{exc.start + 1} of the line); save the file as UTF-8")
-                continue
-            text = text.rstrip("\r\n")
-            if text.strip():
+            text = decode_line(raw, lineno, label, errors)
+            if text:
                 yield lineno, text
+
+
+INVALID_JSON = object()
+
+
+def parse_json_line(text: str, where: str, errors):
+    """The JSON value of one line, or INVALID_JSON after recording the problem with file:line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        errors.add(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
+        return INVALID_JSON
+
+
+def decode_line(raw: bytes, lineno: int, label: str, errors) -> str | None:
+    """One raw line as text without its line ending (None when blank or not UTF-8, which is
+    recorded in `errors` with file:line)."""
+    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte-order mark is harmless; tools on Windows add it
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        errors.add(f"{label}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte "
+                   f"{exc.start + 1} of the line); save the file as UTF-8")
+        return None
+    text = text.rstrip("\r\n")
+    return text if text.strip() else None
 
 
 def _require_file(path: Path, label: str) -> None:
@@ -150,10 +169,8 @@ def _read_jsonl_records(path: Path, label: str, kind: str, errors: _Errors, dige
     for lineno, text in _iter_lines(path, label, errors, digest):
         seen_any = True
         where = f"{label}:{lineno}"
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            errors.add(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
+        obj = parse_json_line(text, where, errors)
+        if obj is INVALID_JSON:
             continue
         if not isinstance(obj, dict):
             errors.add(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
