@@ -655,6 +655,17 @@ def _tsv_row(text: str, where: str, errors: _Errors) -> list[str] | None:
         return None
 
 
+def _has_columns(row: list[str], names: tuple[str, ...], first: str, where: str, errors: _Errors) -> bool:
+    """True when `row` has one cell per name and a non-empty first cell; else records why."""
+    if len(row) != len(names):
+        errors.add(f"{where}: expected {len(names)} tab-separated columns ({', '.join(names)}), got {len(row)}")
+        return False
+    if not row[0].strip():
+        errors.add(f"{where}: empty {first}")
+        return False
+    return True
+
+
 def _iter_passages(inp: Input, errors: _Errors, digest) -> Iterator[tuple[int, str, str, str]]:
     first = True
     for lineno, text in iter_lines(inp.path, inp.label, errors, digest):
@@ -667,14 +678,8 @@ def _iter_passages(inp: Input, errors: _Errors, digest) -> Iterator[tuple[int, s
             first = False
             if [c.strip().lower() for c in row] == ["id", "text", "title"]:
                 continue
-        if len(row) != 3:
-            errors.add(f"{where}: expected 3 tab-separated columns (id, text, title), got {len(row)}")
-            continue
-        pid = row[0].strip()
-        if not pid:
-            errors.add(f"{where}: empty passage id")
-            continue
-        yield lineno, pid, row[2], row[1]
+        if _has_columns(row, ("id", "text", "title"), "passage id", where, errors):
+            yield lineno, row[0].strip(), row[2], row[1]
 
 
 def _iter_qa(inp: Input, regex_mode: bool, errors: _Errors, digest) -> Iterator[tuple[int, str, list[str]]]:
@@ -683,13 +688,9 @@ def _iter_qa(inp: Input, regex_mode: bool, errors: _Errors, digest) -> Iterator[
         row = _tsv_row(text, where, errors)
         if row is None:
             continue
-        if len(row) != 2:
-            errors.add(f"{where}: expected 2 tab-separated columns (question, answers list), got {len(row)}")
+        if not _has_columns(row, ("question", "answers list"), "question", where, errors):
             continue
         question = row[0].strip()
-        if not question:
-            errors.add(f"{where}: empty question")
-            continue
         answers, problem = parse_answers_cell(row[1].strip(), regex_mode)
         if problem:
             errors.add(f"{where}: {problem}")
