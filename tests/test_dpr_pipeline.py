@@ -70,7 +70,7 @@ def test_summary_carries_answer_accuracy(dpr_run):
     assert "| run | scoring | λ | seeds | Top-5 | Top-20 | Top-100 | p vs dpr-4 (Holm) |" in summary
     assert "per-query Top-20" in summary
     headline = (tables / "headline.md").read_text()
-    assert "| Top-20 dot | p vs dpr-4 | Top-20 DN* λ=0.25 | Top-100 dot |" in headline
+    assert "| Top-20 dot | p vs dpr-4 | MDD | Top-20 DN* λ=0.25 | Top-100 dot |" in headline
     assert "| contaccum-4x2 | 8 | 8 |" in headline
     assert "(Top-20)" in (tables / "dn.md").read_text()
 
