@@ -116,9 +116,10 @@ def _points(ax, frame: pd.DataFrame, column: str) -> None:
         x = float(g[column].astype(float).mean())
         label = f"{run} ({dataset})" if dot.dataset.nunique() > 1 else run
         ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, label=label)
-        ax.annotate(f"{y:.3f}", (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
+        ax.annotate(f"{label} {y:.3f}", (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
     if dot.dataset.nunique() == 1:
         _reference_line(ax, _zero_shot(frame, dot.dataset.iloc[0]))
+    ax.margins(x=0.2, y=0.15)  # room for the point labels
     ax.set_ylabel("NDCG@10")
 
 
