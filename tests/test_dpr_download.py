@@ -15,20 +15,12 @@ import pytest
 
 from pipeline import dpr_data as P
 from pipeline.common import PipelineError
-from test_download import Server
+from test_download import server  # noqa: F401  (the 127.0.0.1 server fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = REPO / "data" / "embedded" / "dpr-mini"
 PSGS_GZ = gzip.compress((MINI / "psgs.tsv").read_bytes(), mtime=0)
 QA = (MINI / "test.qa.csv").read_bytes()
-
-
-@pytest.fixture(scope="module")
-def server():
-    s = Server()
-    yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
 
 
 def run(tmp_path, passages_url, qa_url=None, **kw):
