@@ -1,4 +1,4 @@
-"""Correctness anchor (DESIGN.md §2): zero-shot all-MiniLM-L6-v2 (mean pooling, normalised, max
+"""Correctness anchor (docs/methods.md#anchors): zero-shot all-MiniLM-L6-v2 (mean pooling, normalised, max
 length 256 on both sides as in MTEB) on the full BEIR SciFact test split reproduces the
 published MTEB NDCG@10 of 64.51 through the real index and evaluate steps. Takes several
 minutes on 2 CPU cores (encoding 5,183 abstracts)."""
