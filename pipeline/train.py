@@ -115,8 +115,8 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
     from .methods import get_method
 
     seed_everything(seed)
-    device = pick_device(recipe.get("device", "auto"))
-    processes = int(recipe.get("processes") or 1)
+    device = pick_device(recipe["device"])
+    processes = int(recipe["processes"])
     if processes != distributed.env_world_size():
         raise PipelineError(f"training.processes is {processes} but {distributed.env_world_size()} process(es) were "
                             f"started; launch with `torchrun --standalone --nproc_per_node {processes} -m "
@@ -127,13 +127,13 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
     main_process = rank == 0
     if not main_process:
         log.setLevel(logging.WARNING)  # process 0 reports progress; the others only problems
-    precision = recipe.get("precision") or "fp32"
-    if device.type == "cuda" and recipe.get("cuda_memory_fraction"):
+    precision = recipe["precision"]
+    if device.type == "cuda" and recipe["cuda_memory_fraction"]:
         # Emulates a smaller GPU, as the ContAccum paper does on an 80 GB card.
         torch.cuda.set_per_process_memory_fraction(float(recipe["cuda_memory_fraction"]), device)
 
     ds = load_dataset(dataset_dir)
-    hn_cfg = recipe.get("hard_negatives") or {}
+    hn_cfg = recipe["hard_negatives"] or {}
     negatives = None
     if hn_cfg:
         if not hard_negatives:
@@ -149,11 +149,11 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
     # Training may use shorter sequences than evaluation (CPU budget); the saved spec keeps the
     # evaluation lengths.
     eval_lengths = (spec.query_max_length, spec.passage_max_length)
-    spec.query_max_length = recipe.get("train_query_max_length") or spec.query_max_length
-    spec.passage_max_length = recipe.get("train_passage_max_length") or spec.passage_max_length
+    spec.query_max_length = recipe["train_query_max_length"] or spec.query_max_length
+    spec.passage_max_length = recipe["train_passage_max_length"] or spec.passage_max_length
     model.train()
 
-    noise = FANoise.from_config(recipe.get("fanoise"))
+    noise = FANoise.from_config(recipe["fanoise"])
     method = get_method(recipe["method"])(model, recipe, noise=noise)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     method.scaler = scaler
@@ -163,8 +163,8 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
         raise PipelineError(f"{dataset_dir}: split {recipe['train_split']!r} has {len(examples)} training pairs, "
                             f"fewer than one update of {per_update} (batch_size x accumulation_steps"
                             f"{' x processes' if world > 1 else ''})")
-    total = recipe.get("max_steps") or max(1, math.ceil(recipe["epochs"] * updates_per_epoch))
-    warmup = recipe.get("warmup_steps") or int(round(recipe.get("warmup_ratio", 0.0) * total))
+    total = recipe["max_steps"] or max(1, math.ceil(recipe["epochs"] * updates_per_epoch))
+    warmup = recipe["warmup_steps"] or int(round(recipe["warmup_ratio"] * total))
 
     params = list({id(p): p for p in model.parameters()}.values())
     optimizer = torch.optim.AdamW(params, lr=recipe["lr"], eps=recipe["adam_eps"],
@@ -203,7 +203,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
 
     bar = tqdm(total=total, initial=start_step, desc=f"train {recipe['method']}", unit="update",
                disable=not progress or not main_process, mininterval=2.0)
-    every = int(recipe.get("checkpoint_every") or 0)
+    every = int(recipe["checkpoint_every"])
     t_start = time.perf_counter()
     skipped_in_a_row = 0
     with open(log_path, "a") if main_process else open(os.devnull, "w") as log_file:
@@ -231,7 +231,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
                 raise PipelineError(f"step {step + 1}: non-finite loss or gradient (loss={stats['loss']}, "
                                     f"grad_norm_query={gq}, grad_norm_passage={gp}); last good checkpoint: "
                                     f"{ckpt_path if ckpt_path.exists() else 'none'}")
-            if recipe.get("grad_clip") and not overflow:
+            if recipe["grad_clip"] and not overflow:
                 torch.nn.utils.clip_grad_norm_(params, recipe["grad_clip"])
             lr = scheduler.get_last_lr()[0]
             extra = {}
