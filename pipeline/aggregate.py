@@ -143,29 +143,32 @@ def _mean_over_seeds(per_query: dict, dataset: str, run: str, key: str) -> dict[
     return {q: float(np.mean([s[q] for s in seeds])) for q in common}
 
 
-def significance(frame: pd.DataFrame, per_query: dict, reference: str | None, permutations: int) -> pd.DataFrame:
-    """Paired randomization test of each run against the reference run, per dataset and scoring,
-    Holm-corrected within a dataset."""
+def significance(frame: pd.DataFrame, per_query: dict, reference: str | None, permutations: int,
+                 compare: dict[str, str] | None = None) -> pd.DataFrame:
+    """Paired randomization test of each run against its reference (`compare[run]`, else the
+    reference run), per dataset and scoring, Holm-corrected within a dataset."""
     from .significance import compare_pairs
 
+    compare = compare or {}
     out = []
-    if reference is None:
-        return pd.DataFrame(columns=["dataset", "run", "scoring", "lambda", "p_value", "p_ttest", "p_holm", "mdd"])
     for dataset, group in frame.groupby("dataset"):
         pairs = {}
         for (run, scoring, lam), _ in group.groupby(["run", "scoring", "lambda"], dropna=False):
-            if run == reference:
+            ref = compare.get(run, reference)
+            if ref is None or run == ref:
                 continue
             key = from_row(scoring, lam).name
             a = _mean_over_seeds(per_query, dataset, run, key)
-            b = _mean_over_seeds(per_query, dataset, reference, key)
+            b = _mean_over_seeds(per_query, dataset, ref, key)
             if len(set(a) & set(b)) >= 2:
                 pairs[(run, scoring, lam)] = (a, b)
         for (run, scoring, lam), test in compare_pairs(pairs, n=permutations, seed=0).items():
             out.append({"dataset": dataset, "run": run, "scoring": scoring, "lambda": lam,
+                        "reference": compare.get(run, reference), "mean_diff": test["mean_diff"],
                         "p_value": test["p_randomization"], "p_ttest": test["p_ttest"], "p_holm": test["p_holm"],
                         "mdd": test["mdd"]})
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=["dataset", "run", "scoring", "lambda", "reference", "mean_diff", "p_value",
+                                      "p_ttest", "p_holm", "mdd"])
 
 
 def _fmt(mean: float, std: float) -> str:
@@ -179,16 +182,14 @@ def _p_cell(sig: pd.DataFrame, reference: str | None, dataset: str, run: str, sc
     table row, as two cells ("ref | –" on the reference itself)."""
     from .significance import marker
 
-    if run == reference:
-        return "ref | –"
-    if sig.empty:
-        return "– | –"
     hit = sig[(sig.dataset == dataset) & (sig.run == run) & (sig.scoring == scoring) &
-              ((sig["lambda"] == lam) | (sig["lambda"].isna() & pd.isna(lam)))]
+              ((sig["lambda"] == lam) | (sig["lambda"].isna() & pd.isna(lam)))] if not sig.empty else sig
     if not len(hit):
-        return "– | –"
-    mdd = hit.mdd.iloc[0]
-    return f"{hit.p_holm.iloc[0]:.3g}{marker(hit.p_holm.iloc[0])} | " + ("–" if pd.isna(mdd) else f"{mdd:.4f}")
+        return "ref | –" if run == reference else "– | –"
+    mdd, other = hit.mdd.iloc[0], hit.reference.iloc[0]
+    # A run tested against its own reference (evaluation.compare) names it in the cell.
+    against = f" vs {other}" if other != reference else ""
+    return f"{hit.p_holm.iloc[0]:.3g}{marker(hit.p_holm.iloc[0])}{against} | " + ("–" if pd.isna(mdd) else f"{mdd:.4f}")
 
 
 MDD_NOTE = ("MDD: the smallest true difference in that per-query metric the paired test detects with 80 % power at "
@@ -341,7 +342,8 @@ def write_tables(results: Path, cfg: dict) -> GridResults:
     frame, per_query = grid.frame, grid.per_query
     evaluation = cfg.get("evaluation", {})
     reference = evaluation.get("reference_run")
-    sig = significance(frame, per_query, reference, evaluation.get("significance_permutations", 10000))
+    sig = significance(frame, per_query, reference, evaluation.get("significance_permutations", 10000),
+                       evaluation.get("compare"))
     if not sig.empty:
         frame = frame.merge(sig, on=["dataset", "run", "scoring", "lambda"], how="left")
     grid.frame, grid.significance = frame, sig

@@ -135,6 +135,8 @@ def _select_runs(config: dict) -> None:
     evaluation = config.get("evaluation", {})
     if evaluation.get("reference_run") not in config["runs"]:
         evaluation.pop("reference_run", None)  # no significance tests when the reference is not run
+    evaluation["compare"] = {run: ref for run, ref in evaluation.get("compare", {}).items()
+                             if run in config["runs"] and ref in config["runs"]}
 
 
 def _semantic_checks(config: dict) -> None:
@@ -183,6 +185,11 @@ def _semantic_checks(config: dict) -> None:
     if ref is not None and ref not in config["runs"]:
         problems.append(f"config key evaluation.reference_run: {ref!r} is not a run; expected one of "
                         f"{sorted(config['runs'])}")
+    for run, other in evaluation["compare"].items():
+        for key, name in ((run, run), (f"{run}: {other}", other)):
+            if name not in config["runs"]:
+                problems.append(f"config key evaluation.compare.{key}: {name!r} is not a run; expected one of "
+                                f"{sorted(config['runs'])}")
     index = config["index"]
     for i, kind in enumerate(index["index_types"]):
         try:

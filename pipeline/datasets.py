@@ -115,11 +115,13 @@ def false_negative_mask(query_ids: list[str | None], column_ids: list[str | None
     import numpy as np
 
     mask = np.zeros((len(query_ids), len(column_ids)), dtype=bool)
+    columns: dict[str, list[int]] = {}
+    for j, pid in enumerate(column_ids):
+        if pid is not None:
+            columns.setdefault(pid, []).append(j)
     for i, qid in enumerate(query_ids):
-        relevant = positives.get(qid) if qid is not None else None
-        if relevant:
-            for j, pid in enumerate(column_ids):
-                mask[i, j] = pid is not None and pid in relevant
+        for pid in positives.get(qid, ()) if qid is not None else ():
+            mask[i, columns.get(pid, [])] = True
     return mask
 
 

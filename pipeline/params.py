@@ -150,6 +150,10 @@ class Recipe:
     train_split: str | None = None
     processes: int = 1                  # training processes (torchrun); batch_size is per process
     precision: str = "fp32"             # fp32 | bf16 | fp16 autocast of the encoder forward
+    # mask: a column holding a known positive of a row's query leaves that row's softmax;
+    # keep: it is scored as a negative, as DPR and the ContAccum paper do (docs/methods.md#false-negatives)
+    false_negatives: str = "mask"
+    sampler: str = "shuffle"            # shuffle | distinct: no query or passage twice in one update
     encoder: dict = field(default_factory=lambda: asdict(EncoderParams()))
 
 
@@ -252,6 +256,7 @@ class EvaluationSection:
     top_k: int = EvalParams.top_k
     search_index: str = EvalParams.index
     reference_run: str | None = None
+    compare: dict = field(default_factory=dict)  # run -> its own reference run (overrides reference_run)
     significance_permutations: int = 10000
 
 

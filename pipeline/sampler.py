@@ -9,7 +9,9 @@ deterministic too, so resuming at update k of epoch e rebuilds the same updates.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
+
+from .common import PipelineError
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -47,3 +49,32 @@ def distinct_updates(examples: Sequence, order: list[int], per_update: int) -> l
         updates.append(batch)
         pending = waiting
     return updates
+
+
+SAMPLERS = ("shuffle", "distinct")
+
+
+def update_plan(epoch_examples: Callable[[int], Sequence], per_update: int, seed: int,
+                sampler: str = "shuffle") -> Iterator[tuple[int, Sequence, list[int]]]:
+    """(epoch, that epoch's examples, indices of one update), update after update, forever.
+
+    `shuffle`: the epoch's permutation cut into len // per_update updates. `distinct`: the same
+    permutation regrouped by `distinct_updates`, so an epoch may have a few updates fewer; the run
+    still takes the same number of updates, so epoch boundaries drift by those few. Both depend
+    only on (seed, epoch), so a run resumed at update k skips the first k and continues exactly."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler: expected one of {SAMPLERS}, got {sampler!r}")
+    epoch = 0
+    while True:
+        examples = epoch_examples(epoch)
+        order = epoch_order(len(examples), seed, epoch)
+        if sampler == "distinct":
+            updates = distinct_updates(examples, order, per_update)
+        else:
+            updates = [order[i * per_update:(i + 1) * per_update] for i in range(len(examples) // per_update)]
+        if not updates:
+            raise PipelineError(f"epoch {epoch}: no update of {per_update} examples with distinct queries and "
+                             f"passages among {len(examples)} examples; lower batch_size x accumulation_steps")
+        for indices in updates:
+            yield epoch, examples, indices
+        epoch += 1

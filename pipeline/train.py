@@ -31,6 +31,7 @@ import random
 import resource
 import time
 import warnings
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +40,17 @@ import torch
 from . import distributed
 from .common import (PipelineError, atomic_path, atomic_write_json, log, parse_json_object, run_main,
                      seed_everything)
-from .datasets import TrainingData, load_dataset
+from .datasets import TrainingData, known_positives, load_dataset
 from .encoder import BiEncoder, EncoderSpec, describe
 from .layout import MODEL, TRAIN_LOG, TRAIN_SUMMARY
 from .params import ZERO_SHOT, resolve_recipe
-from .sampler import epoch_order
+from .sampler import update_plan
 
 CHECKPOINT = "checkpoint.pt"
 MAX_SKIPPED = 20  # fp16: this many overflow-skipped updates in a row means the values are broken
+# A bank holding this share of the training pairs holds recent queries' positives often enough to
+# matter under `false_negatives: keep`; at 1.0 it holds each query's own positive from its last epoch.
+BANK_SHARE_WARNING = 0.1
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -155,6 +159,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
 
     noise = FANoise.from_config(recipe["fanoise"])
     method = get_method(recipe["method"])(model, recipe, noise=noise)
+    method.positives = known_positives(ds, data.split)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     method.scaler = scaler
     per_update = method.examples_per_update
@@ -164,6 +169,13 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
                             f"fewer than one update of {per_update} (batch_size x accumulation_steps"
                             f"{' x processes' if world > 1 else ''})")
     total = recipe["max_steps"] or max(1, math.ceil(recipe["epochs"] * updates_per_epoch))
+    bank_share = method.shape()["memory_size"] / len(examples)
+    if bank_share >= BANK_SHARE_WARNING and main_process:
+        log.warning("memory_size %d samples is %.0f%% of the %d training pairs: the bank holds the positives of "
+                    "recent queries%s; false_negatives: %s%s", method.shape()["memory_size"], 100 * bank_share,
+                    len(examples), " and each query's own positive from its previous epoch" if bank_share >= 1 else "",
+                    recipe["false_negatives"], " scores them as negatives" if recipe["false_negatives"] == "keep"
+                    else " masks those that are known positives (docs/methods.md#false-negatives)")
     warmup = recipe["warmup_steps"] or int(round(recipe["warmup_ratio"] * total))
 
     params = list({id(p): p for p in model.parameters()}.values())
@@ -207,11 +219,9 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
     t_start = time.perf_counter()
     skipped_in_a_row = 0
     with open(log_path, "a") if main_process else open(os.devnull, "w") as log_file:
-        for step in range(start_step, total):
-            epoch, pos = divmod(step, updates_per_epoch)
-            order = epoch_order(len(examples), seed, epoch)
-            examples = data.epoch(epoch)
-            batch = [examples[i] for i in order[pos * per_update:(pos + 1) * per_update]]
+        plan = update_plan(data.epoch, per_update, seed, recipe["sampler"])
+        for step, (epoch, examples, indices) in zip(range(start_step, total), islice(plan, start_step, None)):
+            batch = [examples[i] for i in indices]
 
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
@@ -285,7 +295,10 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
         "sec_per_update": float(np.median([r["seconds"] for r in rows])) if rows else 0.0,
         "peak_mem_mb": max((r["peak_mem_mb"] for r in rows), default=0.0),
         "final_loss": rows[-1]["loss"] if rows else None, "device": device.type,
+        "false_negatives": recipe["false_negatives"], "sampler": recipe["sampler"],
     }
+    if method.has_memory:
+        summary["bank_share"] = bank_share
     if world > 1 or precision != "fp32":
         summary.update(processes=world, precision=precision,
                        skipped_updates=int(sum(r.get("scaler_skipped", 0) for r in rows)))
@@ -303,7 +316,7 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, method, device, st
     """Process 0 writes model, optimizer, schedule, method state (banks: identical in every
     process, which is checked) and every process's RNG state; the others only contribute."""
     rngs = distributed.all_gather_object(rng_state(device))
-    banks = [v for _, v in sorted(method.state_dict().items()) if v is None or isinstance(v, torch.Tensor)]
+    banks = [v["rows"] for _, v in sorted(method.state_dict().items()) if isinstance(v, dict) and "rows" in v]
     distributed.assert_identical(banks, "memory banks")
     if not distributed.is_main():
         return

@@ -22,11 +22,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def examples(n, negatives):
+def examples(n, negatives, ids=False):
+    """With `ids`, examples i and i + 2 of each group of four share a query (so with two
+    processes a query's other positive sits in the other process's rows), and a hard negative
+    is the positive of the example three places on (sometimes a known positive of the row)."""
     from pipeline.methods import Example
 
-    return [Example(f"question {i} about subject {i * 7} and more", f"passage {i} on subject {i * 7} " * (1 + i % 3),
-                    [f"unrelated text {i} number {j}" for j in range(negatives)]) for i in range(n)]
+    out = [Example(f"question {i} about subject {i * 7} and more", f"passage {i} on subject {i * 7} " * (1 + i % 3),
+                   [f"unrelated text {i} number {j}" for j in range(negatives)]) for i in range(n)]
+    if ids:
+        for i, ex in enumerate(out):
+            ex.query_id, ex.positive_id = f"q{(i // 4) * 2 + i % 2}", f"d{i}"
+            ex.negative_ids = [f"d{(i + 3 + j) % n}" for j in range(negatives)]
+    return out
 
 
 def run_case(model_dir: str, case: dict) -> dict:
@@ -43,7 +51,9 @@ def run_case(model_dir: str, case: dict) -> dict:
     params = list({id(p): p for p in model.parameters()}.values())
     noise = FANoise(**case["noise"]) if case.get("noise") else None
     method = get_method(case["method"])(model, case["recipe"], noise)
-    data = examples(case["examples"], case.get("negatives", 0))
+    data = examples(case["examples"], case.get("negatives", 0), ids=case.get("ids", False))
+    for ex in data:
+        method.positives.setdefault(ex.query_id, set()).add(ex.positive_id)
     per_update = method.examples_per_update
     torch.manual_seed(0)
     result = {"loss": [], "grads": [], "stats": []}
@@ -56,9 +66,10 @@ def run_case(model_dir: str, case: dict) -> dict:
         result["grads"].append(torch.cat([p.grad.reshape(-1) for p in params if p.grad is not None]).clone())
         method.after_optimizer_step()
     state = method.state_dict()
-    banks = {k: v for k, v in state.items() if k.startswith("bank")}
+    banks = {k: v["rows"] for k, v in state.items() if k.startswith("bank")}
     distributed.assert_identical([banks[k] for k in sorted(banks)], f"{case['name']}: banks")
     result["banks"] = banks
+    result["bank_ids"] = {k: v["ids"] for k, v in state.items() if k.startswith("bank")}
     result["examples_per_update"] = per_update
     return result
 

@@ -35,9 +35,9 @@ class Recorder:
         self.calls, self.inner = [], method.loss_fn
         method.loss_fn = self
 
-    def __call__(self, q, p):
+    def __call__(self, q, p, mask=None):
         self.calls.append((q.detach().clone(), p.detach().clone()))
-        return self.inner(q, p)
+        return self.inner(q, p, mask)
 
 
 def tagged(ids, dim=DIM):

@@ -54,6 +54,14 @@ CASES = [
     {"name": "fanoise-contaccum-hn", "method": "contaccum",
      "recipe": {"batch_size": N, "accumulation_steps": 2, "memory_size": 6, "hard_negatives": {"per_query": 1}},
      "negatives": 1, "noise": {"alpha": 0.3}, "updates": 3},
+    # Known positives masked across processes: in-batch, hard-negative and bank columns.
+    {"name": "mask-inbatch-hn", "method": "inbatch", "recipe": {"batch_size": N}, "negatives": 1, "ids": True,
+     "updates": 2},
+    {"name": "mask-gradcache-hn", "method": "gradcache", "recipe": {"batch_size": N, "accumulation_steps": 2},
+     "negatives": 1, "ids": True, "updates": 1},
+    {"name": "mask-contaccum-hn", "method": "contaccum",
+     "recipe": {"batch_size": N, "accumulation_steps": 2, "memory_size": 6, "hard_negatives": {"per_query": 1}},
+     "negatives": 1, "ids": True, "updates": 3},
 ]
 
 
@@ -97,6 +105,10 @@ def test_two_processes_equal_one_process_with_twice_the_micro_batch(results, nam
     for s1, s2 in zip(one["stats"], two["stats"]):
         assert s1["negatives_per_query"] == s2["negatives_per_query"]
         assert s1.keys() == s2.keys() and s1.get("bank_fill") == s2.get("bank_fill")
+        assert s1["masked_per_row"] == s2["masked_per_row"]
+        if name.startswith("mask-"):
+            assert s1["masked_per_row"] > 0  # the case really masks something
+    assert one["bank_ids"] == two["bank_ids"]
     assert one["banks"].keys() == two["banks"].keys()
     for key, bank in one["banks"].items():
         if bank is None:

@@ -3,6 +3,9 @@ softmax, and the sampler that keeps a query and a passage at most once per updat
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import torch
 
 from pipeline.datasets import Example, false_negative_mask, known_positives, load_dataset, training_examples
@@ -71,3 +74,135 @@ def test_sampler_never_repeats_a_query_or_passage_within_an_update_and_replays()
     # Deterministic in (seed, epoch): a resumed run rebuilds the same updates.
     assert distinct_updates(examples, epoch_order(len(examples), 3, 1), 4) == updates
     assert distinct_updates(examples, epoch_order(len(examples), 3, 2), 4) != updates
+
+
+# ----------------------------------------------------------------------------- in the methods
+def _method(tiny_model_dir, name="inbatch", **recipe):
+    from pipeline.encoder import BiEncoder, EncoderSpec
+    from pipeline.methods import get_method
+
+    model = BiEncoder.from_spec(EncoderSpec(model=str(tiny_model_dir), tied=False, query_max_length=16,
+                                            passage_max_length=24)).train()
+    return get_method(name)(model, {"batch_size": 4, "temperature": 0.1, **recipe})
+
+
+def _manual_loss(q, passages, drop, tau):
+    """Mean over rows of -log softmax over the columns that row keeps, label = column i."""
+    scores = q @ passages.T / tau
+    rows = []
+    for i in range(q.shape[0]):
+        keep = [j for j in range(passages.shape[0]) if j == i or j not in drop.get(i, set())]
+        rows.append(-torch.log_softmax(scores[i, keep], dim=0)[keep.index(i)])
+    return torch.stack(rows).mean()
+
+
+def _leaves(*shapes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.functional.normalize(torch.randn(*s, generator=g), dim=-1).requires_grad_() for s in shapes]
+
+
+def test_inbatch_mask_equals_the_loss_without_the_false_negative_columns(tiny_model_dir):
+    # q0 has two examples (d0, d1); q2's positive is d0 too; example 3's hard negative is d1.
+    batch = [_example("q0", "d0", ["d5"]), _example("q0", "d1", ["d6"]), _example("q2", "d0", ["d7"]),
+             _example("q3", "d3", ["d1"])]
+    method = _method(tiny_model_dir)
+    method.positives = {"q0": {"d0", "d1"}, "q2": {"d0"}, "q3": {"d3"}}
+    q, p, h = _leaves((4, 8), (4, 8), (4, 8))
+    loss, stats = method.batch_loss(q, p, h, batch)
+    loss.backward()
+    # Columns: d0 d1 d0 d3 | d5 d6 d7 d1. Row 0 drops 1, 2, 7; row 1 drops 0, 2, 7; row 2 drops 0.
+    drop = {0: {1, 2, 7}, 1: {0, 2, 7}, 2: {0}}
+    q2, p2, h2 = (t.detach().clone().requires_grad_() for t in (q, p, h))
+    manual = _manual_loss(q2, torch.cat([p2, h2]), drop, 0.1)
+    manual.backward()
+    torch.testing.assert_close(loss, manual)
+    for got, want in ((q, q2), (p, p2), (h, h2)):
+        torch.testing.assert_close(got.grad, want.grad)
+    assert stats["masked_per_row"] == stats["false_negatives_per_row"] == 7 / 4
+    assert stats["effective_negatives_per_row"] == 7 - 7 / 4
+
+    keep = _method(tiny_model_dir, false_negatives="keep")
+    keep.positives = method.positives
+    kept, kept_stats = keep.batch_loss(q2.detach(), p2.detach(), h2.detach(), batch)
+    torch.testing.assert_close(kept, _manual_loss(q2.detach(), torch.cat([p2, h2]).detach(), {}, 0.1))
+    assert kept_stats["false_negatives_per_row"] == 7 / 4 and kept_stats["masked_per_row"] == 0
+
+
+def test_a_banked_positive_of_the_current_query_is_masked(tiny_model_dir):
+    method = _method(tiny_model_dir, "contaccum", accumulation_steps=1, memory_size=4)
+    method.positives = {"q0": {"d0", "d1"}, "q9": {"d9"}}
+    old_q, old_p = _leaves((2, 8), (2, 8), seed=1)
+    # An earlier update banked (q9, d9) and (q0, d1): d1 is a known positive of today's q0.
+    method.after_micro_batch(old_q.detach(), old_p.detach(), old_p[:0].detach(),
+                             [_example("q9", "d9"), _example("q0", "d1")])
+    method.after_optimizer_step()
+    batch = [_example("q0", "d0"), _example("q5", "d5")]
+    q, p = _leaves((2, 8), (2, 8), seed=2)
+    loss, stats = method.batch_loss(q, p, p[:0], batch)
+    # Rows q0 q5 | banked q9 q0; columns d0 d5 | banked d9 d1. Current q0 drops the banked d1;
+    # banked q0 (label d1) drops d0.
+    manual = _manual_loss(torch.cat([q, old_q]).detach(), torch.cat([p, old_p]).detach(), {0: {3}, 3: {0}}, 0.1)
+    torch.testing.assert_close(loss.detach(), manual)
+    assert stats["masked_per_row"] == 2 / 4
+    assert stats["bank_age_mean"] == stats["bank_age_max"] == 1
+
+
+def test_bank_ids_ages_and_update_count_survive_a_checkpoint(tiny_model_dir):
+    method = _method(tiny_model_dir, "contaccum", accumulation_steps=1, memory_size=3, bank_update="step")
+    for update in range(3):
+        rows = _leaves((2, 8), seed=update)[0].detach()
+        method.after_micro_batch(rows, rows, rows[:0], [_example(f"q{update}{i}", f"d{update}{i}") for i in range(2)])
+        if update < 2:
+            method.after_optimizer_step()  # the third update's rows stay pending
+    state = method.state_dict()
+    saved = torch.load(_roundtrip(state), weights_only=False)
+    fresh = _method(tiny_model_dir, "contaccum", accumulation_steps=1, memory_size=3, bank_update="step")
+    fresh.load_state_dict(saved)
+    assert fresh.bank_p.ids == method.bank_p.ids == ["d01", "d10", "d11"]
+    assert fresh.bank_q.ids == ["q01", "q10", "q11"] and fresh.bank_p.born == [0, 1, 1] and fresh.updates == 2
+    fresh.after_optimizer_step()  # the pending third update enters with its ids
+    assert fresh.bank_p.ids == ["d11", "d20", "d21"] and fresh.bank_p.ages(fresh.updates) == [2, 1, 1]
+
+
+def _roundtrip(state):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+# ----------------------------------------------------------------------------- in the training loop
+def test_resumed_run_replays_the_distinct_sampler_and_masked_banks(tiny_model_dir, tmp_path):
+    """A run that stops mid-way (the non-finite guard's test hook) and resumes from its checkpoint
+    takes the same updates as an uninterrupted one: same loss, same masks, same weights."""
+    from test_train import recipe, run_train, weights
+
+    from pipeline.prepare import main as prepare
+
+    dataset = tmp_path / "data"
+    prepare(["--name", "scifact-mini", "--source", "embedded", "--out", str(dataset), "--no-progress"])
+    rec = recipe(tiny_model_dir, max_steps=8, checkpoint_every=3, sampler="distinct", false_negatives="mask",
+                 bank_update="step", memory_size=40)
+    full_run = run_train(dataset, tmp_path / "full", rec)
+    assert full_run.returncode == 0, full_run.stderr
+    # A bank of 40 samples is 12% of the 343 training pairs: the run says so.
+    assert "memory_size 40 samples is 12% of the 343 training pairs" in full_run.stderr
+    stopped = run_train(dataset, tmp_path / "resumed", rec, env={"PIPELINE_FAIL_AT_STEP": "5"})
+    assert stopped.returncode != 0 and (tmp_path / "resumed" / "checkpoint.pt").exists()
+    resumed = run_train(dataset, tmp_path / "resumed", rec)
+    assert resumed.returncode == 0 and "resuming from checkpoint" in resumed.stderr
+
+    def log(name):
+        return [json.loads(line) for line in (tmp_path / name / "train_log.jsonl").read_text().splitlines()]
+
+    columns = ("loss", "masked_per_row", "effective_negatives_per_row", "bank_age_mean", "bank_age_max", "epoch")
+    full, again = log("full"), log("resumed")
+    assert [r["step"] for r in again] == list(range(1, 9))
+    assert any(r["masked_per_row"] > 0 for r in full)  # scifact-mini has queries with several positives
+    for a, b in zip(full, again):
+        assert {c: b[c] for c in columns} == pytest.approx({c: a[c] for c in columns}, abs=1e-6)
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "resumed")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    assert json.loads((tmp_path / "full" / "train_summary.json").read_text())["sampler"] == "distinct"

@@ -43,8 +43,14 @@ def test_training_logs_and_plots(finished_run):
     assert rows[-1]["negatives_per_query"] == 4 + 8 + 4 + 8 - 1
     assert (finished_run / "results" / "hardneg" / "scifact-mini.jsonl").stat().st_size > 0
     for key in ("loss", "lr", "grad_norm_query", "grad_norm_passage", "grad_norm_ratio", "seconds", "peak_mem_mb",
-                "bank_fill", "negatives_per_query"):
+                "bank_fill", "negatives_per_query", "false_negatives_per_row", "masked_per_row",
+                "effective_negatives_per_row", "bank_age_mean", "bank_age_max"):
         assert key in rows[0]
+    # The default masks known positives: what is masked is what was found, and comes off the negatives.
+    assert all(r["masked_per_row"] == r["false_negatives_per_row"] for r in rows)
+    assert rows[-1]["effective_negatives_per_row"] == pytest.approx(rows[-1]["negatives_per_query"] -
+                                                                     rows[-1]["masked_per_row"])
+    assert rows[0]["bank_age_max"] == 0 and rows[-1]["bank_age_max"] >= 1
     for name in ("ndcg_per_run", "ndcg_vs_batch", "accuracy_vs_cost", "grad_norm_ratio", "dn_lambda"):
         for ext in ("png", "svg"):
             assert (finished_run / "results" / "plots" / f"{name}.{ext}").stat().st_size > 0
@@ -71,6 +77,9 @@ def test_mlflow_runs_and_idempotence(finished_run):
     assert len(child.data.tags["dataset_sha256"]) == 64
     history = client.get_metric_history(child.info.run_id, "train.loss")
     assert [m.step for m in history] == [1, 2, 3]
+    for diagnostic in ("train.masked_per_row", "train.effective_negatives_per_row", "train.bank_age_mean",
+                       "train.bank_age_max", "train.grad_norm_ratio"):
+        assert [m.step for m in client.get_metric_history(child.info.run_id, diagnostic)] == [1, 2, 3], diagnostic
     # Real wall-clock times: run duration covers training and evaluation, curve points carry
     # the time they were logged, and no overall peak is logged as a step-0 curve point.
     log_rows = [__import__("json").loads(line) for line in (finished_run / "results" / "models" / "scifact-mini" /

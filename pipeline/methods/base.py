@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from .. import distributed
-from ..datasets import Example
+from ..datasets import Example, false_negative_mask
 from ..params import resolve_recipe
 
 if TYPE_CHECKING:
     from ..encoder import BiEncoder
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+FALSE_NEGATIVE_MODES = ("mask", "keep")
 
 
 class TrainingMethod(ABC):
@@ -29,6 +30,11 @@ class TrainingMethod(ABC):
     `emits` names the per-update statistics `accumulate` returns (train_log.jsonl columns and
     MLflow curves); `has_memory` says whether `memory_size` means anything to the method.
 
+    False negatives (docs/methods.md#false-negatives): the training loop sets `positives` (query
+    id -> its known positive passage ids). Every loss column whose passage is a known positive of
+    a row's query, other than the row's own label column, is counted per update and, under
+    `false_negatives: mask`, removed from that row's softmax (`column_mask`).
+
     Several processes (`distributed.world_size() > 1`): `batch_size` is the per-process
     micro-batch, so one micro-batch holds batch_size * P examples of which each process embeds
     its contiguous slice and gathers the others' embeddings (`pipeline.distributed`).
@@ -38,7 +44,8 @@ class TrainingMethod(ABC):
     """
 
     name: ClassVar[str] = ""
-    emits: ClassVar[tuple[str, ...]] = ("loss", "negatives_per_query")
+    emits: ClassVar[tuple[str, ...]] = ("loss", "negatives_per_query", "false_negatives_per_row",
+                                        "masked_per_row", "effective_negatives_per_row")
     has_memory: ClassVar[bool] = False
 
     def __init__(self, model: "BiEncoder", recipe: dict[str, Any], noise=None):
@@ -51,6 +58,10 @@ class TrainingMethod(ABC):
             raise ValueError(f"precision: expected one of {sorted(AUTOCAST_DTYPES)}, got {precision!r}")
         self.autocast_dtype = AUTOCAST_DTYPES[precision]
         self.scaler = None  # a torch.amp.GradScaler for fp16, set by the training loop
+        self.false_negatives = self.recipe["false_negatives"]
+        if self.false_negatives not in FALSE_NEGATIVE_MODES:
+            raise ValueError(f"false_negatives: expected one of {FALSE_NEGATIVE_MODES}, got {self.false_negatives!r}")
+        self.positives: dict[str, set[str]] = {}  # query id -> known positive passage ids
 
     @property
     def examples_per_update(self) -> int:
@@ -71,6 +82,19 @@ class TrainingMethod(ABC):
         with torch.autocast(device_type, dtype=self.autocast_dtype):
             out = self.model.embed(inputs, side)
         return out.float()
+
+    def column_mask(self, row_ids: list, column_ids: list, device) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """The loss mask for rows (query ids) against columns (passage ids), row i's label being
+        column i, and the per-row counts: known positives found among the other columns, how
+        many of them leave the softmax, and the negatives that remain."""
+        found = false_negative_mask(row_ids, column_ids, self.positives)
+        labels = range(min(len(row_ids), len(column_ids)))
+        found[labels, labels] = False
+        per_row = float(found.sum()) / max(1, len(row_ids))
+        masked = per_row if self.false_negatives == "mask" else 0.0
+        stats = {"false_negatives_per_row": per_row, "masked_per_row": masked,
+                 "effective_negatives_per_row": len(column_ids) - 1 - masked}
+        return (torch.from_numpy(found).to(device) if masked else None), stats
 
     def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
         """The loss to back-propagate: multiplied by the fp16 loss scale, else unchanged."""

@@ -8,32 +8,55 @@ import torch
 
 from . import register
 from .gradaccum import GradAccum
+from .inbatch import ids_of
 
 
 class FifoBank:
-    """Detached rows, oldest first, holding at most `capacity` rows (newest in, oldest out)."""
+    """Detached rows, oldest first, holding at most `capacity` rows (newest in, oldest out), with
+    each row's id (a query or passage id, None if unknown) and the optimizer update whose encoder
+    produced it (its age is how many updates the encoder has taken since)."""
 
     def __init__(self, capacity: int):
         self.capacity = int(capacity)
         self.rows: torch.Tensor | None = None
+        self.ids: list = []
+        self.born: list[int] = []
 
     def __len__(self) -> int:
         return 0 if self.rows is None else int(self.rows.shape[0])
 
-    def push(self, x: torch.Tensor) -> None:
+    def push(self, x: torch.Tensor, ids: list | None = None, born: int = 0) -> None:
         if self.capacity <= 0 or x.shape[0] == 0:
             return
         x = x.detach()
+        ids = list(ids) if ids is not None else [None] * x.shape[0]
+        if len(ids) != x.shape[0]:
+            raise ValueError(f"FifoBank.push: {x.shape[0]} rows but {len(ids)} ids")
         rows = x if self.rows is None else torch.cat([self.rows, x])
         self.rows = rows[-self.capacity:]
+        self.ids = (self.ids + ids)[-self.capacity:]
+        self.born = (self.born + [int(born)] * x.shape[0])[-self.capacity:]
 
     def get(self, like: torch.Tensor) -> torch.Tensor:
         if self.rows is None:
             return like.new_zeros((0, like.shape[1]))
         return self.rows.to(device=like.device, dtype=like.dtype)
 
+    def ages(self, now: int) -> list[int]:
+        return [now - born for born in self.born]
+
     def clear(self) -> None:
-        self.rows = None
+        self.rows, self.ids, self.born = None, [], []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": None if self.rows is None else self.rows.detach().cpu().clone(),
+                "ids": list(self.ids), "born": list(self.born)}
+
+    def load_state_dict(self, state: dict[str, Any] | None, device) -> None:
+        self.clear()
+        if state and state["rows"] is not None:
+            self.rows = state["rows"].to(device)
+            self.ids, self.born = list(state["ids"]), list(state["born"])
 
 
 @register("contaccum")
@@ -62,12 +85,16 @@ class ContAccum(GradAccum):
     - Banks store clean embeddings (L2-normalised, before FANoise): noise is a fresh
       perturbation of the trainable path, and a draw frozen into a bank would be re-used as a
       fixed offset for many steps.
+    - Banks keep the query/passage id of each row, so a banked passage that is a known positive
+      of a current query is masked like any other column (`false_negatives: mask`), and the
+      update that encoded it: `bank_age_mean` / `bank_age_max` report how many optimizer updates
+      old the passage bank's rows are when a micro-batch is scored against them.
 
     Kim, Lee, Kang, "A Gradient Accumulation Method for Dense Retriever under Memory
     Constraint", NeurIPS 2024, arXiv 2406.12356.
     """
 
-    emits = GradAccum.emits + ("bank_fill",)
+    emits = GradAccum.emits + ("loss_rows", "bank_fill", "bank_age_mean", "bank_age_max")
     has_memory = True
 
     def __init__(self, model, recipe, noise=None):
@@ -83,7 +110,8 @@ class ContAccum(GradAccum):
         self.bank_q = FifoBank(self.memory_size if self.query_bank else 0)
         self.bank_p = FifoBank(self.memory_size)
         self.bank_h = FifoBank(self.memory_size * per_query)
-        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._pending: list[tuple] = []  # (q, p, h, examples' ids, update) enqueued after the step
+        self.updates = 0  # optimizer updates taken so far: the encoder's version
 
     def bank_fill(self) -> int:
         return len(self.bank_p)
@@ -100,28 +128,36 @@ class ContAccum(GradAccum):
                 unit = torch.randn(min(rows, bank.capacity), self.model.embedding_dim, device=param.device)
                 bank.push(torch.nn.functional.normalize(unit, dim=-1))
 
-    def batch_loss(self, q, p, h):
+    def batch_loss(self, q, p, h, examples=None):
         q, p, h = self.add_noise(q, p, h)
         queries = torch.cat([q, self.bank_q.get(q)])
         passages = torch.cat([p, self.bank_p.get(p), h, self.bank_h.get(h)])
-        return self.loss_fn(queries, passages), {"negatives_per_query": float(len(passages) - 1),
-                                                 "loss_rows": float(len(queries))}
+        query_ids, positive_ids, negative_ids = ids_of(examples, (len(q), len(p), len(h)))
+        mask, stats = self.column_mask(query_ids + self.bank_q.ids,
+                                       positive_ids + self.bank_p.ids + negative_ids + self.bank_h.ids, q.device)
+        ages = self.bank_p.ages(self.updates) or [0]
+        return self.loss_fn(queries, passages, mask), {
+            "negatives_per_query": float(len(passages) - 1), **stats, "loss_rows": float(len(queries)),
+            "bank_age_mean": sum(ages) / len(ages), "bank_age_max": float(max(ages))}
 
-    def _enqueue(self, q, p, h) -> None:
-        self.bank_q.push(q)
-        self.bank_p.push(p)
-        self.bank_h.push(h)
+    def _enqueue(self, q, p, h, ids, born) -> None:
+        query_ids, positive_ids, negative_ids = ids
+        self.bank_q.push(q, query_ids, born)
+        self.bank_p.push(p, positive_ids, born)
+        self.bank_h.push(h, negative_ids, born)
 
-    def after_micro_batch(self, q, p, h) -> None:
+    def after_micro_batch(self, q, p, h, batch=None) -> None:
+        item = (q, p, h, ids_of(batch, (len(q), len(p), len(h))), self.updates)
         if self.bank_update == "micro":
-            self._enqueue(q, p, h)
+            self._enqueue(*item)
         else:
-            self._pending.append((q, p, h))
+            self._pending.append(item)
 
     def after_optimizer_step(self) -> None:
-        for q, p, h in self._pending:
-            self._enqueue(q, p, h)
+        for item in self._pending:
+            self._enqueue(*item)
         self._pending.clear()
+        self.updates += 1
         if self.reset_each_step:
             self.clear_banks()
 
@@ -130,17 +166,13 @@ class ContAccum(GradAccum):
             bank.clear()
 
     def state_dict(self) -> dict[str, Any]:
-        def rows(bank):
-            return None if bank.rows is None else bank.rows.detach().cpu().clone()
-
-        return {"bank_q": rows(self.bank_q), "bank_p": rows(self.bank_p), "bank_h": rows(self.bank_h),
-                "pending": [tuple(t.cpu().clone() for t in item) for item in self._pending]}
+        return {"bank_q": self.bank_q.state_dict(), "bank_p": self.bank_p.state_dict(),
+                "bank_h": self.bank_h.state_dict(), "updates": self.updates,
+                "pending": [tuple(t.cpu().clone() for t in item[:3]) + item[3:] for item in self._pending]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         device = next(self.model.parameters()).device
         for name in ("bank_q", "bank_p", "bank_h"):
-            bank, rows = getattr(self, name), state.get(name)
-            bank.clear()
-            if rows is not None:
-                bank.push(rows.to(device))
-        self._pending = [tuple(t.to(device) for t in item) for item in state.get("pending", [])]
+            getattr(self, name).load_state_dict(state.get(name), device)
+        self.updates = int(state.get("updates", 0))
+        self._pending = [tuple(t.to(device) for t in item[:3]) + tuple(item[3:]) for item in state.get("pending", [])]

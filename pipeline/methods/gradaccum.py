@@ -22,25 +22,28 @@ class GradAccum(InBatch):
     Constraint", NeurIPS 2024, arXiv 2406.12356 (the GradAccum baseline, Sec. 3).
     """
 
-    emits = ("loss", "negatives_per_query", "micro_batches")
+    emits = InBatch.emits + ("micro_batches",)
 
     @property
     def examples_per_update(self) -> int:
         return self.micro_batch * int(self.recipe["accumulation_steps"])
 
-    def after_micro_batch(self, q: torch.Tensor, p: torch.Tensor, h: torch.Tensor) -> None:
-        """Hook run after each micro-batch's backward, with its clean embeddings (ContAccum)."""
+    def after_micro_batch(self, q: torch.Tensor, p: torch.Tensor, h: torch.Tensor, batch=None) -> None:
+        """Hook run after each micro-batch's backward, with its clean embeddings and its examples
+        (ContAccum)."""
 
     def accumulate(self, examples: list[Example]) -> dict[str, float]:
         micro = chunks(examples, self.micro_batch)
         # A short final update still averages over the micro-batches it actually has.
         k = len(micro)
-        total, negatives = 0.0, 0.0
+        per_batch = []
         for batch in micro:
             q, p, h = self.embed(batch)
-            loss, stats = self.batch_loss(q, p, h)
+            loss, stats = self.batch_loss(q, p, h, batch)
             (self.scale_loss(loss) / k).backward()
-            total += float(loss.detach()) / k
-            negatives += stats["negatives_per_query"] / k
-            self.after_micro_batch(q.detach(), p.detach(), h.detach())
-        return {"loss": total, "negatives_per_query": negatives, "micro_batches": float(k)}
+            per_batch.append({"loss": float(loss.detach()), **stats})
+            self.after_micro_batch(q.detach(), p.detach(), h.detach(), batch)
+        # Per-update statistics: the mean over micro-batches, the maximum for *_max columns.
+        combined = {key: (max if key.endswith("_max") else lambda v: sum(v) / k)([s[key] for s in per_batch])
+                    for key in per_batch[0]}
+        return {**combined, "micro_batches": float(k)}

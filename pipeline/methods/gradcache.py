@@ -50,7 +50,7 @@ class GradCache(InBatch):
     Setup", RepL4NLP 2021, arXiv 2101.06983.
     """
 
-    emits = ("loss", "negatives_per_query", "chunks", "replay_max_abs_diff")
+    emits = InBatch.emits + ("chunks", "replay_max_abs_diff")
     debug_replay = False  # keep (pass-1, pass-2) embeddings of the last update in `last_replay`
 
     @property
@@ -78,7 +78,7 @@ class GradCache(InBatch):
         q = torch.cat([leaves[0][0] for side, _, _, _, leaves in jobs if side == QUERY])
         p = torch.cat([leaves[0][0] for side, _, _, _, leaves in jobs if side == PASSAGE])
         h = torch.cat([leaves[1][0] for side, _, _, _, leaves in jobs if side == PASSAGE])
-        loss, stats = self.batch_loss(q, p, h)
+        loss, stats = self.batch_loss(q, p, h, examples)
         # fp16: the cached gradients carry the loss scale, so pass 2's parameter gradients do too
         # and the loop's scaler unscales (and checks) them once per update.
         self.scale_loss(loss).backward()

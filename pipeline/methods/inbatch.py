@@ -21,6 +21,16 @@ def texts_of(examples: Sequence[Example]) -> tuple[list[str], list[str]]:
     return queries, passages
 
 
+def ids_of(examples: Sequence[Example] | None, rows: tuple[int, int, int] = (0, 0, 0)) -> tuple[list, list, list]:
+    """Query ids, positive ids and hard-negative ids, laid out as `texts_of` lays out the texts
+    (None where an example carries no id). No examples: `rows` unknown ids of each kind."""
+    if examples is None:
+        return tuple([None] * n for n in rows)
+    negatives = [ex.negative_ids[i] if i < len(ex.negative_ids) else None
+                 for ex in examples for i in range(len(ex.negatives))]
+    return [ex.query_id for ex in examples], [ex.positive_id for ex in examples], negatives
+
+
 def chunks(examples: Sequence[Example], size: int) -> list[Sequence[Example]]:
     return [examples[i:i + size] for i in range(0, len(examples), size)]
 
@@ -69,14 +79,18 @@ class InBatch(TrainingMethod):
         passages = self.noise(torch.cat([p, h]))
         return self.noise(q), passages[:len(p)], passages[len(p):]
 
-    def batch_loss(self, q: torch.Tensor, p: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Loss of current embeddings (before noise) plus the negatives each query saw."""
+    def batch_loss(self, q: torch.Tensor, p: torch.Tensor, h: torch.Tensor,
+                   examples: Sequence[Example] | None = None) -> tuple[torch.Tensor, dict]:
+        """Loss of current embeddings (before noise) of `examples` (the whole micro-batch over
+        all processes, whose rows q, p, h are), plus the negatives each query saw."""
         q, p, h = self.add_noise(q, p, h)
         passages = torch.cat([p, h])
-        return self.loss_fn(q, passages), {"negatives_per_query": float(len(passages) - 1)}
+        query_ids, positive_ids, negative_ids = ids_of(examples, (len(q), len(p), len(h)))
+        mask, stats = self.column_mask(query_ids, positive_ids + negative_ids, q.device)
+        return self.loss_fn(q, passages, mask), {"negatives_per_query": float(len(passages) - 1), **stats}
 
     # ------------------------------------------------------------------ TrainingMethod
     def accumulate(self, examples: list[Example]) -> dict[str, float]:
-        loss, stats = self.batch_loss(*self.embed(examples))
+        loss, stats = self.batch_loss(*self.embed(examples), examples)
         self.scale_loss(loss).backward()
         return {"loss": float(loss.detach()), **stats}
