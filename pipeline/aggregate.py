@@ -6,6 +6,7 @@ Tables in <results>/tables/:
   headline.md   one line per run: NDCG@10 dot / DN / DN*, Recall@100, p vs reference, cost
   dn.csv/md     dot vs DN: delta and paired significance per run
   index.csv/md  approximate indexes: recall@100 against flat, build/search seconds, size
+  diagnostics.csv/md  per run: false negatives found and masked, bank age, gradient-norm ratio
 
 MLflow is written from this single process only, so parallel jobs never race on the sqlite
 store.
@@ -375,6 +376,15 @@ def write_tables(results: Path, cfg: dict) -> GridResults:
         atomic_write_text(paths["index.csv"], idx.to_csv(index=False))
     _write_markdown(paths["index.md"], "# Indexes\n\n" + (idx.to_markdown(index=False, floatfmt=".4g")
                                                            if not idx.empty else "No index report.") + "\n")
+    from .diagnostics import diagnostics_markdown, diagnostics_table
+
+    diag = diagnostics_table((out.job.dataset, out.job.run, out.train_log) for out in grid.jobs
+                             if pcfg.is_trained(cfg, out.job.run))
+    paths["diagnostics.md"] = tables / "diagnostics.md"
+    if not diag.empty:
+        paths["diagnostics.csv"] = tables / "diagnostics.csv"
+        atomic_write_text(paths["diagnostics.csv"], diag.to_csv(index=False))
+    _write_markdown(paths["diagnostics.md"], "# Training diagnostics\n\n" + diagnostics_markdown(diag))
     paths.update(draw_plots(results, cfg, grid))
     grid.tables = paths
     return grid

@@ -182,7 +182,7 @@ def _log_parent(client, run_id: str, grid, dataset: str, run: str, finals: list[
             if np.isfinite(row["mdd"]):
                 metrics.append(Metric(f"mdd.{slug}", float(row["mdd"]), stamp, 0))
     client.log_batch(run_id, metrics=metrics, params=params)
-    for name in ("headline.md", "summary.md", "summary.csv"):
+    for name in ("headline.md", "summary.md", "summary.csv", "diagnostics.md"):
         if name in grid.tables:
             client.log_artifact(run_id, str(grid.tables[name]), artifact_path="tables")
     for name, path in grid.tables.items():

@@ -25,7 +25,8 @@ from .common import (PipelineError, atomic_dir, atomic_write_json, git, git_comm
                      sha256_file)
 from .layout import Layout
 
-TABLES = ("summary.md", "summary.csv", "headline.md", "dn.md", "dn.csv", "index.md", "index.csv")
+TABLES = ("summary.md", "summary.csv", "headline.md", "dn.md", "dn.csv", "index.md", "index.csv", "diagnostics.md",
+          "diagnostics.csv")
 
 
 def read_summary(path: Path, metrics: list[str]) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -206,3 +207,23 @@ def test_resumed_run_replays_the_distinct_sampler_and_masked_banks(tiny_model_di
     a, b = weights(tmp_path / "full"), weights(tmp_path / "resumed")
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
     assert json.loads((tmp_path / "full" / "train_summary.json").read_text())["sampler"] == "distinct"
+
+
+def test_diagnostics_reduce_each_log_then_average_seeds(tmp_path):
+    from pipeline.diagnostics import diagnostics_table, run_diagnostics
+
+    rows = [{"step": s, "grad_norm_ratio": float(s), "masked_per_row": 0.5, "false_negatives_per_row": 0.5,
+             "effective_negatives_per_row": 10.0, "bank_age_mean": s / 2, "bank_age_max": float(s)}
+            for s in range(1, 21)]
+    one = run_diagnostics(rows)
+    assert one["updates"] == 20 and one["bank age max"] == 20 and one["bank age mean"] == pytest.approx(5.25)
+    assert one["grad-norm ratio, first 10%"] == 1.5 and one["grad-norm ratio, last 10%"] == 19.5
+    for seed, scale in ((1, 1.0), (2, 3.0)):
+        path = tmp_path / f"seed{seed}.jsonl"
+        path.write_text("".join(json.dumps({**r, "masked_per_row": scale}) + "\n" for r in rows))
+    old = tmp_path / "old.jsonl"  # a log from before the diagnostics: its columns are NaN, not errors
+    old.write_text(json.dumps({"step": 1, "grad_norm_ratio": 2.0}) + "\n")
+    table = diagnostics_table([("d", "a", tmp_path / "seed1.jsonl"), ("d", "a", tmp_path / "seed2.jsonl"),
+                               ("d", "b", old)]).set_index("run")
+    assert table.loc["a", "seeds"] == 2 and table.loc["a", "masked / row"] == 2.0
+    assert table.loc["b", "grad-norm ratio, last 10%"] == 2.0 and pd.isna(table.loc["b", "bank age mean"])

@@ -5,6 +5,7 @@ tables, the plots, the report and the MLflow store read back with the client."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -51,6 +52,13 @@ def test_training_logs_and_plots(finished_run):
     assert rows[-1]["effective_negatives_per_row"] == pytest.approx(rows[-1]["negatives_per_query"] -
                                                                      rows[-1]["masked_per_row"])
     assert rows[0]["bank_age_max"] == 0 and rows[-1]["bank_age_max"] >= 1
+    diagnostics = pd.read_csv(finished_run / "results" / "tables" / "diagnostics.csv").set_index("run")
+    assert "zeroshot" not in diagnostics.index and diagnostics.loc["contaccum-4x2", "updates"] == 3
+    assert diagnostics.loc["contaccum-4x2", "bank age max"] == max(
+        max(json.loads(line)["bank_age_max"] for line in path.read_text().splitlines())
+        for path in log.parent.parent.glob("seed*/train_log.jsonl"))
+    assert pd.isna(diagnostics.loc["dpr-4", "bank age mean"])
+    assert "| contaccum-4x2 |" in (finished_run / "results" / "tables" / "diagnostics.md").read_text()
     for name in ("ndcg_per_run", "ndcg_vs_batch", "accuracy_vs_cost", "grad_norm_ratio", "dn_lambda"):
         for ext in ("png", "svg"):
             assert (finished_run / "results" / "plots" / f"{name}.{ext}").stat().st_size > 0
