@@ -101,13 +101,14 @@ def collect(results: Path, cfg: dict) -> GridResults:
     rows, jobs, index_rows, manifests = [], [], [], {}
     for job in pcfg.jobs(cfg):
         tag = pcfg.model_tag(cfg, job.run, job.seed)
-        if job.dataset not in manifests:
-            manifests[job.dataset] = _optional_json(layout.manifest(job.dataset))
+        trained_on = pcfg.model_dataset(cfg, job.dataset)
+        if trained_on not in manifests:
+            manifests[trained_on] = _optional_json(layout.manifest(trained_on))
         out = JobOutputs(job, pcfg.recipe(cfg, job.run, job.dataset), layout.eval(job.dataset, job.run, job.seed),
-                         layout.model(job.dataset, job.run, tag),
+                         layout.model(trained_on, job.run, tag),
                          read_json(layout.metrics(job.dataset, job.run, job.seed)),
-                         read_json(layout.train_summary(job.dataset, job.run, tag)),
-                         manifest=manifests[job.dataset])
+                         read_json(layout.train_summary(trained_on, job.run, tag)),
+                         manifest=manifests[trained_on])
         out.per_query = _optional_json(out.eval_dir / PER_QUERY)
         out.index_report = _optional_json(out.eval_dir / INDEX_REPORT)
         jobs.append(out)
@@ -378,8 +379,7 @@ def write_tables(results: Path, cfg: dict) -> GridResults:
                                                            if not idx.empty else "No index report.") + "\n")
     from .diagnostics import diagnostics_markdown, diagnostics_table
 
-    diag = diagnostics_table((out.job.dataset, out.job.run, out.train_log) for out in grid.jobs
-                             if pcfg.is_trained(cfg, out.job.run))
+    diag = diagnostics_table((out.job.dataset, out.job.run, out.train_log) for out in _own_models(cfg, grid.jobs))
     paths["diagnostics.md"] = tables / "diagnostics.md"
     if not diag.empty:
         paths["diagnostics.csv"] = tables / "diagnostics.csv"
@@ -390,14 +390,20 @@ def write_tables(results: Path, cfg: dict) -> GridResults:
     return grid
 
 
+def _own_models(cfg: dict, jobs: list[JobOutputs]) -> list[JobOutputs]:
+    """Trained jobs, each model once: a `models_of` entry's jobs share another entry's models."""
+    return [out for out in jobs if pcfg.is_trained(cfg, out.job.run) and
+            pcfg.model_dataset(cfg, out.job.dataset) == out.job.dataset]
+
+
 def draw_plots(results: Path, cfg: dict, grid: GridResults) -> dict[str, Path]:
     from .plots import draw_all
 
     logs: dict[str, list[Path]] = {}
     examples_per_update: dict[str, int] = {}
-    for out in grid.jobs:
+    for out in _own_models(cfg, grid.jobs):
         job = out.job
-        if pcfg.is_trained(cfg, job.run) and not out.recipe["encoder"].get("tied", True) and out.train_log.is_file():
+        if not out.recipe["encoder"].get("tied", True) and out.train_log.is_file():
             label = job.run if len(cfg["datasets"]) == 1 else f"{job.dataset} {job.run}"
             logs.setdefault(label, []).append(out.train_log)
             examples_per_update[label] = int(out.train.get("n_total", out.train.get("examples_per_update", 1)))

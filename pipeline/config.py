@@ -86,7 +86,19 @@ def _fill_defaults(config: dict) -> None:
         evaluation.pop("reference_run")
     config["evaluation"] = evaluation
     config["mlflow"] = P.merged(P.MLflowSection, config.get("mlflow"))
-    config["datasets"] = {name: _dataset_defaults(ds) for name, ds in config["datasets"].items()}
+    given = config["datasets"]
+    config["datasets"] = {name: _dataset_defaults(_inherit(name, ds, given)) for name, ds in given.items()}
+
+
+def _inherit(name: str, ds: dict, datasets: dict) -> dict:
+    """An entry with `models_of` takes every key it does not set from the entry it evaluates."""
+    base = ds.get("models_of")
+    if base is None:
+        return ds
+    if base == name or base not in datasets or datasets[base].get("models_of"):
+        raise ConfigError(f"config key datasets.{name}.models_of: {base!r} is not another dataset entry with models "
+                          f"of its own; expected one of {sorted(d for d in datasets if not datasets[d].get('models_of') and d != name)}")
+    return {**datasets[base], **ds}
 
 
 def _dataset_defaults(given: dict) -> dict:
@@ -186,10 +198,9 @@ def _semantic_checks(config: dict) -> None:
         problems.append(f"config key evaluation.reference_run: {ref!r} is not a run; expected one of "
                         f"{sorted(config['runs'])}")
     for run, other in evaluation["compare"].items():
-        for key, name in ((run, run), (f"{run}: {other}", other)):
+        for key, name in (("evaluation.compare", run), (f"evaluation.compare.{run}", other)):
             if name not in config["runs"]:
-                problems.append(f"config key evaluation.compare.{key}: {name!r} is not a run; expected one of "
-                                f"{sorted(config['runs'])}")
+                problems.append(f"config key {key}: {name!r} is not a run; expected one of {sorted(config['runs'])}")
     index = config["index"]
     for i, kind in enumerate(index["index_types"]):
         try:
@@ -279,6 +290,12 @@ def recipe(config: dict, run: str, dataset: str | None = None) -> dict:
 
 def is_trained(config: dict, run: str) -> bool:
     return config["runs"][run]["method"] != ZERO_SHOT
+
+
+def model_dataset(config: dict, dataset: str) -> str:
+    """The dataset entry whose models, index and data folder `dataset` uses: its `models_of`, else
+    itself."""
+    return config["datasets"][dataset].get("models_of") or dataset
 
 
 def model_tag(config: dict, run: str, seed: int) -> str:

@@ -289,6 +289,10 @@ class DatasetSection:
     # each run's `hard_negatives.source`; bm25 / dataset override it (e.g. MS MARCO in a grid
     # whose runs train with the DPR files' own negatives).
     hard_negatives: str | None = None
+    # Evaluate the models (and index) of another dataset entry on this entry's `test_split`, e.g.
+    # MS MARCO dev next to TREC-DL 2019: no data, training or index jobs of its own; every other
+    # key defaults to that entry's.
+    models_of: str | None = None
 
 
 DPR_DATASET_KEYS = ("dpr_dataset", "train", "tevatron_train", "qa", "passages", "answer_regex", "positives")

@@ -129,4 +129,9 @@ def all_metrics():
 
 
 def all_train_summaries():
-    return sorted({str(LAYOUT.train_summary(j.dataset, j.run, tag_of(j.run, j.seed))) for j in pcfg.jobs(CFG)})
+    return sorted({str(LAYOUT.train_summary(pcfg.model_dataset(CFG, j.dataset), j.run, tag_of(j.run, j.seed)))
+                   for j in pcfg.jobs(CFG)})
+
+
+def model_dataset(wildcards):
+    return pcfg.model_dataset(CFG, wildcards.dataset)

@@ -3,9 +3,10 @@
 
 rule evaluate:
     input:
-        index=lambda w: str(LAYOUT.index_stats(w.dataset, w.run, tag_of(w.run, w.seed))),
-        model=lambda w: str(LAYOUT.train_summary(w.dataset, w.run, tag_of(w.run, w.seed))),
-        data=str(LAYOUT.manifest("{dataset}")),
+        # A `models_of` entry evaluates another entry's models and index, on that entry's data.
+        index=lambda w: str(LAYOUT.index_stats(model_dataset(w), w.run, tag_of(w.run, w.seed))),
+        model=lambda w: str(LAYOUT.train_summary(model_dataset(w), w.run, tag_of(w.run, w.seed))),
+        data=lambda w: str(LAYOUT.manifest(model_dataset(w))),
     output:
         str(LAYOUT.metrics("{dataset}", "{run}", "{seed}")),
     params:

@@ -46,6 +46,12 @@ BAD = [
     ("experiment", "has space", "experiment"),
     ("unknown_top", 1, "unknown key(s) ['unknown_top']"),
     ("only_runs", ["ghost"], "only_runs: unknown run(s) ['ghost']"),
+    ("runs.dpr-8.false_negatives", "drop", "runs.dpr-8.false_negatives"),
+    ("runs.dpr-8.sampler", "random", "runs.dpr-8.sampler"),
+    ("evaluation.compare", {"dpr-8": "ghost"}, "evaluation.compare.dpr-8: 'ghost' is not a run"),
+    ("datasets.dev", {"models_of": "ghost"}, "datasets.dev.models_of: 'ghost' is not another dataset entry"),
+    ("datasets.dev", {"models_of": "dev"}, "datasets.dev.models_of: 'dev' is not another dataset entry"),
+    ("datasets.dev", {"test_split": "dev"}, "datasets.dev"),
 ]
 
 

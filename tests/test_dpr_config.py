@@ -130,9 +130,10 @@ def dry_run(workdir, *args):
 
 def test_paper_grid_dry_run_lists_every_job_without_data(tmp_path):
     """`snakemake -n --configfile config/paper.yaml` plans the whole Table 1 grid with nothing
-    downloaded: 5 datasets, 9 runs, 3 seeds."""
+    downloaded: 5 datasets, 9 runs, 3 seeds, and MS MARCO dev evaluated by the MS MARCO models."""
     cfg = pcfg.load(REPO / "config" / "paper.yaml")
-    assert list(cfg["datasets"]) == ["nq", "trivia", "webq", "curatedtrec", "msmarco"]
+    assert list(cfg["datasets"]) == ["nq", "trivia", "webq", "curatedtrec", "msmarco", "msmarco-dev"]
+    assert cfg["datasets"]["msmarco-dev"]["test_split"] == "dev" and cfg["datasets"]["msmarco"]["test_split"] == "test"
     proc = dry_run(tmp_path, "--configfile", str(REPO / "config" / "paper.yaml"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
@@ -143,7 +144,7 @@ def test_paper_grid_dry_run_lists_every_job_without_data(tmp_path):
                                                                    "evaluate", "aggregate", "total"):
             counts[parts[0]] = int(parts[1])
     assert counts["data"] == 5 and counts["hard_negatives"] == 1  # BM25 mining for MS MARCO only
-    assert counts["train"] == counts["index"] == 5 * 9 * 3 and counts["evaluate"] == 5 * 9 * 3
+    assert counts["train"] == counts["index"] == 5 * 9 * 3 and counts["evaluate"] == 6 * 9 * 3
     assert "--dpr-dataset curatedtrec" in out and "--answer-regex" in out
     assert "--dpr-qa test=https://dl.fbaipublicfiles.com/dpr/data/retriever/nq-test.qa.csv" in out
     assert "--hard-negatives results/data/nq/hard_negatives/train.jsonl" in out
@@ -155,7 +156,7 @@ def test_paper_grid_uses_the_official_files():
 
     raw = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     for name, ds in raw["datasets"].items():
-        if ds["source"] != "dpr":
+        if ds.get("source") != "dpr":
             continue
         official = OFFICIAL[ds["dpr_dataset"]]
         assert ds["train"] == official["train"] and ds["qa"] == official["qa"] and ds["passages"] == PASSAGES_URL

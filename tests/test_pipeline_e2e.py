@@ -230,3 +230,32 @@ def test_published_row_reproduces_in_a_fresh_copy(finished_run, tmp_path):
                            cwd=fresh, env=env, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "5 row(s) match" in check.stdout  # dot + dn and dn* at two lambdas
+
+
+def test_an_entry_evaluates_another_entrys_models_without_retraining(finished_run, tmp_path):
+    """`models_of` (MS MARCO dev next to TREC-DL 2019): a second dataset entry adds evaluate jobs
+    only, on the first entry's models, index and data; evaluated on the same split it must give
+    the first entry's metrics exactly."""
+    import shutil
+
+    import yaml
+
+    repo = tmp_path / "repo"
+    shutil.copytree(finished_run, repo, symlinks=True)
+    config = yaml.safe_load((repo / "tiny.yaml").read_text())
+    config["datasets"]["mini-again"] = {"models_of": "scifact-mini", "test_split": "test"}
+    config["mlflow"] = {"enabled": False}
+    (repo / "tiny.yaml").write_text(yaml.safe_dump(config))
+    dry = snakemake(repo, "-n").stdout
+    planned = {line.split()[0]: int(line.split()[1]) for line in dry.lower().split("job stats:", 1)[-1].splitlines()
+               if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert planned.get("evaluate") == len(RUNS) * len(SEEDS), dry[-2000:]
+    assert not {"train", "index", "data", "hardneg"} & set(planned), planned
+    snakemake(repo)
+    frame = pd.read_csv(repo / "results" / "tables" / "summary.csv")
+    base, again = (frame[frame.dataset == d].drop(columns="dataset").reset_index(drop=True)
+                   for d in ("scifact-mini", "mini-again"))
+    assert len(again) == len(base) > 0
+    pd.testing.assert_frame_equal(again[["run", "seed", "scoring", "ndcg@10", "recall@100"]],
+                                  base[["run", "seed", "scoring", "ndcg@10", "recall@100"]])
+    assert not (repo / "results" / "models" / "mini-again").exists()
