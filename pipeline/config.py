@@ -202,6 +202,9 @@ def _semantic_checks(config: dict) -> None:
             if name not in config["runs"]:
                 problems.append(f"config key {key}: {name!r} is not a run; expected one of {sorted(config['runs'])}")
     index = config["index"]
+    if index["shard_size"] is not None and index["shards"] is not None:
+        problems.append("config key index: set shard_size (passages per shard) or shards (the number of shards), "
+                        "not both")
     for i, kind in enumerate(index["index_types"]):
         try:
             check_index_type(kind, f"config key index.index_types[{i}]")

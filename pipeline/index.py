@@ -93,8 +93,11 @@ def resolve_params(params: dict, num_docs: int | None = None) -> dict:
     check_keys(params, defaults(IndexParams), "params")
     out = merged(IndexParams, params)
     check_int(out["batch_size"], "batch_size")
-    if out["shard_size"] is not None:
-        check_int(out["shard_size"], "shard_size")
+    for key in ("shard_size", "shards"):
+        if out[key] is not None:
+            check_int(out[key], key)
+    if out["shard_size"] is not None and out["shards"] is not None:
+        raise PipelineError("shard_size and shards: set one (passages per shard, or the number of shards), not both")
     if out["dtype"] not in ("float32", "float16"):
         raise PipelineError(f"dtype: unknown embedding storage type {out['dtype']!r}; allowed: ['float32', 'float16']")
     check_int(out["train_size"], "train_size")

@@ -6,7 +6,7 @@ dataset, model, index, evaluation, table or plot lives, so the layout is spelled
     <root>/hardneg/<dataset>.jsonl         BM25 hard negatives
     <root>/models/<dataset>/<run>/<tag>/   model/, train_log.jsonl, train_summary.json
     <root>/index/<dataset>/<run>/<tag>/    embeddings.npy, docids.json, <index>.faiss, index_stats.json
-    <root>/shards/<dataset>/plan.json      shard row ranges (only with index.shard_size)
+    <root>/shards/<dataset>/plan.json      shard row ranges (only with index.shards or index.shard_size)
     <root>/shards/<dataset>/<run>/<tag>/<i>.npy, <i>.json   one encoded corpus shard (rows, ids)
     <root>/eval/<dataset>/<run>/seed<s>/   metrics.json, per_query.json, index_report.json, run-*.trec
     <root>/tables/, <root>/plots/, <root>/logs/, <root>/mlflow.db, <root>/report.html

@@ -209,6 +209,10 @@ class IndexParams:
     # N: the corpus is split into consecutive blocks of N passages, each encoded by its own
     # `encode_shard` job, and the `index` job gathers them (pipeline.shards).
     shard_size: int | None = None
+    # Or a fixed number of near-equal shards per corpus: the shard jobs are then known before any
+    # data exists, so a dry run (and a cluster's scheduler) sees the whole grid. Exclusive with
+    # shard_size.
+    shards: int | None = None
     # Storage type of embeddings.npy (and of the shards): float16 halves disk and page-cache
     # memory; search and DN still compute in float32/float64.
     dtype: str = "float32"

@@ -1,12 +1,15 @@
-"""Sharded corpus encoding (index.shard_size): the corpus is split into consecutive blocks of
-rows, each encoded by its own Snakemake job, then gathered by the index step.
+"""Sharded corpus encoding (index.shards or index.shard_size): the corpus is split into
+consecutive blocks of rows, each encoded by its own Snakemake job, then gathered by the index step.
 
 Scheme (rules/index.smk):
   shard_plan (checkpoint)  manifest.json -> results/shards/<ds>/plan.json: the row range of
                            every shard, from the corpus count the data step recorded and
-                           index.shard_size. A checkpoint because the count is only known once
-                           the data step has run; Snakemake re-evaluates the DAG after it, so a
-                           dry run shows the shard jobs as soon as the plan exists.
+                           index.shards (N near-equal blocks) or index.shard_size (blocks of that
+                           many rows). With `shards` the job count is known up front, so a dry run
+                           lists every encode_shard job before any data exists. With
+                           `shard_size` it is only known once the data step has run: Snakemake
+                           re-evaluates the DAG after the checkpoint, so a dry run shows the shard
+                           jobs as soon as the plan exists.
   encode_shard             one job per shard: rows [start, end) of corpus.jsonl (streamed, never
                            the whole corpus) -> <i>.npy (float16/float32) + <i>.json (doc ids),
                            each written atomically, so a killed job leaves no shard behind and
@@ -44,19 +47,31 @@ def make_plan(num_docs: int, shard_size: int) -> list[list[int]]:
     return [[i * shard_size, min(num_docs, (i + 1) * shard_size)] for i in range(n)]
 
 
-def write_plan(dataset_dir: str | Path, shard_size: int, out: str | Path) -> dict:
+def make_plan_count(num_docs: int, shards: int) -> list[list[int]]:
+    """[[start, end), ...]: `shards` consecutive blocks whose sizes differ by at most one (empty
+    blocks when the corpus has fewer rows than shards)."""
+    if num_docs < 1:
+        raise PipelineError("shard plan: the corpus is empty")
+    return [[i * num_docs // shards, (i + 1) * num_docs // shards] for i in range(shards)]
+
+
+def write_plan(dataset_dir: str | Path, out: str | Path, shard_size: int | None = None,
+               shards: int | None = None) -> dict:
     from .layout import MANIFEST
     from .params import check_int
 
-    check_int(shard_size, "index.shard_size")
+    if (shard_size is None) == (shards is None):
+        raise PipelineError("shard plan: give either a shard size or a number of shards")
+    check_int(shard_size if shards is None else shards, "index.shard_size" if shards is None else "index.shards")
     manifest = read_json(Path(dataset_dir) / MANIFEST)
     num_docs = manifest.get("counts", {}).get("docs")
     if not isinstance(num_docs, int):
         raise PipelineError(f"{dataset_dir}/{MANIFEST}: no counts.docs to plan shards from")
-    plan = {"num_docs": num_docs, "shard_size": shard_size, "shards": make_plan(num_docs, shard_size),
+    blocks = make_plan(num_docs, shard_size) if shards is None else make_plan_count(num_docs, shards)
+    plan = {"num_docs": num_docs, "shard_size": shard_size, "shards": blocks,
             "corpus_sha256": manifest.get("output_sha256", {}).get("corpus.jsonl")}
     atomic_write_json(out, plan)
-    log.info("%d docs -> %d shards of up to %d", num_docs, len(plan["shards"]), shard_size)
+    log.info("%d docs -> %d shards of up to %d", num_docs, len(blocks), max(end - start for start, end in blocks))
     return plan
 
 
@@ -235,7 +250,9 @@ def main(argv: list[str] | None = None) -> dict:
     sub = parser.add_subparsers(dest="cmd", required=True)
     plan = sub.add_parser("plan", help="write the shard plan (row ranges) of a dataset")
     plan.add_argument("--dataset", required=True, help="normalised dataset folder (manifest.json)")
-    plan.add_argument("--shard-size", type=int, required=True, help="passages per shard")
+    size = plan.add_mutually_exclusive_group(required=True)
+    size.add_argument("--shard-size", type=int, help="passages per shard")
+    size.add_argument("--shards", type=int, help="number of near-equal shards")
     plan.add_argument("--out", required=True, help="plan.json to write")
     enc = sub.add_parser("encode", help="encode one shard of the corpus")
     enc.add_argument("--model", required=True, help="model folder (loads with BiEncoder.load)")
@@ -248,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
                      + json.dumps(defaults(IndexParams)).replace("%", "%%"))
     args = parser.parse_args(argv)
     if args.cmd == "plan":
-        return write_plan(args.dataset, args.shard_size, args.out)
+        return write_plan(args.dataset, args.out, shard_size=args.shard_size, shards=args.shards)
     return encode_shard(args.model, args.dataset, args.plan, args.shard, args.out_embeddings, args.out_ids,
                         parse_json_object(args.params_json))
 

@@ -83,7 +83,8 @@ def train_seed(wildcards):
 # ----------------------------------------------------------------------------- index / shards
 # Keys of the index section that only matter when set: left out of the index job's JSON at their
 # defaults, so an unsharded run's job (and its outputs) stay exactly what they were.
-_INDEX_OPTIONAL = {"shard_size": None, "dtype": "float32", "train_size": pcfg.P.IndexParams.train_size}
+_INDEX_OPTIONAL = {"shard_size": None, "shards": None, "dtype": "float32",
+                   "train_size": pcfg.P.IndexParams.train_size}
 
 
 def index_params(wildcards):
@@ -96,7 +97,12 @@ def shard_encode_params(wildcards):
 
 
 def sharded():
-    return CFG["index"]["shard_size"] is not None
+    return CFG["index"]["shard_size"] is not None or CFG["index"]["shards"] is not None
+
+
+def shard_plan_args(wildcards):
+    index = CFG["index"]
+    return f"--shards {index['shards']}" if index["shards"] is not None else f"--shard-size {index['shard_size']}"
 
 
 def index_inputs(wildcards):
@@ -105,10 +111,14 @@ def index_inputs(wildcards):
     if sharded():
         from pipeline.shards import num_shards
 
-        plan = checkpoints.shard_plan.get(dataset=wildcards.dataset).output[0]
+        if CFG["index"]["shards"] is not None:  # the count is known: no need to wait for the plan
+            plan, count = str(LAYOUT.shard_plan(wildcards.dataset)), CFG["index"]["shards"]
+        else:
+            plan = checkpoints.shard_plan.get(dataset=wildcards.dataset).output[0]
+            count = num_shards(plan)
         inputs["plan"] = plan
         inputs["shards"] = [str(path(wildcards.dataset, wildcards.run, wildcards.tag, i))
-                            for i in range(num_shards(plan))
+                            for i in range(count)
                             for path in (LAYOUT.shard_ids, LAYOUT.shard_embeddings)]
     return inputs
 

@@ -1,5 +1,5 @@
 # Index stage: encode the corpus once per model and build the configured FAISS indexes.
-# With index.shard_size set, the corpus is encoded by one `encode_shard` job per block of rows
+# With index.shards (or index.shard_size) set, the corpus is encoded by one `encode_shard` job per block of rows
 # (scatter) and `index` gathers them; the block count comes from the `shard_plan` checkpoint,
 # which reads the corpus count the data step recorded (see pipeline/shards.py).
 
@@ -11,7 +11,7 @@ checkpoint shard_plan:
         str(LAYOUT.shard_plan("{dataset}")),
     params:
         data=parent("data"),
-        shard_size=lambda w: CFG["index"]["shard_size"],
+        size=shard_plan_args,
     conda:
         "../environment.yml"
     log:
@@ -22,7 +22,7 @@ checkpoint shard_plan:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python -m pipeline.shards plan --dataset {params.data} --shard-size {params.shard_size} "
+        "python -m pipeline.shards plan --dataset {params.data} {params.size} "
         "--out {output} > {log} 2>&1"
 
 

@@ -140,11 +140,13 @@ def test_paper_grid_dry_run_lists_every_job_without_data(tmp_path):
     counts = {}
     for line in out.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] in ("data", "hard_negatives", "train", "index",
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] in ("data", "hard_negatives", "train", "index", "encode_shard",
                                                                    "evaluate", "aggregate", "total"):
             counts[parts[0]] = int(parts[1])
     assert counts["data"] == 5 and counts["hard_negatives"] == 1  # BM25 mining for MS MARCO only
     assert counts["train"] == counts["index"] == 5 * 9 * 3 and counts["evaluate"] == 6 * 9 * 3
+    # index.shards: 43 encode_shard jobs per model, listed before anything is downloaded
+    assert counts["encode_shard"] == 5 * 9 * 3 * cfg["index"]["shards"]
     assert "--dpr-dataset curatedtrec" in out and "--answer-regex" in out
     assert "--dpr-qa test=https://dl.fbaipublicfiles.com/dpr/data/retriever/nq-test.qa.csv" in out
     assert "--hard-negatives results/data/nq/hard_negatives/train.jsonl" in out

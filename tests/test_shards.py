@@ -26,6 +26,18 @@ def test_plan_covers_every_row_once():
         shards.make_plan(0, 4)
 
 
+def test_fixed_count_plan_is_near_equal_and_covers_every_row():
+    from pipeline.shards import make_plan_count
+
+    for n, k in ((1000, 4), (5183, 4), (7, 3), (2, 5)):
+        plan = make_plan_count(n, k)
+        assert len(plan) == k and plan[0][0] == 0 and plan[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(plan, plan[1:]))
+        assert max(e - s for s, e in plan) - min(e - s for s, e in plan) <= 1
+    with pytest.raises(PipelineError, match="shard_size and shards"):
+        idx.resolve_params({"shard_size": 10, "shards": 2})
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_npy_stream_roundtrip(tmp_path, dtype):
     x = np.random.default_rng(0).normal(size=(1000, 16)).astype(np.float32)
@@ -181,7 +193,7 @@ def test_gather_refuses_a_missing_or_stale_shard(tiny, tmp_path):
         idx.run_gather(str(tiny["ds"]), str(folder), str(plan), str(tmp_path / "o"), params)
     (tmp_path / "1.json").rename(folder / "1.json")
     other = tmp_path / "plan.json"
-    shards.write_plan(tiny["ds"], 25, other)
+    shards.write_plan(tiny["ds"], other, shard_size=25)
     with pytest.raises(PipelineError, match="shard 0 holds rows \\[0, 20\\).*\\[0, 25\\)"):
         idx.run_gather(str(tiny["ds"]), str(folder), str(other), str(tmp_path / "o"), params)
     assert not (tmp_path / "o").exists()

@@ -38,10 +38,12 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-def _config(tiny_model_dir, shard_size):
+def _config(tiny_model_dir, shard_size, shards=None):
     index = {"index_types": ["flat"], "batch_size": 16}
     if shard_size:
         index["shard_size"] = shard_size
+    if shards:
+        index["shards"] = shards
     return {"experiment": "shards", "datasets": {"scifact-mini": {"source": "embedded"}}, "seeds": [1],
             "encoder": {"model": str(tiny_model_dir), "query_max_length": 32, "passage_max_length": 64},
             "runs": {"zeroshot": {"method": "none"}}, "index": index,
@@ -71,6 +73,21 @@ def test_dry_run_lists_the_shard_jobs(runs, tiny_model_dir, tmp_path):
     # ...once it exists, a dry run shows one encode_shard job per shard.
     snakemake(repo, "--until", "shard_plan")
     assert job_counts(snakemake(repo, "-n"))["encode_shard"] == 4
+
+
+def test_a_fixed_shard_count_is_planned_before_any_data(runs, tiny_model_dir, tmp_path):
+    """index.shards: the dry run lists every encode_shard job with no data at all, and the shards
+    (1000 docs / 4) are the shard_size-250 run's, byte for byte."""
+    from conftest import copy_workflow
+
+    repo = copy_workflow(tmp_path / "repo")
+    (repo / "tiny.yaml").write_text(yaml.safe_dump(_config(tiny_model_dir, None, shards=4)))
+    dry = snakemake(repo, "-n")
+    assert not (repo / "results").exists()
+    assert job_counts(dry)["encode_shard"] == 4 and job_counts(dry)["data"] == 1
+    assert job_counts(snakemake(repo))["encode_shard"] == 4
+    index = "results/index/scifact-mini/zeroshot/base/embeddings.npy"
+    assert (repo / index).read_bytes() == (runs["sharded"][0] / index).read_bytes()
 
 
 def test_four_shards_match_unsharded(runs):
