@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,16 +65,26 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def load_dataset(root: str | Path) -> Dataset:
+def iter_corpus_ids(root: str | Path):
+    """The doc ids of corpus.jsonl in file order (the index's row order), streamed."""
+    with open(Path(root) / "corpus.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield str(json.loads(line)["_id"])
+
+
+def load_dataset(root: str | Path, corpus: bool = True) -> Dataset:
+    """The dataset folder in memory. `corpus=False` leaves the corpus out (an empty dict): the
+    evaluation of a 21M-passage corpus needs its queries and qrels, not 21M passage texts."""
     root = Path(root)
     if not (root / "corpus.jsonl").is_file():
         raise PipelineError(f"{root}: not a dataset folder (missing corpus.jsonl)")
-    corpus, queries = {}, {}
-    with open(root / "corpus.jsonl", encoding="utf-8") as fh:
+    docs, queries = {}, {}
+    with open(root / "corpus.jsonl", encoding="utf-8") if corpus else open(os.devnull) as fh:
         for line in fh:
             if line.strip():
                 doc = json.loads(line)
-                corpus[str(doc["_id"])] = {"title": doc.get("title") or "", "text": doc.get("text") or ""}
+                docs[str(doc["_id"])] = {"title": doc.get("title") or "", "text": doc.get("text") or ""}
     with open(root / "queries.jsonl", encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
@@ -82,7 +93,7 @@ def load_dataset(root: str | Path) -> Dataset:
     qrels = {p.stem: read_qrels(p) for p in sorted((root / "qrels").glob("*.tsv"))}
     manifest_path = root / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    return Dataset(root, corpus, queries, qrels, manifest)
+    return Dataset(root, docs, queries, qrels, manifest)
 
 
 def training_examples(ds: Dataset, split: str, hard_negatives: dict[str, list[str]] | None = None,

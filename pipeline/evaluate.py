@@ -131,6 +131,31 @@ def trec_name(scoring, repeat: int, sampled: bool) -> str:
     return f"run-{scoring.slug}-rep{repeat}" if sampled else f"run-{scoring.slug}"
 
 
+def check_same_corpus(ds, index_dir: Path, doc_ids: list[str], stats: dict) -> None:
+    """The index must hold this dataset's corpus, row for row. The corpus digest recorded at index
+    time settles it at once; an index without one (built by an older version) is checked by
+    streaming corpus.jsonl's ids against its rows, never holding the passages."""
+    from .datasets import iter_corpus_ids
+
+    expected = ds.manifest.get("output_sha256", {}).get("corpus.jsonl")
+    count = ds.manifest.get("counts", {}).get("docs")
+    if stats.get("corpus_sha256") and expected:
+        if stats["corpus_sha256"] == expected and count in (None, len(doc_ids)):
+            return
+        problem = f"corpus digest {stats['corpus_sha256'][:12]}… vs {expected[:12]}…"
+    else:
+        rows = 0
+        for rows, doc_id in enumerate(iter_corpus_ids(ds.root), start=1):
+            if rows > len(doc_ids) or doc_ids[rows - 1] != doc_id:
+                break
+        else:
+            if rows == len(doc_ids):
+                return
+        problem = f"{len(doc_ids)} indexed ids, corpus.jsonl differs at row {rows}"
+    raise PipelineError(f"{index_dir}: built from a different corpus than {ds.root}/corpus.jsonl ({problem}); "
+                        "re-run the index step")
+
+
 # ----------------------------------------------------------------------------- entry point
 def run(model_dir: str, dataset_dir: str, index_dir: str, out_dir: str, params: dict) -> dict:
     p = resolve_params(params)  # before the slow torch import, so config errors come back at once
@@ -143,12 +168,10 @@ def run(model_dir: str, dataset_dir: str, index_dir: str, out_dir: str, params: 
 
     seed_everything(p.seed)
     set_threads()
-    ds = load_dataset(dataset_dir)
+    ds = load_dataset(dataset_dir, corpus=False)  # queries and qrels; passages stay on disk
     index_dir = Path(index_dir)
     emb, doc_ids, stats = load_embeddings(index_dir)
-    if len(doc_ids) != len(ds.corpus) or any(d not in ds.corpus for d in doc_ids):
-        raise PipelineError(f"{index_dir}: built from a different corpus than {ds.root}/corpus.jsonl "
-                            f"({len(doc_ids)} indexed ids vs {len(ds.corpus)} documents)")
+    check_same_corpus(ds, index_dir, doc_ids, stats)
     if p.index not in stats["indexes"]:
         raise PipelineError(f"index: {p.index!r} was not built in {index_dir} (built: {sorted(stats['indexes'])})")
     approx = p.approx_indexes

@@ -380,7 +380,8 @@ def run_gather(dataset_dir: str, shards_dir: str, plan_path: str, out_dir: str, 
         facts = gather(shards_dir, plan_path, tmp, params["dtype"])
         stats = {"num_docs": facts["num_docs"], "dim": facts["dim"], "encode_seconds": facts["encode_seconds"],
                  "model": facts["model"], "normalized": facts["normalized"], "shards": facts["shards"],
-                 "dtype": params["dtype"], "indexes": write_indexes_streaming(tmp / EMBEDDINGS, params, tmp)}
+                 "dtype": params["dtype"], "corpus_sha256": plan.get("corpus_sha256"),
+                 "indexes": write_indexes_streaming(tmp / EMBEDDINGS, params, tmp)}
         atomic_write_json(tmp / INDEX_STATS, stats)
     log.info("gathered %d shards (%d docs) into %s", facts["shards"], facts["num_docs"], out_dir)
     return stats
@@ -415,7 +416,8 @@ def run(model_dir: str, dataset_dir: str, out_dir: str, params: dict) -> dict:
         (tmp / DOC_IDS).write_text(json.dumps(doc_ids) + "\n", encoding="utf-8")
         stats = {"num_docs": len(doc_ids), "dim": int(emb.shape[1]), "encode_seconds": round(encode_seconds, 3),
                  "model": str(model_dir), "normalized": bool(model.spec.normalize),
-                 "device": device, "precision": precision}
+                 "device": device, "precision": precision,
+                 "corpus_sha256": ds.manifest.get("output_sha256", {}).get("corpus.jsonl")}
         if params["dtype"] != "float32":
             stats["dtype"] = params["dtype"]
             # Index what is stored, so every search path sees the same vectors.

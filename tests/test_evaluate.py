@@ -161,3 +161,22 @@ def test_accepts_the_parameters_the_rule_passes(built, tmp_path):
     with pytest.raises(PipelineError, match="unknown key"):
         _evaluate(built, tmp_path / "bad", {**params, "reference_run": "zeroshot"})
     assert idx.resolve_params({"ivf": {"nlist": None}}, num_docs=40)["ivf"]["nlist"] == idx.default_nlist(40)
+
+
+def test_the_index_must_hold_this_corpus_row_for_row(built):
+    """Evaluation never loads the passages: the corpus digest recorded at index time decides,
+    or (an index without one) the ids streamed from corpus.jsonl against the index rows."""
+    from pipeline.datasets import Dataset, iter_corpus_ids, load_dataset
+
+    ds = load_dataset(built["ds"], corpus=False)
+    assert ds.corpus == {} and ds.queries and ds.qrels
+    ids = list(iter_corpus_ids(built["ds"]))
+    ev.check_same_corpus(ds, built["index"], ids, {})
+    for wrong, where in ((ids[::-1], "row 1"), (ids[:-1], f"row {len(ids)}"), (ids + ["extra"], f"row {len(ids)}")):
+        with pytest.raises(PipelineError, match=f"different corpus .*{where}"):
+            ev.check_same_corpus(ds, built["index"], wrong, {})
+    digest = {"output_sha256": {"corpus.jsonl": "a" * 64}, "counts": {"docs": len(ids)}}
+    with_manifest = Dataset(ds.root, {}, ds.queries, ds.qrels, digest)
+    ev.check_same_corpus(with_manifest, built["index"], ids, {"corpus_sha256": "a" * 64})
+    with pytest.raises(PipelineError, match="corpus digest"):
+        ev.check_same_corpus(with_manifest, built["index"], ids, {"corpus_sha256": "b" * 64})
