@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 
 from pipeline import config as pcfg
-from pipeline.layout import MODEL
+from pipeline.layout import MODEL, REPORT_TABLES
 from pipeline.plots import PLOTS
 
 

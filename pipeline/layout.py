@@ -36,6 +36,8 @@ PER_QUERY = "per_query.json"
 INDEX_REPORT = "index_report.json"
 DATASET_HARDNEG = "hard_negatives"
 SHARD_PLAN = "plan.json"
+# The aggregate tables the report shows (results/tables/<name>.html), each captioned by report/<name>.rst.
+REPORT_TABLES = ("headline", "summary", "dn", "index", "diagnostics")
 
 
 def model_tag(seed: int | str, trained: bool) -> str:

@@ -11,7 +11,7 @@ rule aggregate:
         csv=str(LAYOUT.tables / "summary.csv"),
         md=str(LAYOUT.tables / "summary.md"),
         tables=[report(str(LAYOUT.tables / f"{name}.html"), caption=f"../report/{name}.rst", category="Tables")
-                for name in ("headline", "summary", "dn", "index", "diagnostics")],
+                for name in REPORT_TABLES],
         plots=[report(str(LAYOUT.plots / f"{name}.png"), caption=f"../report/{name}.rst", category="Plots")
                for name in PLOTS],
     params:

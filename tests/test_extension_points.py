@@ -130,12 +130,13 @@ def test_config_validation_does_not_import_torch():
 
 def test_every_report_item_has_one_caption():
     """Captions live in report/<name>.rst only: one per plot and per report table, none stale."""
+    from pipeline.layout import REPORT_TABLES
     from pipeline.plots import PLOTS
 
     report = pcfg.SCHEMA_PATH.parents[1] / "report"
-    expected = {*PLOTS, "summary", "headline", "dn", "index", "workflow"}
+    expected = {*PLOTS, *REPORT_TABLES, "workflow"}
     assert {p.stem for p in report.glob("*.rst")} == expected
     rule = (report.parent / "rules" / "aggregate.smk").read_text()
-    assert '("headline", "summary", "dn", "index")' in rule and 'caption=f"../report/{name}.rst"' in rule
+    assert "for name in REPORT_TABLES]" in rule and 'caption=f"../report/{name}.rst"' in rule
     for path in report.glob("*.rst"):
         assert "@" not in path.read_text().replace("\\@", ""), f"{path}: write NDCG\\@10 (a bare @ renders as mailto)"
