@@ -193,6 +193,18 @@ def configure_search(index, search: dict) -> None:
         ivf.nprobe = int(search["nprobe"])
 
 
+def factory_nprobe(kind: str, ivf: dict) -> int | None:
+    """nprobe for a factory string's own list count (IVF64,PQ48 -> 64 lists): the share of lists
+    that ivf.nprobe / ivf.nlist probes, so the default probes a quarter of them."""
+    import re
+
+    lists = re.search(r"IVF(\d+)", kind)
+    if ivf.get("nprobe") is None or not lists or not ivf.get("nlist"):
+        return ivf.get("nprobe")
+    n = int(lists.group(1))
+    return max(1, min(n, round(ivf["nprobe"] * n / ivf["nlist"])))
+
+
 def index_params(kind: str, params: dict) -> dict:
     """The parameters recorded for an index (and re-applied at search time)."""
     if kind == "flat":
@@ -205,7 +217,7 @@ def index_params(kind: str, params: dict) -> dict:
     if "HNSW" in kind:
         out.update(efSearch=params["hnsw"]["efSearch"], efConstruction=params["hnsw"]["efConstruction"])
     if "IVF" in kind:
-        out.update(nprobe=params["ivf"].get("nprobe"), seed=params["ivf"]["seed"])
+        out.update(nprobe=factory_nprobe(kind, params["ivf"]), seed=params["ivf"]["seed"])
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -197,3 +197,11 @@ def test_gather_refuses_a_missing_or_stale_shard(tiny, tmp_path):
     with pytest.raises(PipelineError, match="shard 0 holds rows \\[0, 20\\).*\\[0, 25\\)"):
         idx.run_gather(str(tiny["ds"]), str(folder), str(other), str(tmp_path / "o"), params)
     assert not (tmp_path / "o").exists()
+
+
+def test_factory_ivf_probes_the_configured_share_of_its_own_lists():
+    assert idx.factory_nprobe("IVF64,PQ48", {"nlist": 288, "nprobe": 72}) == 16
+    assert idx.factory_nprobe("IVF64,PQ48", {"nlist": 288, "nprobe": 288}) == 64
+    assert idx.factory_nprobe("IVF4096,PQ64", {"nlist": 100, "nprobe": 1}) == 41
+    assert idx.factory_nprobe("HNSW32,SQ8", {"nlist": 288, "nprobe": 72}) == 72
+    assert idx.index_params("IVF64,PQ48", idx.resolve_params({}, num_docs=5183))["nprobe"] == 16
