@@ -173,6 +173,15 @@ def significance(frame: pd.DataFrame, per_query: dict, reference: str | None, pe
                                       "p_ttest", "p_holm", "mdd"])
 
 
+def attach_significance(frame: pd.DataFrame, sig: pd.DataFrame) -> pd.DataFrame:
+    """The summary frame with each row's test columns (reference, p, MDD) joined on."""
+    if sig.empty:
+        return frame
+    # A grid without lambda scorings has a column of None; NaN on both sides merges alike.
+    return frame.assign(**{"lambda": frame["lambda"].astype(float)}).merge(
+        sig.assign(**{"lambda": sig["lambda"].astype(float)}), on=["dataset", "run", "scoring", "lambda"], how="left")
+
+
 def _fmt(mean: float, std: float) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
@@ -346,8 +355,7 @@ def write_tables(results: Path, cfg: dict) -> GridResults:
     reference = evaluation.get("reference_run")
     sig = significance(frame, per_query, reference, evaluation.get("significance_permutations", 10000),
                        evaluation.get("compare"))
-    if not sig.empty:
-        frame = frame.merge(sig, on=["dataset", "run", "scoring", "lambda"], how="left")
+    frame = attach_significance(frame, sig)
     grid.frame, grid.significance = frame, sig
     tables = Layout(results).tables
     tables.mkdir(parents=True, exist_ok=True)

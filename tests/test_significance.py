@@ -101,3 +101,8 @@ def test_a_run_can_be_tested_against_its_own_reference():
     assert " vs dpr |" in _p_cell(sig, "other", "d", "dpr-mask", "dot", np.nan)
     assert _p_cell(sig, "other", "d", "other", "dot", np.nan) == "ref | –"
     assert " vs " not in _p_cell(sig, "other", "d", "dpr", "dot", np.nan)
+    # A dot-only grid's lambda column holds None: the test columns still join on.
+    from pipeline.aggregate import attach_significance
+
+    joined = attach_significance(frame.assign(**{"lambda": None}), sig).set_index("run")
+    assert joined.loc["dpr-mask", "reference"] == "dpr" and joined.loc["dpr-mask", "p_holm"] < 0.05
