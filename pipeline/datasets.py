@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +64,12 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
+def corpus_digest(manifest: dict) -> str | None:
+    """The sha256 of corpus.jsonl that the data step recorded in manifest.json (None if absent):
+    what the index records and evaluation compares, instead of re-reading the corpus."""
+    return manifest.get("output_sha256", {}).get("corpus.jsonl")
+
+
 def iter_corpus_ids(root: str | Path):
     """The doc ids of corpus.jsonl in file order (the index's row order), streamed."""
     with open(Path(root) / "corpus.jsonl", encoding="utf-8") as fh:
@@ -80,11 +85,12 @@ def load_dataset(root: str | Path, corpus: bool = True) -> Dataset:
     if not (root / "corpus.jsonl").is_file():
         raise PipelineError(f"{root}: not a dataset folder (missing corpus.jsonl)")
     docs, queries = {}, {}
-    with open(root / "corpus.jsonl", encoding="utf-8") if corpus else open(os.devnull) as fh:
-        for line in fh:
-            if line.strip():
-                doc = json.loads(line)
-                docs[str(doc["_id"])] = {"title": doc.get("title") or "", "text": doc.get("text") or ""}
+    if corpus:
+        with open(root / "corpus.jsonl", encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    doc = json.loads(line)
+                    docs[str(doc["_id"])] = {"title": doc.get("title") or "", "text": doc.get("text") or ""}
     with open(root / "queries.jsonl", encoding="utf-8") as fh:
         for line in fh:
             if line.strip():

@@ -26,6 +26,8 @@ PER_UPDATE = (
     ("bank age max", "bank_age_max", "max"),
 )
 EARLY_LATE_SHARE = 0.1
+# Columns whose per-run value is a maximum, so seeds are combined by their maximum too.
+MAX_COLUMNS = {label for label, _, how in PER_UPDATE if how == "max"} | {"grad-norm ratio, max"}
 
 
 def _read_log(path: Path) -> list[dict]:
@@ -53,7 +55,7 @@ def diagnostics_table(logs: Iterable[tuple[str, str, Path]]) -> pd.DataFrame:
     if not per_job:
         return pd.DataFrame()
     frame = pd.DataFrame(per_job)
-    reducers = {c: ("max" if c in ("bank age max", "grad-norm ratio, max") else "mean")
+    reducers = {c: ("max" if c in MAX_COLUMNS else "mean")
                 for c in frame.columns if c not in ("dataset", "run")}
     table = frame.groupby(["dataset", "run"], sort=False).agg(reducers).reset_index()
     table.insert(2, "seeds", frame.groupby(["dataset", "run"], sort=False).size().values)

@@ -135,9 +135,9 @@ def check_same_corpus(ds, index_dir: Path, doc_ids: list[str], stats: dict) -> N
     """The index must hold this dataset's corpus, row for row. The corpus digest recorded at index
     time settles it at once; an index without one (built by an older version) is checked by
     streaming corpus.jsonl's ids against its rows, never holding the passages."""
-    from .datasets import iter_corpus_ids
+    from .datasets import corpus_digest, iter_corpus_ids
 
-    expected = ds.manifest.get("output_sha256", {}).get("corpus.jsonl")
+    expected = corpus_digest(ds.manifest)
     count = ds.manifest.get("counts", {}).get("docs")
     if stats.get("corpus_sha256") and expected:
         if stats["corpus_sha256"] == expected and count in (None, len(doc_ids)):

@@ -401,7 +401,7 @@ def run_gather(dataset_dir: str, shards_dir: str, plan_path: str, out_dir: str, 
 
 def run(model_dir: str, dataset_dir: str, out_dir: str, params: dict) -> dict:
     resolve_params(params)  # fail on bad config before the slow torch import and model load
-    from .datasets import load_dataset
+    from .datasets import corpus_digest, load_dataset
     from .encoder import BiEncoder, describe
 
     set_threads()
@@ -429,7 +429,7 @@ def run(model_dir: str, dataset_dir: str, out_dir: str, params: dict) -> dict:
         stats = {"num_docs": len(doc_ids), "dim": int(emb.shape[1]), "encode_seconds": round(encode_seconds, 3),
                  "model": str(model_dir), "normalized": bool(model.spec.normalize),
                  "device": device, "precision": precision,
-                 "corpus_sha256": ds.manifest.get("output_sha256", {}).get("corpus.jsonl")}
+                 "corpus_sha256": corpus_digest(ds.manifest)}
         if params["dtype"] != "float32":
             stats["dtype"] = params["dtype"]
             # Index what is stored, so every search path sees the same vectors.

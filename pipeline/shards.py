@@ -57,19 +57,23 @@ def make_plan_count(num_docs: int, shards: int) -> list[list[int]]:
 
 def write_plan(dataset_dir: str | Path, out: str | Path, shard_size: int | None = None,
                shards: int | None = None) -> dict:
+    from .datasets import corpus_digest
     from .layout import MANIFEST
     from .params import check_int
 
     if (shard_size is None) == (shards is None):
         raise PipelineError("shard plan: give either a shard size or a number of shards")
-    check_int(shard_size if shards is None else shards, "index.shard_size" if shards is None else "index.shards")
+    if shards is None:
+        check_int(shard_size, "index.shard_size")
+    else:
+        check_int(shards, "index.shards")
     manifest = read_json(Path(dataset_dir) / MANIFEST)
     num_docs = manifest.get("counts", {}).get("docs")
     if not isinstance(num_docs, int):
         raise PipelineError(f"{dataset_dir}/{MANIFEST}: no counts.docs to plan shards from")
     blocks = make_plan(num_docs, shard_size) if shards is None else make_plan_count(num_docs, shards)
     plan = {"num_docs": num_docs, "shard_size": shard_size, "shards": blocks,
-            "corpus_sha256": manifest.get("output_sha256", {}).get("corpus.jsonl")}
+            "corpus_sha256": corpus_digest(manifest)}
     atomic_write_json(out, plan)
     log.info("%d docs -> %d shards of up to %d", num_docs, len(blocks), max(end - start for start, end in blocks))
     return plan

@@ -169,13 +169,15 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
                             f"fewer than one update of {per_update} (batch_size x accumulation_steps"
                             f"{' x processes' if world > 1 else ''})")
     total = recipe["max_steps"] or max(1, math.ceil(recipe["epochs"] * updates_per_epoch))
-    bank_share = method.shape()["memory_size"] / len(examples)
+    memory = method.shape()["memory_size"]
+    bank_share = memory / len(examples)
     if bank_share >= BANK_SHARE_WARNING and main_process:
+        held = " and each query's own positive from its previous epoch" if bank_share >= 1 else ""
+        effect = ("scores them as negatives" if recipe["false_negatives"] == "keep"
+                  else "masks those that are known positives (docs/methods.md#false-negatives)")
         log.warning("memory_size %d samples is %.0f%% of the %d training pairs: the bank holds the positives of "
-                    "recent queries%s; false_negatives: %s%s", method.shape()["memory_size"], 100 * bank_share,
-                    len(examples), " and each query's own positive from its previous epoch" if bank_share >= 1 else "",
-                    recipe["false_negatives"], " scores them as negatives" if recipe["false_negatives"] == "keep"
-                    else " masks those that are known positives (docs/methods.md#false-negatives)")
+                    "recent queries%s; false_negatives: %s %s", memory, 100 * bank_share, len(examples), held,
+                    recipe["false_negatives"], effect)
     warmup = recipe["warmup_steps"] or int(round(recipe["warmup_ratio"] * total))
 
     params = list({id(p): p for p in model.parameters()}.values())

@@ -44,6 +44,8 @@ class GradAccum(InBatch):
             per_batch.append({"loss": float(loss.detach()), **stats})
             self.after_micro_batch(q.detach(), p.detach(), h.detach(), batch)
         # Per-update statistics: the mean over micro-batches, the maximum for *_max columns.
-        combined = {key: (max if key.endswith("_max") else lambda v: sum(v) / k)([s[key] for s in per_batch])
-                    for key in per_batch[0]}
+        combined = {}
+        for key in per_batch[0]:
+            values = [stats[key] for stats in per_batch]
+            combined[key] = max(values) if key.endswith("_max") else sum(values) / k
         return {**combined, "micro_batches": float(k)}
