@@ -182,6 +182,9 @@ def grad_norm_ratio(logs: dict[str, list[Path]], out: Path,
         plt.close(fig)
         return _empty(out, "grad_norm_ratio", "no trained run with untied encoders in this grid")
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    # A ratio reads symmetrically on a log axis, and single-update spikes (a near-zero query
+    # gradient) would otherwise flatten every other curve onto the baseline.
+    ax.set_yscale("log")
     ax.set_xlabel("training examples seen" if examples_per_update else "optimizer step")
     ax.set_ylabel("||∇ passage|| / ||∇ query||")
     ax.set_title("Gradient-norm ratio of the two encoders")
