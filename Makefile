@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test test-slow lint dry-run ui report bench bench-encode reference check-reference lock clean help
+.PHONY: install run test test-slow docs lint dry-run ui report bench bench-encode reference check-reference lock clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -36,6 +36,10 @@ test: $(STAMP)  ## run the test suite without the slow checks (what CI runs)
 
 test-slow: $(STAMP)  ## only the slow checks (full-SciFact anchor, gradient-norm stability)
 	$(BIN)/python -m pytest -q -s -m slow tests
+
+docs: $(STAMP)  ## build the manual (MkDocs, --strict: a broken link or missing reference table fails) -> site/
+	$(BIN)/mkdocs build --strict --site-dir site
+	@echo "Docs: site/index.html"
 
 lint: $(STAMP)  ## snakemake --lint and a dry run
 	$(BIN)/snakemake --lint --configfile $(CONFIG)

@@ -249,7 +249,7 @@ def headline_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | N
     """One line per run: the protocol's main metric (NDCG@10; Top-20 for answers) under each
     scoring (lambda scorings at the headline lambda), its second metric (Recall@100; Top-100)
     under the dot product, the dot-product p-value against the reference run, and the training
-    cost (the README table)."""
+    cost (the headline table)."""
     from .protocols import metric_label
     from .scorings import scoring_class
 

@@ -529,7 +529,7 @@ def record_in_lock(lock_path: Path, url: str, sha256: str, size: int) -> None:
         files[url] = {"sha256": sha256, "bytes": size,
                       "recorded": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
         doc = {"about": "sha256 of each downloaded data file, recorded on its first download and checked on "
-                        "every later use (see README, 'DPR-format data'). Commit this file so every checkout "
+                        "every later use (see docs/data.md, 'DPR-format data'). Commit this file so every checkout "
                         "verifies the same bytes; delete an entry only to accept a changed file.",
                "files": dict(sorted(files.items()))}
         atomic_write_text(lock_path, json.dumps(doc, indent=2) + "\n")

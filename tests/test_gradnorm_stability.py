@@ -5,7 +5,7 @@ ratio of a passage-only bank ends clearly above ContAccum's.
 Measured (30 updates, seed 13): median ratio over the last 15 updates 2.62 (passage-only bank)
 against 1.83 (dual banks). With L2-normalised embeddings at tau = 0.05 the two stay close
 (about 1.3 against 1.2): normalisation bounds the embedding norms that the drift inflates.
-This is the first 30 updates only. Over 336 updates (config/gradnorm.yaml, README "Gradient-norm
+This is the first 30 updates only. Over 336 updates (config/gradnorm.yaml, docs/results/gradnorm.md "Gradient-norm
 stability") the passage-only bank's ratio falls towards 1.2 and the dual banks' spikes, so the
 test pins the early behaviour and the instrumentation, not the paper's long-run claim."""
 

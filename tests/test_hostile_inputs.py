@@ -1,4 +1,4 @@
-"""The hostile-input table (README "Bad input"): every row is a bad config, data file, archive or
+"""The hostile-input table (docs/reliability.md, "Bad input"): every row is a bad config, data file, archive or
 model path that must fail with a clear error naming the file, line or key, and must leave the
 finished results under results/ untouched."""
 

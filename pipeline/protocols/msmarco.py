@@ -5,7 +5,7 @@ The same protocol scores either evaluation split of BEIR's `msmarco` (a dataset'
 `dev` (6,980 queries, about one relevant passage each; MRR@10 is the MS MARCO convention) or
 `test` (TREC-DL 2019: 43 queries with graded judgements). Table 1's NDCG@20 exceeds its NDCG@100
 in every row, which cannot happen on dev (one relevant passage per query makes IDCG@20 equal
-IDCG@100) and fits graded TREC-DL 2019 judgements; see the README, "Reproducing Table 1".
+IDCG@100) and fits graded TREC-DL 2019 judgements; see docs/paper.md.
 """
 
 from __future__ import annotations
