@@ -17,6 +17,13 @@ FANoise in fp32. fp16 uses a gradient scaler: an update whose gradients overflow
 the scaler and logged (`scaler_skipped`, `loss_scale`); a non-finite loss, a non-finite gradient
 without fp16, or MAX_SKIPPED overflows in a row stop the run.
 
+Encoder shape (the recipe's `encoder`): `layers: L` trains the first L layers of the model;
+`random_init: true` with `shape: {layers, hidden, heads, intermediate}` a fresh BERT of that size
+with the model's tokenizer, drawn from the run's seed. Pairs (`pairs: {sources: [qrels, title,
+crop], crop: {min_words, max_words}}`): the train split's qrels, title -> text pairs and
+independent crops of one passage, redrawn per (seed, epoch). Both are recorded in
+train_summary.json (docs/methods.md, "A regime with room to learn").
+
 Outputs in --out: model/ (a BiEncoder folder), train_log.jsonl, train_summary.json (last).
 """
 
