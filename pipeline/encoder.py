@@ -91,7 +91,8 @@ def _load_transformer(path: str, spec: "EncoderSpec") -> nn.Module:
         if spec.random_init:
             return AutoModel.from_config(config)
         # Truncation drops the weights of layers L.. on purpose: silence the "weights not used" warning.
-        hf_logging.set_verbosity_error() if spec.layers is not None else None
+        if spec.layers is not None:
+            hf_logging.set_verbosity_error()
         return AutoModel.from_pretrained(path, config=config)
     except (OSError, ValueError) as exc:
         raise PipelineError(f"encoder.model: cannot load {path}: {exc}") from None
