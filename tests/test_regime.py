@@ -304,3 +304,33 @@ def test_dev_split_reaches_the_data_rule(repo_copy):
                          env={**os.environ, "PYTHONPATH": str(repo_copy)})
     assert out.returncode == 0, out.stderr[-3000:]
     assert """--dev-split '{"size":10,"seed":3,"from":"train"}'""" in out.stdout
+
+
+# ----------------------------------------------------------------------------- pilot
+def test_pilot_time_and_table(tiny_model_dir, small, tmp_path):
+    import pandas as pd
+
+    from pipeline.pilot import pilot_table, time_markdown, time_runs
+
+    cfg = pcfg.validate({"datasets": {"small": {"source": "local", "path": str(small)}}, "seeds": [1, 2],
+                         "encoder": {"model": str(tiny_model_dir), "query_max_length": 16, "passage_max_length": 24},
+                         "runs": {"zs": {"method": "none"}, "a": {"method": "inbatch", "batch_size": 4, "epochs": 3,
+                                                                   "pairs": {"sources": ["qrels", "crop"],
+                                                                             "crop": {"min_words": 4}}}},
+                         "evaluation": {"scorings": ["dot"], "compare": {"a": "zs"}}})
+    rows = time_runs(cfg, "small", small)
+    assert [(r["run"], r["n_total"], r["pairs_per_epoch"], r["updates"]) for r in rows] == [("a", 4, 21, 15)]
+    assert rows[0]["cpu_sec_per_update"] > 0 and "2 seed(s)" in time_markdown(rows, 2)
+    tables = tmp_path / "results" / "tables"
+    tables.mkdir(parents=True)
+    common = {"dataset": "small", "scoring": "dot", "lambda": None}
+    pd.DataFrame([
+        {**common, "run": "zs", "seed": 1, "ndcg@10": 0.30, "sec_per_update": float("nan")},
+        {**common, "run": "zs", "seed": 2, "ndcg@10": 0.30, "sec_per_update": float("nan")},
+        {**common, "run": "a", "seed": 1, "ndcg@10": 0.40, "sec_per_update": 0.5, "reference": "zs",
+         "mean_diff": 0.11, "p_holm": 0.01, "mdd": 0.05},
+        {**common, "run": "a", "seed": 2, "ndcg@10": 0.42, "sec_per_update": 0.7, "reference": "zs",
+         "mean_diff": 0.11, "p_holm": 0.01, "mdd": 0.05},
+    ]).to_csv(tables / "summary.csv", index=False)
+    text = pilot_table(tmp_path / "results", cfg)
+    assert "| small | a | zs | 0.4100 | 0.3000 | +0.1100 | 0.01 | 0.0500 | 0.600 |" in text
