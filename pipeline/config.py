@@ -230,6 +230,12 @@ def _regime_problems(config: dict, run: str) -> list[str]:
     resolved = recipe(config, run)
     where = f"config key runs.{run}.encoder" if "encoder" in config["runs"][run] else "config key encoder"
     problems = encoder_problems(resolved["encoder"], where)
+    derived = [s for s in (resolved.get("pairs") or {}).get("sources", ()) if s != "qrels"]
+    if derived and resolved["hard_negatives"]:
+        # Derived pairs carry no mined negatives; a batch mixing both would give some rows an extra
+        # column and others none (and uneven slices across processes).
+        problems.append(f"config key runs.{run}.pairs.sources: {derived} pairs have no hard negatives; drop "
+                        "hard_negatives or train on qrels only")
     crop = (resolved.get("pairs") or {}).get("crop")
     if crop and crop["min_words"] > crop["max_words"]:
         problems.append(f"config key runs.{run}.pairs.crop: min_words {crop['min_words']} is above max_words "

@@ -143,9 +143,6 @@ class PairParams:
     crop: CropParams = field(default_factory=CropParams)
 
 
-PAIR_SOURCES = ("qrels", "title", "crop")
-
-
 @dataclass
 class Recipe:
     """One run's training recipe: defaults < the config's `training:` < the run's own keys."""
@@ -356,7 +353,9 @@ def default_protocol(source: str) -> str:
 
 
 __all__ = ["ZERO_SHOT", "TRAINING_DEFAULTS", "DEFAULT_LAMBDA", "EncoderParams", "Recipe", "HardNegativeParams",
-           "FANoiseParams", "PairParams", "CropParams", "PAIR_SOURCES", "IndexParams", "HNSWParams", "IVFParams", "EvalParams", "DNStarParams",
-           "EvaluationSection", "MLflowSection", "DatasetSection", "DEV_SPLIT_NAME", "DPR_DATASET_KEYS", "default_protocol",
+           "FANoiseParams", "PairParams", "CropParams",
+           "IndexParams", "HNSWParams", "IVFParams", "EvalParams", "DNStarParams",
+           "EvaluationSection", "MLflowSection", "DatasetSection", "DEV_SPLIT_NAME",
+           "DPR_DATASET_KEYS", "default_protocol",
            "resolve_recipe", "defaults", "merged",
            "check_keys", "check_int", "check_number", "check_choice", "as_list"]

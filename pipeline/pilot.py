@@ -61,7 +61,8 @@ def time_runs(cfg: dict, dataset: str, data_dir: Path, runs: list[str] | None = 
         seconds = max(0.0, (longer - min(before, after)) / TIMED_UPDATES)
         updates = planned_updates(recipe, summary["examples"], summary["examples_per_update"])
         rows.append({"run": run, "n_total": summary["n_total"], "pairs_per_epoch": summary["examples"],
-                     "updates": updates, "cpu_sec_per_update": seconds, "wall_sec_per_update": summary["sec_per_update"],
+                     "updates": updates, "cpu_sec_per_update": seconds,
+                     "wall_sec_per_update": summary["sec_per_update"],
                      "train_minutes": updates * seconds / 60,
                      "grid_minutes": updates * seconds * len(cfg["seeds"]) / 60,
                      "parameters": (summary.get("encoder") or {}).get("parameters")})

@@ -118,9 +118,13 @@ def test_distinct_sampler_never_puts_two_pairs_of_one_passage_in_an_update(small
         assert len(ids) == len(set(ids))
 
 
-def test_crop_training_resumes_at_the_same_update(tiny_dropout_model_dir, small, tmp_path):
+@pytest.mark.parametrize("shape", [None, SHAPE])
+def test_crop_training_resumes_at_the_same_update(tiny_dropout_model_dir, small, tmp_path, shape):
     # 9 qrels + 12 crops = 21 pairs, 5 updates of 4 per epoch: the resumed part crosses epochs.
+    # With a shape, the random start is redrawn on resume and then replaced by the checkpoint's.
     rec = recipe(tiny_dropout_model_dir, max_steps=8, checkpoint_every=3, pairs=pairs("qrels", "crop"))
+    if shape:
+        rec["encoder"] = {**rec["encoder"], "random_init": True, "shape": shape}
     full = train(str(small), str(tmp_path / "full"), rec, seed=5, progress=False)
     with pytest.raises(PipelineError, match="non-finite"):
         train(str(small), str(tmp_path / "cut"), rec, seed=5, progress=False, fail_at_step=7)
@@ -164,7 +168,8 @@ def test_random_shape_is_seeded():
     assert a.query_model.config.hidden_size == 32 and a.query_model.config.intermediate_size == 64
     assert a.tokenizer.vocab_size == 30522  # the packaged MiniLM tokenizer
     assert_same(state(a), state(b))
-    assert not torch.equal(a.query_model.embeddings.word_embeddings.weight, c.query_model.embeddings.word_embeddings.weight)
+    words = [m.query_model.embeddings.word_embeddings.weight for m in (a, c)]
+    assert not torch.equal(*words)
 
 
 @pytest.mark.parametrize("encoder,tied", [({"layers": 1}, True), ({"layers": 1}, False),
@@ -272,6 +277,7 @@ def grid(**run):
     ({"encoder": {"random_init": True, "layers": 1, "shape": SHAPE}}, "either layers"),
     ({"pairs": {"sources": ["crop"], "crop": {"min_words": 9, "max_words": 3}}}, "min_words 9 is above max_words 3"),
     ({"pairs": {"sources": ["titles"]}}, "runs.r.pairs.sources"),
+    ({"pairs": {"sources": ["qrels", "crop"]}, "hard_negatives": {"per_query": 1}}, "['crop'] pairs have no hard"),
 ])
 def test_bad_regime_keys_fail_config_validation(run, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
