@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test test-slow docs lint dry-run ui report bench bench-encode reference check-reference lock clean help
+.PHONY: install run test test-slow docs lint dry-run ui report bench bench-encode reference check-reference pilot pilot-time lock clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -79,6 +79,17 @@ check-reference: $(STAMP)  ## re-run one row of the reference grid (RUN=contaccu
 	  --config 'only_runs=[$(RUN)]' 'seeds=[$(SEED)]' $(SNAKEMAKE_ARGS)
 	$(BIN)/python -m pipeline.reference check --reference $(REFERENCE_DIR)/summary.csv \
 	  --metric ndcg@10 --metric recall@100
+
+PILOT_CONFIG ?= config/separation-pilot.yaml
+PILOT_DATASET ?= scifact
+
+pilot: $(STAMP)  ## run a pilot grid on its dev split (PILOT_CONFIG=config/separation-pilot.yaml) and tabulate each regime's effect and MDD -> results/tables/pilot.md
+	$(BIN)/snakemake --cores $(CORES) --configfile $(PILOT_CONFIG) --profile profiles/default $(SNAKEMAKE_ARGS)
+	$(BIN)/python -m pipeline.pilot table --config $(PILOT_CONFIG)
+
+pilot-time: $(STAMP)  ## CPU seconds of one update of every run of PILOT_CONFIG, and the grid's training time
+	$(BIN)/snakemake --cores 1 --configfile $(PILOT_CONFIG) --profile profiles/default results/data/$(PILOT_DATASET)/manifest.json
+	OMP_NUM_THREADS=1 $(BIN)/python -m pipeline.pilot time --config $(PILOT_CONFIG) --data results/data/$(PILOT_DATASET)
 
 lock:  ## re-resolve requirements.lock from pyproject.toml (needs a registry)
 	rm -rf /tmp/lock-venv && $(PYTHON) -m venv /tmp/lock-venv && /tmp/lock-venv/bin/pip install -q . && \

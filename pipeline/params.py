@@ -92,7 +92,10 @@ def merged(cls, given: dict | None) -> dict:
 @dataclass
 class EncoderParams:
     """The `encoder:` section. `model` is a hub id, a local folder or the packaged MiniLM alias;
-    `random_init` builds the same architecture with fresh weights (the from-scratch control)."""
+    `random_init` builds the same architecture with fresh weights (the from-scratch control).
+    `layers` keeps the first L transformer layers; `shape` ({layers, hidden, heads, intermediate},
+    with random_init) builds a fresh BERT of that size with the model's tokenizer
+    (pipeline.encoder_shape)."""
 
     model: str = "all-MiniLM-L6-v2"
     pooling: str = "mean"
@@ -101,6 +104,8 @@ class EncoderParams:
     passage_max_length: int = 256
     tied: bool = True
     random_init: bool = False
+    layers: int | None = None
+    shape: dict | None = None
 
 
 # ----------------------------------------------------------------------------- training
@@ -118,6 +123,24 @@ class HardNegativeParams:
 class FANoiseParams:
     alpha: float = 0.1
     scaling: str = "sublinear"
+
+
+@dataclass
+class CropParams:
+    # Contriever-style independent crops: each side of a pair is a span of min_words..max_words
+    # consecutive words of the same passage's text (uniform length, uniform start).
+    min_words: int = 10
+    max_words: int = 50
+
+
+@dataclass
+class PairParams:
+    """The `pairs:` section: where training pairs come from (pipeline.pairs). qrels: the train
+    split's judged pairs; title: a passage's title -> its text; crop: two independent random
+    spans of one passage. The derived pairs are drawn afresh each epoch from (seed, epoch)."""
+
+    sources: list = field(default_factory=lambda: ["qrels"])
+    crop: CropParams = field(default_factory=CropParams)
 
 
 @dataclass
@@ -154,7 +177,11 @@ class Recipe:
     # keep: it is scored as a negative, as DPR and the ContAccum paper do (docs/methods.md#false-negatives)
     false_negatives: str = "mask"
     sampler: str = "shuffle"            # shuffle | distinct: no query or passage twice in one update
+    pairs: dict | None = None           # PairParams as a dict; None: the train split's qrels only
     encoder: dict = field(default_factory=lambda: asdict(EncoderParams()))
+
+
+ENCODER_OPTIONAL = ("layers", "shape")
 
 
 def resolve_recipe(*layers: dict | None) -> dict:
@@ -166,7 +193,17 @@ def resolve_recipe(*layers: dict | None) -> dict:
         layer = dict(layer or {})
         encoder.update(layer.pop("encoder", {}) or {})
         out.update(layer)
+    # Keys that are new since results were published stay out of the recipe at their defaults, so
+    # the train jobs' parameters (and hence Snakemake's rerun decisions) of older configs are unchanged.
+    for key in ENCODER_OPTIONAL:
+        if encoder.get(key) is None:
+            encoder.pop(key, None)
     out["encoder"] = encoder
+    if out.get("pairs") is None:
+        out.pop("pairs", None)
+    else:
+        out["pairs"] = merged(PairParams, out["pairs"])
+        out["pairs"]["crop"] = merged(CropParams, out["pairs"]["crop"])
     if out["fanoise"]:
         out["fanoise"] = merged(FANoiseParams, out["fanoise"])
     if out["hard_negatives"]:
@@ -174,7 +211,8 @@ def resolve_recipe(*layers: dict | None) -> dict:
     return out
 
 
-TRAINING_DEFAULTS: dict[str, Any] = {k: v for k, v in defaults(Recipe).items() if k not in ("method", "encoder")}
+TRAINING_DEFAULTS: dict[str, Any] = {k: v for k, v in defaults(Recipe).items()
+                                     if k not in ("method", "encoder", "pairs")}
 
 
 # ----------------------------------------------------------------------------- index
@@ -297,6 +335,12 @@ class DatasetSection:
     # MS MARCO dev next to TREC-DL 2019: no data, training or index jobs of its own; every other
     # key defaults to that entry's.
     models_of: str | None = None
+    # {size | fraction, seed, name}: the data step moves that many train queries into their own
+    # qrels split (default name `dev`) and records which in the manifest (pipeline.dev_split).
+    dev_split: dict | None = None
+
+
+DEV_SPLIT_NAME = "dev"
 
 
 DPR_DATASET_KEYS = ("dpr_dataset", "train", "tevatron_train", "qa", "passages", "answer_regex", "positives")
@@ -309,7 +353,9 @@ def default_protocol(source: str) -> str:
 
 
 __all__ = ["ZERO_SHOT", "TRAINING_DEFAULTS", "DEFAULT_LAMBDA", "EncoderParams", "Recipe", "HardNegativeParams",
-           "FANoiseParams", "IndexParams", "HNSWParams", "IVFParams", "EvalParams", "DNStarParams",
-           "EvaluationSection", "MLflowSection", "DatasetSection", "DPR_DATASET_KEYS", "default_protocol",
+           "FANoiseParams", "PairParams", "CropParams",
+           "IndexParams", "HNSWParams", "IVFParams", "EvalParams", "DNStarParams",
+           "EvaluationSection", "MLflowSection", "DatasetSection", "DEV_SPLIT_NAME",
+           "DPR_DATASET_KEYS", "default_protocol",
            "resolve_recipe", "defaults", "merged",
            "check_keys", "check_int", "check_number", "check_choice", "as_list"]

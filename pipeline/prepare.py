@@ -339,8 +339,14 @@ def counts(data: BeirData) -> dict:
     }
 
 
-def write_dataset_folder(data: BeirData, out: str | os.PathLike, source_info: dict) -> dict:
-    """Write the normalised folder and its manifest atomically; return the manifest."""
+def write_dataset_folder(data: BeirData, out: str | os.PathLike, source_info: dict,
+                         dev_split: dict | None = None) -> dict:
+    """Write the normalised folder and its manifest atomically; return the manifest. `dev_split`
+    (pipeline.dev_split.parse) first moves a seeded set of training queries into a split of their own."""
+    if dev_split:
+        from .dev_split import carve
+
+        source_info = {**source_info, "dev_split": carve(data.qrels, dev_split)}
     with atomic_dir(out) as tmp:
         output_sha = write_normalized(data, tmp)
         manifest = {"manifest_version": MANIFEST_VERSION, **source_info, "counts": counts(data),
@@ -561,7 +567,8 @@ def default_cache_dir() -> Path:
 
 def prepare_beir(name: str, out: str | os.PathLike, *, url: str | None = None, sha256: str | None = None,
                  md5: str | None = None, cache_dir: str | os.PathLike | None = None, retries: int = 3,
-                 backoff: float = 1.0, timeout: float = 60.0, progress: bool = True) -> dict:
+                 backoff: float = 1.0, timeout: float = 60.0, progress: bool = True,
+                 dev_split: dict | None = None) -> dict:
     url = url or BEIR_URL.format(name=name)
     expected = expected_checksums(name, url, sha256, md5)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -576,25 +583,26 @@ def prepare_beir(name: str, out: str | os.PathLike, *, url: str | None = None, s
     data.input_sha256 = {(f"{top}/{rel}" if top else rel): h for rel, h in data.input_sha256.items()}
     info = {"name": name, "source": "beir", "url": url, "zip_sha256": _digests(zip_path)["sha256"],
             "checksum_verified": sorted(expected)}
-    return write_dataset_folder(data, out, info)
+    return write_dataset_folder(data, out, info, dev_split)
 
 
-def prepare_local(name: str, path: str | os.PathLike, out: str | os.PathLike) -> dict:
+def prepare_local(name: str, path: str | os.PathLike, out: str | os.PathLike, dev_split: dict | None = None) -> dict:
     data = read_beir_folder(path)
-    return write_dataset_folder(data, out, {"name": name, "source": "local", "path": str(path)})
+    return write_dataset_folder(data, out, {"name": name, "source": "local", "path": str(path)}, dev_split)
 
 
 def embedded_path(name: str) -> Path:
     return EMBEDDED_ROOT / name
 
 
-def prepare_embedded(name: str, out: str | os.PathLike) -> dict:
+def prepare_embedded(name: str, out: str | os.PathLike, dev_split: dict | None = None) -> dict:
     folder = embedded_path(name)
     if not folder.is_dir():
         available = sorted(p.name for p in EMBEDDED_ROOT.iterdir() if p.is_dir()) if EMBEDDED_ROOT.is_dir() else []
         raise PipelineError(f"--name {name!r}: no embedded dataset at {folder}; available: {available}")
     data = read_beir_folder(folder, label=f"data/embedded/{name}")
-    return write_dataset_folder(data, out, {"name": name, "source": "embedded", "path": f"data/embedded/{name}"})
+    return write_dataset_folder(data, out, {"name": name, "source": "embedded", "path": f"data/embedded/{name}"},
+                                dev_split)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -631,6 +639,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds before the first retry; doubles each time (default 1.0)")
     p.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
     p.add_argument("--no-progress", action="store_true", help="hide the download progress bar")
+    p.add_argument("--dev-split", metavar="JSON",
+                   help='carve a dev split out of the training queries: {"size": N | "fraction": F, "seed": S, '
+                        '"name": "dev", "from": "train"}; queries of any other split are never chosen, the dev '
+                        'queries leave the train split, and the manifest records the choice (not for --source dpr)')
     g = p.add_argument_group("--source dpr (DPR-format / Tevatron files; each FILE is a path or an http(s) URL)")
     g.add_argument("--dpr-dataset", choices=["nq", "trivia", "webq", "curatedtrec"],
                    help="use the official DPR URLs for every file not given below (training JSON, QA "
@@ -668,11 +680,18 @@ def main(argv: list[str] | None = None) -> dict:
                             f"(got --source {args.source})")
     if args.retries < 0 or args.backoff < 0 or args.timeout <= 0:
         raise PipelineError("--retries and --backoff must be >= 0 and --timeout > 0")
+    dev_split = None
+    if args.dev_split:
+        from .dev_split import parse
+
+        if args.source == "dpr":
+            raise PipelineError("--dev-split: not available for --source dpr (its QA files already give dev splits)")
+        dev_split = parse(args.dev_split)
     t0 = time.perf_counter()
     if args.source == "beir":
         manifest = prepare_beir(name, out, url=args.url, sha256=args.sha256, md5=args.md5,
                                 cache_dir=args.cache_dir, retries=args.retries, backoff=args.backoff,
-                                timeout=args.timeout, progress=not args.no_progress)
+                                timeout=args.timeout, progress=not args.no_progress, dev_split=dev_split)
     elif args.source == "dpr":
         from .dpr_data import parse_qa_args, prepare_dpr
 
@@ -685,9 +704,9 @@ def main(argv: list[str] | None = None) -> dict:
     elif args.source == "local":
         if not args.path:
             raise PipelineError("--source local needs --path (a BEIR-format folder)")
-        manifest = prepare_local(name, args.path, out)
+        manifest = prepare_local(name, args.path, out, dev_split)
     else:
-        manifest = prepare_embedded(name, out)
+        manifest = prepare_embedded(name, out, dev_split)
     c = manifest["counts"]
     splits = ", ".join(f"{s}: {v['queries']} queries / {v['pairs']} pairs" for s, v in c["splits"].items())
     log.info("%s: %d docs, %d queries (%s) -> %s in %.1fs", name, c["docs"], c["queries"], splits, out,

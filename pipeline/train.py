@@ -17,6 +17,13 @@ FANoise in fp32. fp16 uses a gradient scaler: an update whose gradients overflow
 the scaler and logged (`scaler_skipped`, `loss_scale`); a non-finite loss, a non-finite gradient
 without fp16, or MAX_SKIPPED overflows in a row stop the run.
 
+Encoder shape (the recipe's `encoder`): `layers: L` trains the first L layers of the model;
+`random_init: true` with `shape: {layers, hidden, heads, intermediate}` a fresh BERT of that size
+with the model's tokenizer, drawn from the run's seed. Pairs (`pairs: {sources: [qrels, title,
+crop], crop: {min_words, max_words}}`): the train split's qrels, title -> text pairs and
+independent crops of one passage, redrawn per (seed, epoch). Both are recorded in
+train_summary.json (docs/methods.md, "A regime with room to learn").
+
 Outputs in --out: model/ (a BiEncoder folder), train_log.jsonl, train_summary.json (last).
 """
 
@@ -40,7 +47,7 @@ import torch
 from . import distributed
 from .common import (PipelineError, atomic_path, atomic_write_json, log, parse_json_object, run_main,
                      seed_everything)
-from .datasets import TrainingData, known_positives, load_dataset
+from .datasets import TrainingData, load_dataset
 from .encoder import BiEncoder, EncoderSpec, describe
 from .layout import MODEL, TRAIN_LOG, TRAIN_SUMMARY
 from .params import ZERO_SHOT, resolve_recipe
@@ -109,8 +116,11 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
     started_at = time.time()
 
     if recipe["method"] == ZERO_SHOT:
-        BiEncoder.from_spec(spec).save(out / MODEL, weights=False)
-        summary = {"method": ZERO_SHOT, "steps": 0, "examples": 0, "seconds": 0.0}
+        # Random weights cannot be rebuilt from the model name: a random zero-shot control saves them.
+        seed_everything(seed)
+        model = BiEncoder.from_spec(spec)
+        model.save(out / MODEL, weights=spec.random_init)
+        summary = {"method": ZERO_SHOT, "steps": 0, "examples": 0, "seconds": 0.0, **_encoder_provenance(model)}
         (out / TRAIN_LOG).write_text("")
         atomic_write_json(out / TRAIN_SUMMARY, summary)
         return summary
@@ -146,7 +156,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
 
         negatives = load_hard_negatives(hard_negatives)
     # The examples of each epoch (the dataset's own hard negatives are redrawn per epoch).
-    data = TrainingData(ds, recipe["train_split"], negatives, hn_cfg, seed)
+    data = TrainingData(ds, recipe["train_split"], negatives, hn_cfg, seed, pairs=recipe.get("pairs"))
     examples = data.epoch(0)
 
     model = BiEncoder.from_spec(spec).to(device)
@@ -159,7 +169,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
 
     noise = FANoise.from_config(recipe["fanoise"])
     method = get_method(recipe["method"])(model, recipe, noise=noise)
-    method.positives = known_positives(ds, data.split)
+    method.positives = data.known_positives()
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     method.scaler = scaler
     per_update = method.examples_per_update
@@ -298,6 +308,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
         "peak_mem_mb": max((r["peak_mem_mb"] for r in rows), default=0.0),
         "final_loss": rows[-1]["loss"] if rows else None, "device": device.type,
         "false_negatives": recipe["false_negatives"], "sampler": recipe["sampler"],
+        **_encoder_provenance(model), **data.provenance(),
     }
     if method.has_memory:
         summary["bank_share"] = bank_share
@@ -312,6 +323,20 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
     distributed.barrier()
     distributed.shutdown()
     return summary
+
+
+def _encoder_provenance(model: BiEncoder) -> dict:
+    """The shape actually trained (truncation, random shape), for the summary; only when it differs
+    from the model as named, so older summaries keep their keys."""
+    spec = model.spec
+    if spec.layers is None and spec.shape is None and not spec.random_init:
+        return {}
+    config = model.query_model.config
+    return {"encoder": {"model": spec.model, "random_init": spec.random_init, "layers": spec.layers,
+                        "shape": spec.shape, "num_hidden_layers": config.num_hidden_layers,
+                        "hidden_size": config.hidden_size, "num_attention_heads": config.num_attention_heads,
+                        "intermediate_size": config.intermediate_size,
+                        "parameters": sum(p.numel() for p in model.parameters())}}
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, method, device, step: int, scaler=None) -> None:

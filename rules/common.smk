@@ -38,6 +38,8 @@ def dataset_args(wildcards):
             args.append(f"--{key} {shlex.quote(str(ds[key]))}")
     if ds["source"] == "dpr":
         args += dpr_args(ds)
+    if ds.get("dev_split"):
+        args.append(f"--dev-split {json_arg({**ds['dev_split'], 'from': ds['train_split']})}")
     return " ".join(args)
 
 

@@ -1,0 +1,342 @@
+"""A regime with room to learn: truncated and random-shape encoders, training pairs derived from
+the corpus (title, crops), and a dev split carved out of the training queries."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline import config as pcfg
+from pipeline.common import PipelineError
+from pipeline.config import TRAINING_DEFAULTS, ConfigError
+from pipeline.datasets import Dataset, TrainingData, load_dataset
+from pipeline.encoder import BiEncoder, EncoderSpec
+from pipeline.pairs import Cropper, title_pairs
+from pipeline.sampler import _ids, update_plan
+from pipeline.train import CHECKPOINT, train
+
+SHAPE = {"layers": 2, "hidden": 32, "heads": 2, "intermediate": 64}
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
+
+
+def write_folder(root: Path, n_docs: int = 12, titles: bool = True) -> Path:
+    """A small BEIR folder: passages of 6..17 words, 8 train queries, 4 test queries."""
+    (root / "qrels").mkdir(parents=True)
+    with open(root / "corpus.jsonl", "w") as fh:
+        for i in range(n_docs):
+            text = " ".join(f"{w}{i}" for w in WORDS[:6 + i])
+            fh.write(json.dumps({"_id": f"d{i}", "title": f"title {i}" if titles else "", "text": text}) + "\n")
+    with open(root / "queries.jsonl", "w") as fh:
+        for q in range(12):
+            fh.write(json.dumps({"_id": f"q{q}", "text": f"question {q} about {WORDS[q]}"}) + "\n")
+    for split, qs in (("train", range(8)), ("test", range(8, 12))):
+        rows = [f"q{q}\td{q % n_docs}\t1" for q in qs] + (["q0\td5\t1"] if split == "train" else [])
+        (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture
+def small(tmp_path) -> Path:
+    return write_folder(tmp_path / "small")
+
+
+def pairs(*sources, min_words=4, max_words=8):
+    return {"sources": list(sources), "crop": {"min_words": min_words, "max_words": max_words}}
+
+
+def recipe(model, **overrides):
+    return {**TRAINING_DEFAULTS, "method": "gradcache", "batch_size": 2, "accumulation_steps": 2, "max_steps": 1,
+            "lr": 1e-3, "warmup_ratio": 0.0, "train_split": "train",
+            "encoder": {"model": str(model), "tied": False, "query_max_length": 16, "passage_max_length": 24},
+            **overrides}
+
+
+# ----------------------------------------------------------------------------- pairs
+def test_crops_are_deterministic_per_seed_and_epoch_and_keep_ids(small):
+    ds = load_dataset(small)
+    cropper = Cropper(ds, 4, 8)
+    first, again = cropper.epoch(7, 0), Cropper(ds, 4, 8).epoch(7, 0)
+    assert [(e.query, e.positive) for e in first] == [(e.query, e.positive) for e in again]
+    assert [(e.query, e.positive) for e in first] != [(e.query, e.positive) for e in cropper.epoch(7, 1)]
+    assert [(e.query, e.positive) for e in first] != [(e.query, e.positive) for e in cropper.epoch(8, 0)]
+    assert [e.positive_id for e in first] == list(ds.corpus)
+    assert [e.query_id for e in first] == [f"crop:{d}" for d in ds.corpus]
+    for example in first:
+        text = ds.corpus[example.positive_id]["text"]
+        for span in (example.query, example.positive):
+            assert 4 <= len(span.split()) <= 8 and span in text
+
+
+def test_crops_clamp_to_the_passage_and_skip_short_ones(small):
+    ds = load_dataset(small)  # passages have 6..17 words
+    cropper = Cropper(ds, 10, 40)
+    assert cropper.skipped == 4 and len(cropper.passages) == 8
+    for example in cropper.epoch(0, 0):
+        n = len(ds.corpus[example.positive_id]["text"].split())
+        assert all(10 <= len(s.split()) <= n for s in (example.query, example.positive))
+    with pytest.raises(PipelineError, match="min_words is 18 but the longest passage text has 17 words"):
+        Cropper(ds, 18, 40)
+
+
+def test_title_pairs_keep_ids_and_need_titles(small, tmp_path):
+    ds = load_dataset(small)
+    titles = title_pairs(ds)
+    assert [(e.query, e.query_id, e.positive_id) for e in titles[:2]] == [("title 0", "title:d0", "d0"),
+                                                                          ("title 1", "title:d1", "d1")]
+    assert titles[0].positive == ds.corpus["d0"]["text"]
+    untitled = load_dataset(write_folder(tmp_path / "untitled", titles=False))
+    with pytest.raises(PipelineError, match="'title' but none of its 12 passages has both a title and a text"):
+        TrainingData(untitled, "train", pairs=pairs("qrels", "title"))
+
+
+def test_training_data_mixes_sources_with_masks_for_derived_queries(small):
+    ds = load_dataset(small)
+    data = TrainingData(ds, "train", pairs=pairs("qrels", "title", "crop"), seed=3)
+    e0, e1 = list(data.epoch(0)), list(data.epoch(1))
+    assert len(e0) == len(e1) == 9 + 12 + 12
+    assert e0[:21] == e1[:21] and e0[21:] != e1[21:]  # qrels and titles fixed, crops redrawn
+    positives = data.known_positives()
+    assert positives["q0"] == {"d0", "d5"} and positives["crop:d3"] == {"d3"} and positives["title:d3"] == {"d3"}
+    only_crops = TrainingData(ds, "train", pairs=pairs("crop"), seed=3).epoch(0)
+    assert [e.query_id for e in only_crops] == [f"crop:d{i}" for i in range(12)]
+    record = data.provenance()["pairs"]
+    assert record["per_epoch"] == {"qrels": 9, "title": 12, "crop": 12}
+
+
+def test_distinct_sampler_never_puts_two_pairs_of_one_passage_in_an_update(small):
+    ds = load_dataset(small)
+    data = TrainingData(ds, "train", pairs=pairs("qrels", "title", "crop"), seed=1)
+    plan = update_plan(data.epoch, 6, seed=1, sampler="distinct")
+    for _ in range(8):
+        _, examples, indices = next(plan)
+        ids = [i for idx in indices for i in _ids(examples[idx]) if i.startswith("p:")]
+        assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("shape", [None, SHAPE])
+def test_crop_training_resumes_at_the_same_update(tiny_dropout_model_dir, small, tmp_path, shape):
+    # 9 qrels + 12 crops = 21 pairs, 5 updates of 4 per epoch: the resumed part crosses epochs.
+    # With a shape, the random start is redrawn on resume and then replaced by the checkpoint's.
+    rec = recipe(tiny_dropout_model_dir, max_steps=8, checkpoint_every=3, pairs=pairs("qrels", "crop"))
+    if shape:
+        rec["encoder"] = {**rec["encoder"], "random_init": True, "shape": shape}
+    full = train(str(small), str(tmp_path / "full"), rec, seed=5, progress=False)
+    with pytest.raises(PipelineError, match="non-finite"):
+        train(str(small), str(tmp_path / "cut"), rec, seed=5, progress=False, fail_at_step=7)
+    assert (tmp_path / "cut" / CHECKPOINT).exists()
+    resumed = train(str(small), str(tmp_path / "cut"), rec, seed=5, progress=False)
+    assert resumed["resumed_from_step"] == 6 and full["steps"] == resumed["steps"] == 8
+
+    def losses(out):
+        return [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+    assert losses(tmp_path / "cut") == pytest.approx(losses(tmp_path / "full"), rel=1e-6)
+    assert resumed["pairs"]["per_epoch"] == {"qrels": 9, "title": 0, "crop": 12}
+
+
+# ----------------------------------------------------------------------------- encoders
+def state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same(a: dict, b: dict):
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_truncated_minilm_keeps_its_first_layers():
+    full = BiEncoder.from_spec(EncoderSpec())
+    cut = BiEncoder.from_spec(EncoderSpec(layers=2))
+    assert cut.query_model.config.num_hidden_layers == 2 and len(cut.query_model.encoder.layer) == 2
+    full_state, cut_state = state(full.query_model), state(cut.query_model)
+    assert all(torch.equal(v, full_state[k]) for k, v in cut_state.items())
+    assert not any(k.startswith("encoder.layer.2.") for k in cut_state)
+
+
+def test_random_shape_is_seeded():
+    spec = EncoderSpec(random_init=True, shape=SHAPE)
+    torch.manual_seed(1)
+    a = BiEncoder.from_spec(spec)
+    torch.manual_seed(1)
+    b = BiEncoder.from_spec(spec)
+    torch.manual_seed(2)
+    c = BiEncoder.from_spec(spec)
+    assert a.query_model.config.hidden_size == 32 and a.query_model.config.intermediate_size == 64
+    assert a.tokenizer.vocab_size == 30522  # the packaged MiniLM tokenizer
+    assert_same(state(a), state(b))
+    words = [m.query_model.embeddings.word_embeddings.weight for m in (a, c)]
+    assert not torch.equal(*words)
+
+
+@pytest.mark.parametrize("encoder,tied", [({"layers": 1}, True), ({"layers": 1}, False),
+                                          ({"random_init": True, "shape": SHAPE}, True),
+                                          ({"random_init": True, "shape": SHAPE}, False)])
+def test_shaped_encoders_train_one_update_and_reload_equal(small, tmp_path, encoder, tied):
+    rec = recipe("all-MiniLM-L6-v2", method="contaccum", memory_size=4,
+                 encoder={"model": "all-MiniLM-L6-v2", "tied": tied, "query_max_length": 16,
+                          "passage_max_length": 24, **encoder})
+    summary = train(str(small), str(tmp_path / "run"), rec, seed=4, progress=False)
+    depth = encoder.get("layers") or SHAPE["layers"]
+    assert summary["steps"] == 1 and summary["encoder"]["num_hidden_layers"] == depth
+    assert summary["encoder"]["layers"] == encoder.get("layers") and summary["encoder"]["shape"] == encoder.get("shape")
+    saved = json.loads((tmp_path / "run" / "model" / "bi_encoder.json").read_text())["spec"]
+    assert saved["layers"] == encoder.get("layers") and saved["shape"] == encoder.get("shape")
+    reloaded = BiEncoder.load(tmp_path / "run" / "model")
+    assert reloaded.query_model.config.num_hidden_layers == depth and reloaded.spec.tied is tied
+    texts = ["alpha0 beta0 gamma0", "question 3"]
+    again = BiEncoder.load(tmp_path / "run" / "model")
+    assert (reloaded.encode_texts(texts, "passage", progress=False)
+            == again.encode_texts(texts, "passage", progress=False)).all()
+    # The trained weights moved away from the start, and the reload holds exactly them.
+    torch.manual_seed(4)
+    start = BiEncoder.from_spec(EncoderSpec.from_dict(rec["encoder"]))
+    assert any(not torch.equal(v, state(start)[k]) for k, v in state(reloaded).items())
+
+
+def test_random_shape_zero_shot_saves_its_weights(small, tmp_path):
+    rec = {"method": "none", "encoder": {"random_init": True, "shape": SHAPE}}
+    train(str(small), str(tmp_path / "zs"), rec, seed=9, progress=False)
+    loaded = BiEncoder.load(tmp_path / "zs" / "model")
+    torch.manual_seed(9)
+    expected = BiEncoder.from_spec(EncoderSpec(random_init=True, shape=SHAPE))
+    assert_same(state(loaded.query_model), state(expected.query_model))
+
+
+def test_random_shape_two_processes_train_like_one(tiny_model_dir, small, tmp_path):
+    from test_train_distributed import run_train
+
+    # The tiny model's config has dropout off (MiniLM's has 0.1, whose masks differ between one and
+    # two processes); the shape replaces its size, so both processes must draw the same weights.
+    rec = recipe(tiny_model_dir, method="inbatch", batch_size=2, accumulation_steps=1, max_steps=2,
+                 pairs=pairs("qrels", "crop"),
+                 encoder={"model": str(tiny_model_dir), "random_init": True, "shape": {**SHAPE, "layers": 3},
+                          "tied": False, "query_max_length": 16, "passage_max_length": 24})
+    two = run_train(small, tmp_path / "p2", rec, processes=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run_train(small, tmp_path / "p1", {**rec, "batch_size": 4})
+    assert one.returncode == 0, one.stderr[-3000:]
+    rows = [[json.loads(x)["loss"] for x in (tmp_path / p / "train_log.jsonl").read_text().splitlines()]
+            for p in ("p2", "p1")]
+    assert rows[0] == pytest.approx(rows[1], rel=1e-4)
+    assert json.loads((tmp_path / "p2" / "train_summary.json").read_text())["encoder"]["hidden_size"] == 32
+
+
+# ----------------------------------------------------------------------------- dev split
+def prepare(src: Path, out: Path, dev: dict) -> dict:
+    from pipeline.prepare import main
+
+    return main(["--name", "small", "--source", "local", "--path", str(src), "--out", str(out),
+                 "--dev-split", json.dumps(dev), "--no-progress"])
+
+
+def test_dev_split_is_seeded_recorded_and_never_test_or_train(tmp_path):
+    src = write_folder(tmp_path / "src")
+    # q8 is a test query: give it a training judgment too, so it is a candidate only if the carver errs.
+    with open(src / "qrels" / "train.tsv", "a") as fh:
+        fh.write("q8\td1\t1\n")
+    manifest = prepare(src, tmp_path / "a", {"size": 3, "seed": 11})
+    again = prepare(src, tmp_path / "b", {"size": 3, "seed": 11})
+    other = prepare(src, tmp_path / "c", {"size": 3, "seed": 12})
+    assert manifest["dev_split"] == again["dev_split"] and manifest["dev_split"]["queries"] == 3
+    assert manifest["dev_split"]["query_ids_sha256"] != other["dev_split"]["query_ids_sha256"]
+    ds = load_dataset(tmp_path / "a")
+    dev, train_q, test = set(ds.split("dev")), set(ds.split("train")), set(ds.split("test"))
+    assert len(dev) == 3 and not dev & test and not dev & train_q
+    assert manifest["counts"]["splits"]["dev"]["queries"] == 3
+    trained_on = {e.query_id for e in TrainingData(ds, "train", pairs=pairs("qrels", "title")).epoch(0)}
+    assert not trained_on & dev
+    assert dev | train_q == {f"q{i}" for i in range(9)} and "q8" not in dev  # nothing lost; q8 stays
+
+
+@pytest.mark.parametrize("dev,message", [({"size": 8, "seed": 0}, "8 dev queries asked for"),
+                                         ({"size": 2, "seed": 0, "name": "test"}, "already has a split 'test'"),
+                                         ({"size": 2, "fraction": 0.1, "seed": 0}, "exactly one of size"),
+                                         ({"size": 2}, "seed: expected")])
+def test_bad_dev_splits_are_refused(tmp_path, dev, message):
+    with pytest.raises(PipelineError, match=message):
+        prepare(write_folder(tmp_path / "src"), tmp_path / "out", dev)
+
+
+# ----------------------------------------------------------------------------- config checks
+def grid(**run):
+    return {"datasets": {"sf": {"source": "local", "path": "x", "test_split": "dev",
+                                "dev_split": {"fraction": 0.2, "seed": 0}}},
+            "runs": {"r": {"method": "inbatch", **run}}}
+
+
+@pytest.mark.parametrize("run,message", [
+    ({"encoder": {"layers": 7}}, "runs.r.encoder.layers: 7 is more than the 6 layers of 'all-MiniLM-L6-v2'"),
+    ({"encoder": {"layers": 0}}, "layers"),
+    ({"encoder": {"shape": SHAPE}}, "runs.r.encoder.shape: builds a randomly initialised encoder; set random_init"),
+    ({"encoder": {"random_init": True, "shape": {**SHAPE, "hidden": 33}}}, "hidden 33 is not a multiple of heads 2"),
+    ({"encoder": {"random_init": True, "shape": {"layers": 2}}}, "runs.r.encoder.shape"),
+    ({"encoder": {"random_init": True, "layers": 1, "shape": SHAPE}}, "either layers"),
+    ({"pairs": {"sources": ["crop"], "crop": {"min_words": 9, "max_words": 3}}}, "min_words 9 is above max_words 3"),
+    ({"pairs": {"sources": ["titles"]}}, "runs.r.pairs.sources"),
+    ({"pairs": {"sources": ["qrels", "crop"]}, "hard_negatives": {"per_query": 1}}, "['crop'] pairs have no hard"),
+])
+def test_bad_regime_keys_fail_config_validation(run, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        pcfg.validate(grid(**run))
+
+
+def test_good_regime_keys_resolve_and_leave_old_recipes_alone():
+    cfg = pcfg.validate(grid(encoder={"layers": 2}, pairs={"sources": ["qrels", "crop"]}))
+    rec = pcfg.recipe(cfg, "r", "sf")
+    assert rec["encoder"]["layers"] == 2 and rec["pairs"]["crop"] == {"min_words": 10, "max_words": 50}
+    plain = pcfg.recipe(pcfg.validate({"datasets": {"sf": {"source": "embedded"}},
+                                       "runs": {"r": {"method": "inbatch"}}}), "r", "sf")
+    assert "pairs" not in plain and "layers" not in plain["encoder"] and "shape" not in plain["encoder"]
+    with pytest.raises(ConfigError, match="datasets.sf.dev_split.name: 'train' is the train split"):
+        pcfg.validate({"datasets": {"sf": {"source": "embedded", "dev_split": {"size": 3, "seed": 0,
+                                                                                 "name": "train"}}},
+                       "runs": {"r": {"method": "inbatch"}}})
+
+
+def test_dev_split_reaches_the_data_rule(repo_copy):
+    import subprocess
+    import sys
+
+    cfg = {"datasets": {"sf": {"source": "embedded", "name": "scifact-mini", "test_split": "dev",
+                               "dev_split": {"size": 10, "seed": 3}}},
+           "runs": {"zs": {"method": "none"}}, "evaluation": {"scorings": ["dot"]}}
+    (repo_copy / "config" / "dev.yaml").write_text(json.dumps(cfg))
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--configfile", "config/dev.yaml",
+                          "--cores", "1"], cwd=repo_copy, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(repo_copy)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert """--dev-split '{"size":10,"seed":3,"from":"train"}'""" in out.stdout
+
+
+# ----------------------------------------------------------------------------- pilot
+def test_pilot_time_and_table(tiny_model_dir, small, tmp_path):
+    import pandas as pd
+
+    from pipeline.pilot import pilot_table, time_markdown, time_runs
+
+    cfg = pcfg.validate({"datasets": {"small": {"source": "local", "path": str(small)}}, "seeds": [1, 2],
+                         "encoder": {"model": str(tiny_model_dir), "query_max_length": 16, "passage_max_length": 24},
+                         "runs": {"zs": {"method": "none"}, "a": {"method": "inbatch", "batch_size": 4, "epochs": 3,
+                                                                   "pairs": {"sources": ["qrels", "crop"],
+                                                                             "crop": {"min_words": 4}}}},
+                         "evaluation": {"scorings": ["dot"], "compare": {"a": "zs"}}})
+    rows = time_runs(cfg, "small", small)
+    assert [(r["run"], r["n_total"], r["pairs_per_epoch"], r["updates"]) for r in rows] == [("a", 4, 21, 15)]
+    assert rows[0]["cpu_sec_per_update"] > 0 and "2 seed(s)" in time_markdown(rows, 2)
+    tables = tmp_path / "results" / "tables"
+    tables.mkdir(parents=True)
+    common = {"dataset": "small", "scoring": "dot", "lambda": None}
+    pd.DataFrame([
+        {**common, "run": "zs", "seed": 1, "ndcg@10": 0.30, "sec_per_update": float("nan")},
+        {**common, "run": "zs", "seed": 2, "ndcg@10": 0.30, "sec_per_update": float("nan")},
+        {**common, "run": "a", "seed": 1, "ndcg@10": 0.40, "sec_per_update": 0.5, "reference": "zs",
+         "mean_diff": 0.11, "p_holm": 0.01, "mdd": 0.05},
+        {**common, "run": "a", "seed": 2, "ndcg@10": 0.42, "sec_per_update": 0.7, "reference": "zs",
+         "mean_diff": 0.11, "p_holm": 0.01, "mdd": 0.05},
+    ]).to_csv(tables / "summary.csv", index=False)
+    text = pilot_table(tmp_path / "results", cfg)
+    assert "| small | a | zs | 0.4100 | 0.3000 | +0.1100 | 0.01 | 0.0500 | 0.600 |" in text
