@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 
 from pipeline import config as pcfg
-from pipeline.layout import MODEL, REPORT_TABLES
+from pipeline.layout import EXPORT_INFO, MODEL, MTEB_RESULT, REPORT_TABLES
 from pipeline.plots import PLOTS
 
 
@@ -38,6 +38,7 @@ include: "rules/train.smk"
 include: "rules/index.smk"
 include: "rules/evaluate.smk"
 include: "rules/aggregate.smk"
+include: "rules/export.smk"
 
 
 rule all:
