@@ -81,9 +81,47 @@ def check_export(model_dir: Path) -> None:
                             "write it with python -m pipeline.export")
 
 
+def indexed_corpus_model(model, index_dir: Path, dataset_dir: Path, sample: int = 64):
+    """MTEB's wrapper of `model` that encodes queries itself but takes the documents' embeddings
+    from the pipeline's index folder (for corpora too large to encode twice). The export is first
+    checked to reproduce `sample` of those rows (max |diff| <= 1e-5), so the shortcut skips only
+    work whose result is known; MTEB's search and metrics stay its own."""
+    import numpy as np
+    from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
+    from mteb.types import PromptType
+
+    from .datasets import load_dataset
+    from .index import load_embeddings
+
+    emb, doc_ids, _ = load_embeddings(index_dir)
+    row_of = {d: i for i, d in enumerate(doc_ids)}
+    ds = load_dataset(dataset_dir)
+    if set(ds.corpus) != set(row_of):
+        raise PipelineError(f"{index_dir}: its doc ids are not the corpus of {dataset_dir}")
+    probe = np.random.default_rng(0).choice(len(doc_ids), size=min(sample, len(doc_ids)), replace=False)
+    mine = model.encode_document(ds.passages([doc_ids[i] for i in probe]), convert_to_numpy=True)
+    diff = float(np.abs(mine - np.asarray(emb[probe])).max())
+    if diff > 1e-5:
+        raise PipelineError(f"{index_dir}: the export does not reproduce these embeddings (max |diff| {diff:.2e} "
+                            f"on {len(probe)} documents); were they encoded by another model?")
+    log.info("corpus embeddings from %s (export reproduces %d sampled rows, max |diff| %.1e)", index_dir,
+             len(probe), diff)
+
+    class IndexedCorpus(SentenceTransformerEncoderWrapper):
+        def encode(self, inputs, *, prompt_type=None, **kwargs):
+            if prompt_type == PromptType.document:
+                rows = [row_of[i] for batch in inputs for i in batch["id"]]
+                return np.asarray(emb[np.asarray(rows)], dtype=np.float32)
+            return super().encode(inputs, prompt_type=prompt_type, **kwargs)
+
+    return IndexedCorpus(model), diff
+
+
 def evaluate(model_dir: str | Path, dataset_dir: str | Path, split: str, out: str | Path,
-             batch_size: int = 64) -> dict:
-    """Run MTEB on the export `model_dir` over `dataset_dir`'s `split`; write its result JSON to `out`."""
+             batch_size: int = 64, corpus_index: str | Path | None = None) -> dict:
+    """Run MTEB on the export `model_dir` over `dataset_dir`'s `split`; write its result JSON to
+    `out`. With `corpus_index` (an index folder of the same model), the documents' embeddings are
+    read from it instead of being encoded again (see `indexed_corpus_model`)."""
     model_dir, dataset_dir = Path(model_dir), Path(dataset_dir)
     check_export(model_dir)
     if not (dataset_dir / "corpus.jsonl").is_file():
@@ -93,6 +131,9 @@ def evaluate(model_dir: str | Path, dataset_dir: str | Path, split: str, out: st
 
     task = local_task(dataset_dir, split, dataset_dir.name)
     model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+    sampled_diff = None
+    if corpus_index is not None:
+        model, sampled_diff = indexed_corpus_model(model, Path(corpus_index), dataset_dir)
     started = time.time()
     result = mteb.evaluate(model, task, cache=None, encode_kwargs={"batch_size": batch_size},
                            overwrite_strategy="always", show_progress_bar=False)
@@ -103,7 +144,9 @@ def evaluate(model_dir: str | Path, dataset_dir: str | Path, split: str, out: st
         task_result.to_disk(tmp / RESULT)  # MTEB's own result file (scores rounded to 6 digits)
         atomic_write_json(tmp / RUN_INFO, {"model": str(model_dir), "dataset": str(dataset_dir), "split": split,
                                            "mteb_version": mteb.__version__, "seconds": time.time() - started,
-                                           "ndcg@10": float(main["ndcg_at_10"])})
+                                           "ndcg@10": float(main["ndcg_at_10"]),
+                                           "corpus_embeddings": str(corpus_index) if corpus_index else None,
+                                           "corpus_sample_max_abs_diff": sampled_diff})
     return main
 
 
@@ -128,8 +171,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
     parser.add_argument("--out", required=True, help="output folder (written atomically)")
     parser.add_argument("--batch-size", type=int, default=64, help="encoding batch size (default: 64)")
+    parser.add_argument("--corpus-index", help="index folder of the same model (results/index/...): take the "
+                        "documents' embeddings from it instead of encoding the corpus again, after checking that "
+                        "the export reproduces a sample of them; MTEB still encodes the queries, searches and scores")
     args = parser.parse_args(argv)
-    return evaluate(args.model, args.dataset, args.split, args.out, args.batch_size)
+    return evaluate(args.model, args.dataset, args.split, args.out, args.batch_size, args.corpus_index)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,20 @@ def test_mteb_ndcg_equals_the_pipelines(tmp_path, tiny_model_dir):
     info = json.loads((tmp_path / "mteb" / RUN_INFO).read_text())
     assert info["split"] == "test" and info["mteb_version"]
 
+    # The same scores when the documents' embeddings come from the pipeline's index of the model.
+    from pipeline.index import run as build_index
+
+    build_index(str(tmp_path / "model"), str(MINI), str(tmp_path / "index"), {"index_types": ["flat"]})
+    reused = evaluate(out, MINI, "test", tmp_path / "mteb-index", batch_size=16, corpus_index=tmp_path / "index")
+    assert abs(reused["ndcg_at_10"] - scores["ndcg_at_10"]) <= 1e-5
+    assert json.loads((tmp_path / "mteb-index" / RUN_INFO).read_text())["corpus_sample_max_abs_diff"] <= 1e-5
+    # An index of another model is refused.
+    other = BiEncoder.from_spec(EncoderSpec(**{**spec.__dict__, "pooling": "cls"}))
+    other.save(tmp_path / "other")
+    build_index(str(tmp_path / "other"), str(MINI), str(tmp_path / "other-index"), {"index_types": ["flat"]})
+    with pytest.raises(PipelineError, match="does not reproduce these embeddings"):
+        evaluate(out, MINI, "test", tmp_path / "mteb-x", corpus_index=tmp_path / "other-index")
+
 
 def test_bad_inputs(tmp_path):
     from pipeline.mteb_eval import evaluate, ndcg_at_10
