@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test test-slow lint dry-run ui report bench bench-encode reference check-reference lock clean help
+.PHONY: install run test test-slow lint dry-run ui report bench bench-encode reference check-reference export lock clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -75,6 +75,12 @@ check-reference: $(STAMP)  ## re-run one row of the reference grid (RUN=contaccu
 	  --config 'only_runs=[$(RUN)]' 'seeds=[$(SEED)]' $(SNAKEMAKE_ARGS)
 	$(BIN)/python -m pipeline.reference check --reference $(REFERENCE_DIR)/summary.csv \
 	  --metric ndcg@10 --metric recall@100
+
+EXPORT_DATASET ?=
+
+export: $(STAMP)  ## export a finished run as a sentence-transformers folder + model card (CONFIG=... RUN=... SEED=...) -> results/export/<dataset>/<run>/<seed tag>
+	$(BIN)/python -m pipeline.export --config $(CONFIG) --run $(RUN) --seed $(SEED) \
+	  $(if $(EXPORT_DATASET),--dataset $(EXPORT_DATASET))
 
 lock:  ## re-resolve requirements.lock from pyproject.toml (needs a registry)
 	rm -rf /tmp/lock-venv && $(PYTHON) -m venv /tmp/lock-venv && /tmp/lock-venv/bin/pip install -q . && \
