@@ -160,7 +160,7 @@ def export_inputs(wildcards):
 
 
 def config_file_args(wildcards):
-    return " ".join(f"--config-file {shlex.quote(str(f))}" for f in workflow.configfiles)
+    return " ".join(f"--config-file {shlex.quote(os.path.relpath(str(f)))}" for f in workflow.configfiles)
 
 
 def all_exports():
