@@ -135,10 +135,13 @@ def check_model_folder(model_dir: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------- building the model
-def base_model_id(name: str) -> str | None:
-    """The Hugging Face id of the model training started from, when it has one (a local folder has none)."""
+def base_model_id(name: str, random_init: bool = False) -> str | None:
+    """The Hugging Face id of the model training started from, when it has one (a local folder,
+    or the architecture with fresh weights, has none)."""
     from .encoder import _MINILM_ALIASES
 
+    if random_init:
+        return None
     if name in _MINILM_ALIASES:
         return HUB_MINILM
     if Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
@@ -212,7 +215,7 @@ def export(job: ExportJob, out: str | Path) -> Path:
                                 f"(max |diff| {diff:.2e} > {TOLERANCE:g}); nothing was written to {out}")
         info = {"dataset": job.dataset, "run": job.run, "tag": job.tag, "seed": job.seed,
                 "source_model": str(job.model_dir), "layout": "transformer" if one_tower else "router",
-                "spec": asdict(model.spec), "base_model": base_model_id(model.spec.model),
+                "spec": asdict(model.spec), "base_model": base_model_id(model.spec.model, bool(meta["spec"].get("random_init"))),
                 "max_abs_diff_vs_pipeline": diff, "code_commit": job.code_commit,
                 "config_file": job.config_file, "config_sha256": job.config_sha256,
                 "recipe_sha256": job.recipe_sha256}
