@@ -45,3 +45,16 @@ rule all:
     input:
         str(LAYOUT.tables / "summary.csv"),
     default_target: True
+
+
+# On request (`snakemake ... export_all`): every model as a sentence-transformers folder + model card.
+rule export_all:
+    input:
+        all_exports(),
+
+
+# On request, or in `all` with evaluation.mteb: MTEB's evaluation of every exported model.
+rule mteb_all:
+    input:
+        all_mteb(),
+

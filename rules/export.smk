@@ -1,6 +1,6 @@
 # Export stage (on request, or when evaluation.mteb is on): each model of the grid as a
 # sentence-transformers folder with a generated model card, and MTEB's evaluation of it on the
-# test split of every qrels-evaluated dataset that uses it. Targets: `export_all`, `mteb_all`.
+# test split of every qrels-evaluated dataset that uses it. Targets `export_all`, `mteb_all`: see Snakefile.
 
 
 rule export:
@@ -55,12 +55,3 @@ rule mteb:
         "python -m pipeline.mteb_eval --model {params.model} --dataset {params.data} --split {params.split} "
         "--out {params.out} > {log} 2>&1"
 
-
-rule export_all:
-    input:
-        all_exports(),
-
-
-rule mteb_all:
-    input:
-        all_mteb(),
