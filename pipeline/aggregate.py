@@ -98,7 +98,8 @@ def _optional_json(path: Path) -> dict:
 
 def _mteb_ndcg(layout: Layout, job: pcfg.Job, tag: str) -> float | None:
     """MTEB's NDCG@10 of the job's exported model (evaluation.mteb), shown beside the pipeline's
-    dot-product NDCG@10 so that a disagreement is visible; None when MTEB did not run."""
+    dot-product NDCG@10 so that a disagreement is visible; None when MTEB did not run. Read only
+    when the config asks for MTEB, whose rule then keeps the file current with the model."""
     from .mteb_eval import ndcg_at_10
 
     return ndcg_at_10(layout.mteb(job.dataset, job.run, tag))
@@ -124,7 +125,7 @@ def collect(results: Path, cfg: dict) -> GridResults:
         train, recipe = out.train, out.recipe
         # The training shape comes from what the run recorded; a zero-shot run has none.
         n_total = int(train.get("n_total", train.get("examples_per_update", 0)) or 0)
-        mteb = _mteb_ndcg(layout, job, tag)
+        mteb = _mteb_ndcg(layout, job, tag) if cfg["evaluation"].get("mteb") else None
         for row in out.metrics["rows"]:
             rows.append({
                 "dataset": job.dataset, "run": job.run, "seed": job.seed, "scoring": row["scoring"],
