@@ -125,7 +125,7 @@ def collect(results: Path, cfg: dict) -> GridResults:
         train, recipe = out.train, out.recipe
         # The training shape comes from what the run recorded; a zero-shot run has none.
         n_total = int(train.get("n_total", train.get("examples_per_update", 0)) or 0)
-        mteb = _mteb_ndcg(layout, job, tag) if cfg["evaluation"].get("mteb") else None
+        mteb = _mteb_ndcg(layout, job, tag) if cfg.get("evaluation", {}).get("mteb") else None
         for row in out.metrics["rows"]:
             rows.append({
                 "dataset": job.dataset, "run": job.run, "seed": job.seed, "scoring": row["scoring"],
