@@ -108,3 +108,15 @@ def test_exports_load_offline_without_the_pipeline(exported_grid, tmp_path):
                        check=True, env=env, cwd=tmp_path, capture_output=True, timeout=300)
         index = np.load(results / "index" / "scifact-mini" / run / tag / "embeddings.npy")
         assert np.abs(np.load(out) - index).max() <= 1e-5
+
+
+def test_make_export_path_reproduces_the_rules_card(exported_grid, tmp_path):
+    """`make export` (the --config path) writes the same metadata as the Snakemake rule."""
+    from pipeline.export import main
+    from pipeline.model_card import read_front_matter
+
+    out = main(["--config", str(exported_grid / "tiny.yaml"), "--run", "dpr-4", "--seed", str(SEED),
+                "--results", str(exported_grid / "results"), "--out", str(tmp_path / "export")])
+    rule = exported_grid / "results" / "export" / "scifact-mini" / "dpr-4" / f"seed{SEED}"
+    assert read_front_matter((out / "README.md").read_text()) == read_front_matter((rule / "README.md").read_text())
+    assert (out / "router_config.json").read_text() == (rule / "router_config.json").read_text()
