@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> Path:
     group.add_argument("--config", help="experiment config YAML the run was trained with")
     group.add_argument("--config-json", help="validated config as JSON (what the Snakemake rule passes)")
     parser.add_argument("--config-file", action="append", default=[],
-                        help="with --config-json: the config file(s) it came from, hashed into the card")
+                        help="with --config-json: the config file it came from, hashed into the card (the last one "
+                             "when repeated, as Snakemake lets the last file win)")
     parser.add_argument("--run", required=True, help="run name (a key of the config's runs:)")
     parser.add_argument("--seed", type=int, help="seed of a trained run (a zero-shot run needs none)")
     parser.add_argument("--dataset", help="dataset the run trained on (default: the config's only one)")
