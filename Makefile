@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test test-slow docs lint dry-run ui report bench bench-encode reference check-reference pilot pilot-time lock clean help
+.PHONY: install run test test-slow docs lint dry-run ui report bench bench-encode reference check-reference pilot pilot-time lock clean help export
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -90,6 +90,11 @@ pilot: $(STAMP)  ## run a pilot grid on its dev split (PILOT_CONFIG=config/separ
 pilot-time: $(STAMP)  ## CPU seconds of one update of every run of PILOT_CONFIG, and the grid's training time
 	$(BIN)/snakemake --cores 1 --configfile $(PILOT_CONFIG) --profile profiles/default results/data/$(PILOT_DATASET)/manifest.json
 	OMP_NUM_THREADS=1 $(BIN)/python -m pipeline.pilot time --config $(PILOT_CONFIG) --data results/data/$(PILOT_DATASET)
+EXPORT_DATASET ?=
+
+export: $(STAMP)  ## export a finished run as a sentence-transformers folder + model card (CONFIG=... RUN=... SEED=...) -> results/export/<dataset>/<run>/<seed tag>
+	$(BIN)/python -m pipeline.export --config $(CONFIG) --run $(RUN) --seed $(SEED) \
+	  $(if $(EXPORT_DATASET),--dataset $(EXPORT_DATASET))
 
 lock:  ## re-resolve requirements.lock from pyproject.toml (needs a registry)
 	rm -rf /tmp/lock-venv && $(PYTHON) -m venv /tmp/lock-venv && /tmp/lock-venv/bin/pip install -q . && \

@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 
 from pipeline import config as pcfg
-from pipeline.layout import MODEL, REPORT_TABLES
+from pipeline.layout import EXPORT_INFO, MODEL, MTEB_RESULT, REPORT_TABLES
 from pipeline.plots import PLOTS
 
 
@@ -38,9 +38,23 @@ include: "rules/train.smk"
 include: "rules/index.smk"
 include: "rules/evaluate.smk"
 include: "rules/aggregate.smk"
+include: "rules/export.smk"
 
 
 rule all:
     input:
         str(LAYOUT.tables / "summary.csv"),
     default_target: True
+
+
+# On request (`snakemake ... export_all`): every model as a sentence-transformers folder + model card.
+rule export_all:
+    input:
+        all_exports(),
+
+
+# On request, or in `all` with evaluation.mteb: MTEB's evaluation of every exported model.
+rule mteb_all:
+    input:
+        all_mteb(),
+

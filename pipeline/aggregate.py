@@ -1,7 +1,8 @@
 """Aggregate every job's outputs into result tables (and plots), then log them to MLflow.
 
 Tables in <results>/tables/:
-  summary.csv   one row per dataset x run x seed x scoring (x lambda), with training cost
+  summary.csv   one row per dataset x run x seed x scoring (x lambda), with training cost (and, with
+                evaluation.mteb, `mteb_ndcg@10`: MTEB's NDCG@10 of the same model on its dot rows)
   summary.md    mean +- std across seeds, significance against the reference run
   headline.md   one line per run: NDCG@10 dot / DN / DN*, Recall@100, p vs reference, cost
   dn.csv/md     dot vs DN: delta and paired significance per run
@@ -95,6 +96,15 @@ def _optional_json(path: Path) -> dict:
     return read_json(path) if path.is_file() else {}
 
 
+def _mteb_ndcg(layout: Layout, job: pcfg.Job, tag: str) -> float | None:
+    """MTEB's NDCG@10 of the job's exported model (evaluation.mteb), shown beside the pipeline's
+    dot-product NDCG@10 so that a disagreement is visible; None when MTEB did not run. Read only
+    when the config asks for MTEB, whose rule then keeps the file current with the model."""
+    from .mteb_eval import ndcg_at_10
+
+    return ndcg_at_10(layout.mteb(job.dataset, job.run, tag))
+
+
 def collect(results: Path, cfg: dict) -> GridResults:
     """Read metrics.json / per_query.json / train_summary.json of every job of the grid."""
     layout = Layout(results)
@@ -115,6 +125,7 @@ def collect(results: Path, cfg: dict) -> GridResults:
         train, recipe = out.train, out.recipe
         # The training shape comes from what the run recorded; a zero-shot run has none.
         n_total = int(train.get("n_total", train.get("examples_per_update", 0)) or 0)
+        mteb = _mteb_ndcg(layout, job, tag) if cfg.get("evaluation", {}).get("mteb") else None
         for row in out.metrics["rows"]:
             rows.append({
                 "dataset": job.dataset, "run": job.run, "seed": job.seed, "scoring": row["scoring"],
@@ -125,6 +136,7 @@ def collect(results: Path, cfg: dict) -> GridResults:
                 "fanoise": (recipe.get("fanoise") or {}).get("alpha", 0.0),
                 "train_steps": train.get("steps", 0), "peak_mem_mb": train.get("peak_mem_mb", float("nan")),
                 "sec_per_update": train.get("sec_per_update", float("nan")),
+                **({"mteb_ndcg@10": mteb if row["scoring"] == "dot" else float("nan")} if mteb is not None else {}),
             })
         for name, stats in (out.index_report.get("index_recall") or {}).items():
             index_rows.append({"dataset": job.dataset, "run": job.run, "seed": job.seed, "index": name, **stats})

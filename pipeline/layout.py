@@ -9,6 +9,8 @@ dataset, model, index, evaluation, table or plot lives, so the layout is spelled
     <root>/shards/<dataset>/plan.json      shard row ranges (only with index.shards or index.shard_size)
     <root>/shards/<dataset>/<run>/<tag>/<i>.npy, <i>.json   one encoded corpus shard (rows, ids)
     <root>/eval/<dataset>/<run>/seed<s>/   metrics.json, per_query.json, index_report.json, run-*.trec
+    <root>/export/<dataset>/<run>/<tag>/   sentence-transformers folder + README.md model card
+    <root>/mteb/<dataset>/<run>/<tag>/     MTEB's result JSON of that export on <dataset>'s test split
     <root>/tables/, <root>/plots/, <root>/logs/, <root>/mlflow.db, <root>/report.html
 
 `tag` is `seed<s>` for a trained model and `base` for a zero-shot one (its weights do not
@@ -36,6 +38,8 @@ PER_QUERY = "per_query.json"
 INDEX_REPORT = "index_report.json"
 DATASET_HARDNEG = "hard_negatives"
 SHARD_PLAN = "plan.json"
+EXPORT_INFO = "export.json"   # written last into an export folder (pipeline.export)
+MTEB_RESULT = "mteb.json"     # MTEB's own TaskResult JSON (pipeline.mteb_eval)
 # The aggregate tables the report shows (results/tables/<name>.html), each captioned by report/<name>.rst.
 REPORT_TABLES = ("headline", "summary", "dn", "index", "diagnostics")
 
@@ -92,6 +96,14 @@ class Layout:
 
     def shard_ids(self, dataset: str, run: str, tag: str, shard: int | str) -> Path:
         return self.shards(dataset, run, tag) / f"{shard}.json"
+
+    def export(self, dataset: str, run: str, tag: str) -> Path:
+        """The model as a sentence-transformers folder (pipeline.export)."""
+        return self.root / "export" / dataset / run / tag
+
+    def mteb(self, dataset: str, run: str, tag: str) -> Path:
+        """MTEB's evaluation of the export of (model dataset, run, tag) on `dataset` (pipeline.mteb_eval)."""
+        return self.root / "mteb" / dataset / run / tag
 
     # ------------------------------------------------------------------ per job
     def eval(self, dataset: str, run: str, seed: int | str) -> Path:

@@ -7,6 +7,7 @@ rule aggregate:
     input:
         metrics=all_metrics(),
         train=all_train_summaries(),
+        mteb=mteb_inputs(),  # evaluation.mteb: MTEB's NDCG@10 beside the pipeline's
     output:
         csv=str(LAYOUT.tables / "summary.csv"),
         md=str(LAYOUT.tables / "summary.md"),

@@ -147,3 +147,35 @@ def all_train_summaries():
 
 def model_dataset(wildcards):
     return pcfg.model_dataset(CFG, wildcards.dataset)
+
+
+# ----------------------------------------------------------------------------- export / MTEB
+def export_inputs(wildcards):
+    """What a model's card is generated from: its training summary, the metrics of every job that
+    evaluated it (every seed for a zero-shot model), and the data manifests."""
+    ds, run, tag = wildcards.dataset, wildcards.run, wildcards.tag
+    seeds = [int(tag[4:])] if tag.startswith("seed") else CFG["seeds"]
+    evaluated_on = [d for d in CFG["datasets"] if pcfg.model_dataset(CFG, d) == ds]
+    return {"model": str(LAYOUT.train_summary(ds, run, tag)),
+            "metrics": [str(LAYOUT.metrics(d, run, s)) for d in evaluated_on for s in seeds],
+            "data": [str(LAYOUT.manifest(d)) for d in evaluated_on]}
+
+
+def config_file_args(wildcards):
+    return " ".join(f"--config-file {shlex.quote(os.path.relpath(str(f)))}" for f in workflow.configfiles)
+
+
+def all_exports():
+    """Every model of the grid once: per seed when trained, `base` for a zero-shot run."""
+    return sorted({str(LAYOUT.export(j.dataset, j.run, tag_of(j.run, j.seed)) / EXPORT_INFO)
+                   for j in pcfg.jobs(CFG) if pcfg.model_dataset(CFG, j.dataset) == j.dataset})
+
+
+def all_mteb():
+    """MTEB's evaluation of every model on every qrels-evaluated dataset that uses it."""
+    return sorted({str(LAYOUT.mteb(j.dataset, j.run, tag_of(j.run, j.seed)) / MTEB_RESULT)
+                   for j in pcfg.jobs(CFG) if CFG["datasets"][j.dataset]["protocol"] == "qrels"})
+
+
+def mteb_inputs():
+    return all_mteb() if CFG["evaluation"].get("mteb") else []
