@@ -154,6 +154,10 @@ class Recipe:
     # keep: it is scored as a negative, as DPR and the ContAccum paper do (docs/methods.md#false-negatives)
     false_negatives: str = "mask"
     sampler: str = "shuffle"            # shuffle | distinct: no query or passage twice in one update
+    # Recompute each encoder layer's activations in backward (both towers): less activation
+    # memory for more compute; gradients are unchanged (docs/methods.md#gradient-checkpointing).
+    gradient_checkpointing: bool = False
+    sogclr_gamma: float = 0.9           # SogCLR's moving-average rate for u_i, in (0, 1]
     encoder: dict = field(default_factory=lambda: asdict(EncoderParams()))
 
 

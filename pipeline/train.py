@@ -298,6 +298,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
         "peak_mem_mb": max((r["peak_mem_mb"] for r in rows), default=0.0),
         "final_loss": rows[-1]["loss"] if rows else None, "device": device.type,
         "false_negatives": recipe["false_negatives"], "sampler": recipe["sampler"],
+        "gradient_checkpointing": bool(recipe["gradient_checkpointing"]),
     }
     if method.has_memory:
         summary["bank_share"] = bank_share
