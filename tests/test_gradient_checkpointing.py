@@ -18,6 +18,7 @@ RECIPES = {
     "contaccum": {"batch_size": 3, "accumulation_steps": 2, "memory_size": 6},
     "sogclr": {"batch_size": 3, "accumulation_steps": 2},
 }
+DEFAULT_RECIPE = {"batch_size": 3, "accumulation_steps": 2}  # a method registered later than this file
 
 
 def examples(n):
@@ -31,7 +32,7 @@ def gradients(model_dir, name, checkpointing, updates=2, seed=0):
     SogCLR's state carry over and are used by the second update)."""
     model = BiEncoder.from_spec(EncoderSpec(model=str(model_dir), tied=False, query_max_length=16,
                                             passage_max_length=24)).train()
-    method = get_method(name)(model, {**RECIPES[name], "gradient_checkpointing": checkpointing})
+    method = get_method(name)(model, {**RECIPES.get(name, DEFAULT_RECIPE), "gradient_checkpointing": checkpointing})
     assert model.gradient_checkpointing() == checkpointing
     data = examples(method.examples_per_update * updates)
     torch.manual_seed(seed)
@@ -44,11 +45,7 @@ def gradients(model_dir, name, checkpointing, updates=2, seed=0):
     return out
 
 
-def test_every_registered_method_is_covered():
-    assert set(available()) == set(RECIPES)
-
-
-@pytest.mark.parametrize("name", sorted(RECIPES))
+@pytest.mark.parametrize("name", available())
 def test_checkpointing_leaves_gradients_unchanged_with_dropout(tiny_dropout_model_dir, name):
     plain = gradients(tiny_dropout_model_dir, name, False)
     ckpt = gradients(tiny_dropout_model_dir, name, True)
