@@ -291,7 +291,8 @@ def main(argv=None) -> None:
     parser.add_argument("--dry-run", action="store_true", help="the whole check on the CPU, short of CUDA")
     parser.add_argument("--updates", type=int, help="optimizer updates per train case (default 20; dry run 2)")
     parser.add_argument("--cap-gb", type=float, default=11.0, help="memory cap in GiB (the paper's 11 GB setting)")
-    parser.add_argument("--cuda-memory-fraction", type=float, help="the cap as a fraction of the device (overrides --cap-gb)")
+    parser.add_argument("--cuda-memory-fraction", type=float,
+                        help="the cap as a fraction of the device (overrides --cap-gb)")
     parser.add_argument("--max-seconds", type=float, default=450.0, help="skip the cases left after this long")
     parser.add_argument("--cap-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

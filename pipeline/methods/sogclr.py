@@ -24,8 +24,8 @@ def sample_key(example) -> str:
     return f"{example.query_id}\t{example.positive_id}"
 
 
-def sogclr_loss(q: torch.Tensor, passages: torch.Tensor, tau: float, log_u_old: torch.Tensor,
-                gamma: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sogclr_loss(q: torch.Tensor, passages: torch.Tensor, tau: float, log_u_old: torch.Tensor, gamma: torch.Tensor,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One micro-batch of SogCLR. Row i's label is column i; its negatives N_i are every other
     column not in `mask`. With h_ij = (q_i . p_j - q_i . p_i) / tau:
 
