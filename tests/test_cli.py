@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-STEPS = ["prepare", "hardneg", "train", "index", "evaluate", "aggregate", "bench", "shards", "scale"]
+STEPS = ["prepare", "hardneg", "train", "index", "evaluate", "aggregate", "bench", "shards", "scale", "gpu_check"]
 
 
 @pytest.mark.parametrize("step", STEPS)
