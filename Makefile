@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test test-slow docs lint dry-run ui report bench bench-encode reference check-reference pilot pilot-time lock clean help export
+.PHONY: install run test test-slow docs lint dry-run ui report bench bench-encode reference check-reference pilot pilot-time lock clean help export gpu-check
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -58,6 +58,10 @@ report: $(STAMP)  ## Snakemake report of the last run (headline, summary, DN and
 
 bench: $(STAMP)  ## memory/time benchmark of the training methods
 	$(BIN)/python -m pipeline.bench
+
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP)  ## one-GPU check: every method x fp32/bf16/fp16 x checkpointing, a memory cap, encoding (DRY_RUN=1: on the CPU)
+	$(BIN)/python -m pipeline.gpu_check $(if $(DRY_RUN),--dry-run) $(GPU_CHECK_ARGS)
 
 BENCH_DATASET ?= ../shared/data/scifact
 BENCH_MAX_LENGTH ?= 256

@@ -25,6 +25,9 @@ N_total the global update (N_local * P * K); gradients are summed over the proce
 update. peak_mem_mb is the largest process's peak and peak_mem_mb_per_process lists each one;
 sec_per_update is process 0's wall time per update (all processes synchronise every update).
 `--precision bf16|fp16` runs the encoder under autocast (fp16 with a gradient scaler).
+`--checkpointing off,on` runs every case without and with `gradient_checkpointing` (encoder
+activations recomputed in backward), so the table holds e.g. in-batch and in-batch + ckpt at the
+same N_total.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from .methods import available
 
 COLUMNS = ["method", "n_local", "n_total", "memory_size", "peak_mem_mb", "sec_per_update",
            "peak_delta_mb", "baseline_mb", "updates", "device", "query_length", "passage_length", "status",
-           "processes", "precision", "peak_mem_mb_per_process"]
+           "processes", "precision", "peak_mem_mb_per_process", "gradient_checkpointing"]
 RESULT_TAG = "BENCH_RESULT "
 
 
@@ -54,7 +57,10 @@ def synthetic_examples(tokenizer, n: int, query_words: int, passage_words: int, 
     vocab = sorted(w for w in tokenizer.get_vocab() if w.isalpha() and w.isascii() and len(w) > 2)
     rng = random.Random(seed)
     words = lambda k: " ".join(rng.choices(vocab, k=k))  # noqa: E731
-    return [Example(words(query_words), words(passage_words)) for _ in range(n)]
+    # Ids make every method runnable (SogCLR keys its state by them); no id is a known positive
+    # of another, so nothing is masked.
+    return [Example(words(query_words), words(passage_words), query_id=f"q{i}", positive_id=f"d{i}")
+            for i in range(n)]
 
 
 def peak_mb(device) -> float:
@@ -84,7 +90,8 @@ def run_case(case: dict) -> dict:
     spec = EncoderSpec(model=case["model"], tied=False, query_max_length=case["query_length"],
                        passage_max_length=case["passage_length"])
     model = BiEncoder.from_spec(spec).to(device).train()
-    recipe = {"temperature": 0.05, "memory_size": case["memory_size"], "precision": case.get("precision", "fp32")}
+    recipe = {"temperature": 0.05, "memory_size": case["memory_size"], "precision": case.get("precision", "fp32"),
+              "gradient_checkpointing": bool(case.get("gradient_checkpointing", False))}
     if case["method"] == "inbatch":
         recipe.update(batch_size=case["n_total"] // processes, accumulation_steps=1)
     else:
@@ -159,7 +166,7 @@ def cases(args) -> list[dict]:
                     out.append({**common, "method": method, "n_local": n_total, "n_total": n_total, "memory_size": 0})
             else:
                 out.append({**common, "method": method, "n_total": n_total, "memory_size": 0})
-    return out
+    return [{**case, "gradient_checkpointing": ckpt} for case in out for ckpt in args.checkpointing]
 
 
 def run_child(case: dict) -> dict:
@@ -178,9 +185,15 @@ def run_child(case: dict) -> dict:
             "peak_mem_mb_per_process": ""}
 
 
-def find(rows, method, n_total, memory_size=0):
+def label(row) -> str:
+    return (row["method"] + (f"(M={row['memory_size']})" if row["memory_size"] else "")
+            + ("+ckpt" if row.get("gradient_checkpointing") else ""))
+
+
+def find(rows, method, n_total, memory_size=0, ckpt=False):
     for row in rows:
-        if (row["method"], row["n_total"], row["memory_size"]) == (method, n_total, memory_size) and row["status"] == "ok":
+        if (row["method"], row["n_total"], row["memory_size"], bool(row.get("gradient_checkpointing"))) == \
+                (method, n_total, memory_size, ckpt) and row["status"] == "ok":
             return row
     return None
 
@@ -191,10 +204,10 @@ def ratios(rows, n_local: int) -> list[str]:
     for n_total in sorted({r["n_total"] for r in rows if r["method"] != "inbatch" or r["n_total"] != n_local}):
         ga = find(rows, "gradaccum", n_total)
         for row in rows:
-            if row["n_total"] != n_total or row["status"] != "ok" or row["method"] in ("inbatch", "gradaccum"):
+            if row["n_total"] != n_total or row["status"] != "ok" or \
+                    (row["method"] in ("inbatch", "gradaccum") and not row.get("gradient_checkpointing")):
                 continue
-            label = row["method"] + (f"(M={row['memory_size']})" if row["memory_size"] else "")
-            parts = [f"N_total={n_total} {label}:"]
+            parts = [f"N_total={n_total} {label(row)}{'@' + str(n_total) if row['method'] == 'inbatch' else ''}:"]
             if ga:
                 parts.append(f"time/gradaccum {row['sec_per_update'] / ga['sec_per_update']:.2f}x")
             if base8:
@@ -220,13 +233,12 @@ def plot(rows, path: Path, n_local: int) -> None:
     for row in rows:
         if row["status"] != "ok" or (row["method"] == "inbatch" and row["n_total"] == n_local):
             continue
-        label = row["method"] + (f" M={row['memory_size']}" if row["memory_size"] else "")
-        series.setdefault(label, []).append(row)
+        series.setdefault(label(row), []).append(row)
     for ax, key, title in zip(axes, ("peak_mem_mb", "peak_delta_mb", "sec_per_update"),
                               ("peak memory (MB)", "peak over baseline (MB)", "seconds per update")):
-        for label, items in sorted(series.items()):
+        for name, items in sorted(series.items()):
             items = sorted(items, key=lambda r: r["n_total"])
-            ax.plot([r["n_total"] for r in items], [r[key] for r in items], marker="o", label=label)
+            ax.plot([r["n_total"] for r in items], [r[key] for r in items], marker="o", label=name)
         ref = find(rows, "inbatch", n_local)
         if ref:
             ax.axhline(ref[key], color="grey", linestyle="--", label=f"inbatch@{n_local}")
@@ -260,6 +272,8 @@ def parse_args(argv):
     parser.add_argument("--processes", type=int, default=1,
                         help="training processes per case (torchrun; N_local is then per process)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="training autocast")
+    parser.add_argument("--checkpointing", type=csv_list(str), default=["off", "on"],
+                        help="gradient checkpointing per case: off, on or off,on (both, side by side)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = sorted(set(args.methods) - set(available()))
@@ -272,6 +286,9 @@ def parse_args(argv):
     if bad:
         raise PipelineError(f"--n-totals: {bad} must be multiples of --n-local {args.n_local} x --processes "
                             f"{args.processes}")
+    if not args.checkpointing or set(args.checkpointing) - {"off", "on"}:
+        raise PipelineError(f"--checkpointing: expected off, on or off,on, got {','.join(args.checkpointing)!r}")
+    args.checkpointing = [c == "on" for c in dict.fromkeys(args.checkpointing)]
     if args.updates < 1:
         raise PipelineError("--updates: expected at least 1")
     for m in args.memory_sizes:
@@ -307,10 +324,11 @@ def main(argv=None) -> None:
     atomic_write_text(args.out / "summary.csv", "\n".join(lines) + "\n")
     plot(rows, args.out / "bench.png", args.n_local * args.processes)
 
-    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in COLUMNS[:7]]
-    print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)))
+    shown = ["method", "gradient_checkpointing", *COLUMNS[1:7]]
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in shown]
+    print("  ".join(c.ljust(w) for c, w in zip(shown, widths)))
     for row in rows:
-        print("  ".join(str(row[c]).ljust(w) for c, w in zip(COLUMNS, widths)))
+        print("  ".join(str(row[c]).ljust(w) for c, w in zip(shown, widths)))
     print()
     for line in ratios(rows, args.n_local * args.processes):
         print(line)

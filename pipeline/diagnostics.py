@@ -2,7 +2,8 @@
 
 One row per dataset x run (means over seeds): how many known positives sat in a row's negatives
 (false negatives found) and how many were masked, the negatives left per row, how old the
-passage bank's rows were (in optimizer updates), and the gradient-norm ratio
+passage bank's rows were (in optimizer updates), SogCLR's per-example state (how many examples
+hold one, how old it was when used), and the gradient-norm ratio
 ||grad passage encoder|| / ||grad query encoder|| early and late in training (median over the
 first and the last tenth of the updates), which is the quantity of the ContAccum paper's Fig. 5.
 """
@@ -24,6 +25,10 @@ PER_UPDATE = (
     ("effective negatives / row", "effective_negatives_per_row", "mean"),
     ("bank age mean", "bank_age_mean", "mean"),
     ("bank age max", "bank_age_max", "max"),
+    # SogCLR: examples holding a denominator estimate u_i, and how many updates old a re-visited
+    # example's estimate was when it was used.
+    ("sogclr state samples", "state_samples", "max"),
+    ("sogclr state age mean", "state_age_mean", "mean"),
 )
 EARLY_LATE_SHARE = 0.1
 # Columns whose per-run value is a maximum, so seeds are combined by their maximum too.
@@ -66,7 +71,8 @@ NOTE = ("Means over each run's updates, then over seeds. false negatives / row: 
         "of the row's query other than its own label; masked / row: of those, removed from the softmax "
         "(`training.false_negatives: mask`); effective negatives / row: columns left besides the label. bank age: "
         "optimizer updates since the passage bank's rows were encoded, when a micro-batch is scored against them. "
-        "grad-norm ratio: ||grad passage encoder|| / ||grad query encoder||, median over the first and last tenth "
+        "sogclr state samples: training examples holding a SogCLR denominator estimate u_i at the end; sogclr state age "
+        "mean: optimizer updates since a re-visited example's u_i was last refreshed. grad-norm ratio: ||grad passage encoder|| / ||grad query encoder||, median over the first and last tenth "
         "of the updates (the ContAccum paper's Fig. 5 quantity).")
 
 

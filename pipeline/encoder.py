@@ -109,6 +109,21 @@ def _load_tokenizer(path: str):
         raise PipelineError(f"encoder.model: cannot load a tokenizer from {path}: {exc}") from None
 
 
+def _set_checkpointing(tower: nn.Module, on: bool) -> None:
+    # transformers 5 renamed gradient_checkpointing_enable (a deprecated alias until v6) to
+    # activation_checkpointing_enable; use whichever this version has.
+    if on:
+        kwargs = {"use_reentrant": False}
+        if hasattr(tower, "activation_checkpointing_enable"):
+            tower.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    elif hasattr(tower, "activation_checkpointing_disable"):
+        tower.activation_checkpointing_disable()
+    else:
+        tower.gradient_checkpointing_disable()
+
+
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     if how == "cls":
         return hidden[:, 0]
@@ -167,6 +182,25 @@ class BiEncoder(nn.Module):
         query_model = AutoModel.from_pretrained(model_dir / QUERY)
         passage_model = query_model if spec.tied else AutoModel.from_pretrained(model_dir / PASSAGE)
         return cls(spec, query_model, passage_model, _load_tokenizer(str(model_dir / "tokenizer")))
+
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Recompute each transformer layer's activations in backward instead of keeping them
+        (both towers). Non-reentrant: it works under `no_grad` (GradCache's first pass), with
+        inputs that need no gradient, and torch restores the RNG state for the recomputation, so
+        dropout masks (and hence gradients) equal those of the run without it."""
+        for tower in {id(t): t for t in (self.query_model, self.passage_model)}.values():
+            supported = getattr(tower, "supports_gradient_checkpointing", False)
+            if on and not supported:
+                raise PipelineError(f"gradient_checkpointing: the encoder {self.spec.model} "
+                                    f"({type(tower).__name__}) does not support gradient checkpointing; "
+                                    "set gradient_checkpointing: false")
+            if supported:
+                _set_checkpointing(tower, on)
+
+    def gradient_checkpointing(self) -> bool:
+        """Whether every tower recomputes its activations in backward."""
+        return all(any(getattr(m, "gradient_checkpointing", False) for m in t.modules())
+                   for t in (self.query_model, self.passage_model))
 
     # ------------------------------------------------------------------ parameters
     def query_parameters(self) -> list[nn.Parameter]:

@@ -178,6 +178,10 @@ class Recipe:
     false_negatives: str = "mask"
     sampler: str = "shuffle"            # shuffle | distinct: no query or passage twice in one update
     pairs: dict | None = None           # PairParams as a dict; None: the train split's qrels only
+    # Recompute each encoder layer's activations in backward (both towers): less activation
+    # memory for more compute; gradients are unchanged (docs/methods.md#gradient-checkpointing).
+    gradient_checkpointing: bool = False
+    sogclr_gamma: float = 0.9           # SogCLR's moving-average rate for u_i, in (0, 1]
     encoder: dict = field(default_factory=lambda: asdict(EncoderParams()))
 
 
@@ -209,6 +213,16 @@ def resolve_recipe(*layers: dict | None) -> dict:
     if out["hard_negatives"]:
         out["hard_negatives"] = merged(HardNegativeParams, out["hard_negatives"])
     return out
+
+
+# Recipe keys added after results were published: at these values they are left out of a train
+# job's JSON, so Snakemake does not re-run older configs' jobs; the step fills them back in.
+RECIPE_OPTIONAL: dict[str, Any] = {"gradient_checkpointing": False, "sogclr_gamma": 0.9}
+
+
+def job_recipe(recipe: dict) -> dict:
+    """The recipe as a train job's parameter: keys in RECIPE_OPTIONAL at their default left out."""
+    return {k: v for k, v in recipe.items() if RECIPE_OPTIONAL.get(k, object()) != v}
 
 
 TRAINING_DEFAULTS: dict[str, Any] = {k: v for k, v in defaults(Recipe).items()

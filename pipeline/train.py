@@ -309,6 +309,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
         "final_loss": rows[-1]["loss"] if rows else None, "device": device.type,
         "false_negatives": recipe["false_negatives"], "sampler": recipe["sampler"],
         **_encoder_provenance(model), **data.provenance(),
+        "gradient_checkpointing": bool(recipe["gradient_checkpointing"]),
     }
     if method.has_memory:
         summary["bank_share"] = bank_share

@@ -12,7 +12,7 @@ rule train:
     output:
         str(LAYOUT.train_summary("{dataset}", "{run}", "{tag}")),
     params:
-        recipe=lambda w: json_arg(pcfg.recipe(CFG, w.run, w.dataset)),
+        recipe=lambda w: json_arg(pcfg.P.job_recipe(pcfg.recipe(CFG, w.run, w.dataset))),
         seed=train_seed,
         data=parent("data"),
         out=parent("output"),

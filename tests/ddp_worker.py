@@ -4,7 +4,7 @@
     python tests/ddp_worker.py CASES.json OUT.pt                      (one process, no process group)
 
 CASES.json: {"model_dir": ..., "cases": [{"name", "method", "recipe", "examples", "negatives",
-"noise", "tied", "updates"}]}. Each case builds the model afresh, seeds torch with 0, runs
+"noise", "tied", "updates", "cycle"}]}. Each case builds the model afresh, seeds torch with 0, runs
 `updates` calls of accumulate + after_optimizer_step (no optimizer step, so the parameters stay
 put and the banks carry over), sums the gradients over the processes once per update (as the
 training loop does) and records per update the loss and the flattened gradient, plus the banks
@@ -52,6 +52,8 @@ def run_case(model_dir: str, case: dict) -> dict:
     noise = FANoise(**case["noise"]) if case.get("noise") else None
     method = get_method(case["method"])(model, case["recipe"], noise)
     data = examples(case["examples"], case.get("negatives", 0), ids=case.get("ids", False))
+    if case.get("cycle"):  # revisit the first `cycle` examples (SogCLR's state is then used)
+        data = [data[i % case["cycle"]] for i in range(len(data))]
     for ex in data:
         method.positives.setdefault(ex.query_id, set()).add(ex.positive_id)
     per_update = method.examples_per_update
@@ -66,10 +68,11 @@ def run_case(model_dir: str, case: dict) -> dict:
         result["grads"].append(torch.cat([p.grad.reshape(-1) for p in params if p.grad is not None]).clone())
         method.after_optimizer_step()
     state = method.state_dict()
-    banks = {k: v["rows"] for k, v in state.items() if k.startswith("bank")}
+    # Memory banks, and SogCLR's per-example state ("state": the same rows/ids layout).
+    banks = {k: v["rows"] for k, v in state.items() if k.startswith("bank") or k == "state"}
     distributed.assert_identical([banks[k] for k in sorted(banks)], f"{case['name']}: banks")
     result["banks"] = banks
-    result["bank_ids"] = {k: v["ids"] for k, v in state.items() if k.startswith("bank")}
+    result["bank_ids"] = {k: v["ids"] for k, v in state.items() if k in banks}
     result["examples_per_update"] = per_update
     return result
 

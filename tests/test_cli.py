@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-STEPS = ["prepare", "hardneg", "train", "index", "evaluate", "aggregate", "bench", "shards", "scale", "pilot", "export", "mteb_eval"]
+STEPS = ["prepare", "hardneg", "train", "index", "evaluate", "aggregate", "bench", "shards", "scale", "pilot", "export", "mteb_eval", "gpu_check"]
 
 
 @pytest.mark.parametrize("step", STEPS)

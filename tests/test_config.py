@@ -117,3 +117,17 @@ def test_validation_accepts_its_own_output(name):
     """Steps re-validate the filled config they receive as JSON (the aggregate rule does)."""
     cfg = pcfg.load(REPO / "config" / name)
     assert pcfg.validate(json.loads(json.dumps(cfg))) == cfg
+
+
+def test_job_recipe_leaves_new_keys_out_at_their_defaults_and_round_trips():
+    """Keys added after results were published must not change older configs' train-job
+    parameters (Snakemake would re-run them), and the step must get the same recipe back."""
+    from pipeline.params import RECIPE_OPTIONAL, job_recipe, resolve_recipe
+
+    recipe = resolve_recipe({"method": "inbatch", "batch_size": 8})
+    job = job_recipe(recipe)
+    assert not set(RECIPE_OPTIONAL) & set(job)
+    assert resolve_recipe(job) == recipe
+    changed = resolve_recipe({"method": "sogclr", "batch_size": 8, "gradient_checkpointing": True,
+                              "sogclr_gamma": 0.5})
+    assert job_recipe(changed)["gradient_checkpointing"] is True and job_recipe(changed)["sogclr_gamma"] == 0.5

@@ -62,6 +62,10 @@ CASES = [
     {"name": "mask-contaccum-hn", "method": "contaccum",
      "recipe": {"batch_size": N, "accumulation_steps": 2, "memory_size": 6, "hard_negatives": {"per_query": 1}},
      "negatives": 1, "ids": True, "updates": 3},
+    # SogCLR's per-example state u_i: computed from the gathered batch, so identical in every
+    # process; updates 2 and 3 re-visit examples (the worker cycles through 8), so u_i is used.
+    {"name": "sogclr-hn", "method": "sogclr", "recipe": {"batch_size": N, "accumulation_steps": 2, "sogclr_gamma": 0.5},
+     "negatives": 1, "ids": True, "updates": 3, "cycle": 8},
 ]
 
 

@@ -225,7 +225,7 @@ def test_bench_reports_each_process(tiny_model_dir, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline.bench", "--out", str(out), "--processes", "2", "--methods",
          "gradcache,contaccum", "--n-local", "2", "--n-totals", "8", "--memory-sizes", "16", "--updates", "1",
-         "--model", str(tiny_model_dir), "--query-length", "8", "--passage-length", "16"],
+         "--model", str(tiny_model_dir), "--query-length", "8", "--passage-length", "16", "--checkpointing", "off"],
         env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     import csv

@@ -38,6 +38,8 @@ class TrainingMethod(ABC):
     Several processes (`distributed.world_size() > 1`): `batch_size` is the per-process
     micro-batch, so one micro-batch holds batch_size * P examples of which each process embeds
     its contiguous slice and gathers the others' embeddings (`pipeline.distributed`).
+    `gradient_checkpointing` recomputes each encoder layer's activations in backward, in both
+    towers, for every method (docs/methods.md#gradient-checkpointing).
     Precision: `encode` runs the encoder under autocast (bf16/fp16) and returns fp32, so the
     loss, banks and FANoise stay in fp32; `scale_loss` applies the fp16 gradient scaler that the
     training loop sets as `self.scaler` (None otherwise).
@@ -62,6 +64,9 @@ class TrainingMethod(ABC):
         if self.false_negatives not in FALSE_NEGATIVE_MODES:
             raise ValueError(f"false_negatives: expected one of {FALSE_NEGATIVE_MODES}, got {self.false_negatives!r}")
         self.positives: dict[str, set[str]] = {}  # query id -> known positive passage ids
+        # Set (or cleared) on every construction, so a model reused by another method keeps no
+        # stale setting; an encoder without support is a PipelineError naming the key.
+        model.set_gradient_checkpointing(bool(self.recipe["gradient_checkpointing"]))
 
     @property
     def examples_per_update(self) -> int:
