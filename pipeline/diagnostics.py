@@ -21,6 +21,7 @@ import pandas as pd
 PER_UPDATE = (
     ("false negatives / row", "false_negatives_per_row", "mean"),
     ("masked / row", "masked_per_row", "mean"),
+    ("guide-filtered / row", "filtered_per_row", "mean"),
     ("effective negatives / row", "effective_negatives_per_row", "mean"),
     ("bank age mean", "bank_age_mean", "mean"),
     ("bank age max", "bank_age_max", "max"),
@@ -64,7 +65,8 @@ def diagnostics_table(logs: Iterable[tuple[str, str, Path]]) -> pd.DataFrame:
 
 NOTE = ("Means over each run's updates, then over seeds. false negatives / row: loss columns holding a known positive "
         "of the row's query other than its own label; masked / row: of those, removed from the softmax "
-        "(`training.false_negatives: mask`); effective negatives / row: columns left besides the label. bank age: "
+        "(`training.false_negatives: mask`); guide-filtered / row: columns the `negative_filter` guide removed (– without a "
+        "guide); effective negatives / row: columns left besides the label. bank age: "
         "optimizer updates since the passage bank's rows were encoded, when a micro-batch is scored against them. "
         "grad-norm ratio: ||grad passage encoder|| / ||grad query encoder||, median over the first and last tenth "
         "of the updates (the ContAccum paper's Fig. 5 quantity).")

@@ -301,6 +301,13 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
     }
     if method.has_memory:
         summary["bank_share"] = bank_share
+    if method.guide is not None:
+        # The guide's cost: its forwards (none for "self") and the filter mask, over the run.
+        guide_seconds = float(sum(r.get("guide_seconds", 0.0) for r in rows))
+        train_seconds = float(sum(r["seconds"] for r in rows))
+        summary.update(negative_filter=recipe["negative_filter"], guide_seconds=guide_seconds,
+                       guide_share=guide_seconds / train_seconds if train_seconds else 0.0,
+                       filtered_per_row=float(np.mean([r["filtered_per_row"] for r in rows])) if rows else 0.0)
     if world > 1 or precision != "fp32":
         summary.update(processes=world, precision=precision,
                        skipped_updates=int(sum(r.get("scaler_skipped", 0) for r in rows)))
