@@ -223,3 +223,30 @@ def test_training_reports_the_guide_cost_and_filtered_columns(tiny_model_dir, gu
     assert all("filtered_per_row" in r and r["guide_seconds"] > 0 for r in rows)
     assert summary["filtered_per_row"] > 0
     assert run_diagnostics(rows)["guide-filtered / row"] == pytest.approx(summary["filtered_per_row"])
+
+
+# ----------------------------------------------------------------------------- several processes
+def test_two_processes_filter_like_one(tiny_model_dir, guide_dir, tmp_path):
+    """P = 2 (each process guide-encodes its slice, the rows are gathered) filters the same columns
+    and gives the same gradients as P = 1 with twice the micro-batch: in-batch, hard-negative,
+    gathered and bank columns."""
+    from test_distributed import rel_err, run_worker
+
+    guide = {"guide": str(guide_dir), "margin": 0.02}
+    cases = [
+        {"name": "guide-gradcache-hn", "method": "gradcache", "negatives": 1, "ids": True, "updates": 1,
+         "recipe": {"batch_size": 2, "accumulation_steps": 2, "negative_filter": guide}},
+        {"name": "guide-contaccum-hn", "method": "contaccum", "negatives": 1, "ids": True, "updates": 2,
+         "recipe": {"batch_size": 2, "accumulation_steps": 2, "memory_size": 6, "hard_negatives": {"per_query": 1},
+                    "negative_filter": guide}},
+        {"name": "self-gradaccum", "method": "gradaccum", "updates": 1,
+         "recipe": {"batch_size": 2, "accumulation_steps": 2, "negative_filter": {"guide": "self", "margin": 0.02}}},
+    ]
+    two = run_worker(tiny_model_dir, tmp_path, 2, cases)
+    one = run_worker(tiny_model_dir, tmp_path, 1, [{**c, "recipe": {**c["recipe"], "batch_size": 4}} for c in cases])
+    for case in cases:
+        a, b = one[case["name"]], two[case["name"]]
+        assert [s["filtered_per_row"] for s in b["stats"]] == pytest.approx([s["filtered_per_row"] for s in a["stats"]])
+        assert sum(s["filtered_per_row"] for s in a["stats"]) > 0, case["name"]  # the case really filters
+        for g1, g2 in zip(a["grads"], b["grads"]):
+            assert rel_err(g2, g1) <= 1e-5, case["name"]
