@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test test-slow docs lint dry-run ui report bench bench-encode reference check-reference pilot pilot-time lock clean help export gpu-check
+.PHONY: install run test test-slow docs lint dry-run ui report bench bench-encode reference check-reference pilot pilot-time lock clean help export gpu-check bench-train
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -68,6 +68,11 @@ BENCH_MAX_LENGTH ?= 256
 
 bench-encode: $(STAMP)  ## corpus-encoding throughput: ours vs sentence-transformers (BENCH_DATASET=..., BENCH_MAX_LENGTH=...)
 	$(BIN)/python -m pipeline.bench_encode --dataset $(BENCH_DATASET) --max-length $(BENCH_MAX_LENGTH)
+
+BENCH_TRAIN_ARGS ?= --batch-size 16 --chunk 4 --max-length 128 --updates 8 --repeats 2 --threads 1
+
+bench-train: $(STAMP)  ## training throughput and peak RSS: ours vs SentenceTransformerTrainer (BENCH_TRAIN_ARGS=...)
+	$(BIN)/python -m pipeline.bench_train $(BENCH_TRAIN_ARGS)
 
 REFERENCE_CONFIG ?= config/scifact.yaml
 REFERENCE_DIR ?= results/reference/scifact

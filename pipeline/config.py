@@ -164,6 +164,8 @@ def _semantic_checks(config: dict) -> None:
         if merged["method"] not in known:
             problems.append(f"config key runs.{run}.method: unknown method {merged['method']!r}; "
                             f"expected one of {sorted(known)}")
+        if merged["negative_filter"]:
+            problems += _negative_filter_problems(f"config key runs.{run}.negative_filter", merged["negative_filter"])
         if merged["method"] == "inbatch" and merged["accumulation_steps"] != 1:
             problems.append(f"config key runs.{run}.accumulation_steps: inbatch uses one batch per update; "
                             "use gradaccum/gradcache/contaccum for K > 1")
@@ -257,6 +259,16 @@ def _dev_split_problems(name: str, ds: dict) -> list[str]:
     if ds["source"] == "dpr":
         problems.append(f"{where}: not available for source 'dpr' (its QA files already give dev splits)")
     return problems
+
+
+def _negative_filter_problems(where: str, section: dict) -> list[str]:
+    """Keys, margin type and range (params.check_negative_filter), and a guide that exists."""
+    try:
+        section = P.check_negative_filter(section, where)
+    except PipelineError as exc:
+        return [str(exc)]
+    problem = P.guide_problem(section["guide"], f"{where}.guide")
+    return [problem] if problem else []
 
 
 def _dpr_dataset_problems(name: str, ds: dict) -> list[str]:

@@ -22,6 +22,7 @@ import pandas as pd
 PER_UPDATE = (
     ("false negatives / row", "false_negatives_per_row", "mean"),
     ("masked / row", "masked_per_row", "mean"),
+    ("guide-filtered / row", "filtered_per_row", "mean"),
     ("effective negatives / row", "effective_negatives_per_row", "mean"),
     ("bank age mean", "bank_age_mean", "mean"),
     ("bank age max", "bank_age_max", "max"),
@@ -69,7 +70,8 @@ def diagnostics_table(logs: Iterable[tuple[str, str, Path]]) -> pd.DataFrame:
 
 NOTE = ("Means over each run's updates, then over seeds. false negatives / row: loss columns holding a known positive "
         "of the row's query other than its own label; masked / row: of those, removed from the softmax "
-        "(`training.false_negatives: mask`); effective negatives / row: columns left besides the label. bank age: "
+        "(`training.false_negatives: mask`); guide-filtered / row: columns the `negative_filter` guide removed (– without a "
+        "guide); effective negatives / row: columns left besides the label. bank age: "
         "optimizer updates since the passage bank's rows were encoded, when a micro-batch is scored against them. "
         "sogclr state samples: training examples holding a SogCLR denominator estimate u_i at the end; sogclr state age "
         "mean: optimizer updates since a re-visited example's u_i was last refreshed. grad-norm ratio: ||grad passage encoder|| / ||grad query encoder||, median over the first and last tenth "

@@ -144,6 +144,55 @@ class PairParams:
 
 
 @dataclass
+class NegativeFilterParams:
+    """`negative_filter:` guided false-negative filtering (docs/methods.md#guided-false-negative-filtering).
+    A column j leaves row i's softmax when the guide scores it above the row's positive minus the
+    margin: absolute g_ij > g_ii - margin; relative g_ij > g_ii - |g_ii| * margin."""
+
+    guide: str | None = None            # "self" (the model being trained) or a model folder / the packaged MiniLM
+    margin: float = 0.0
+    margin_type: str = "absolute"       # absolute | relative
+
+
+GUIDE_SELF = "self"
+MARGIN_TYPES = ("absolute", "relative")
+# Guide scores are cosines in [-1, 1]: an absolute margin beyond 2 filters everything (or nothing);
+# a relative margin is a share of |g_ii|. Negative margins keep columns that tie the positive
+# (Qwen3-Embedding's rule g_ij > g_ii + 0.1 is absolute margin -0.1).
+MARGIN_RANGES = {"absolute": (-2.0, 2.0), "relative": (-1.0, 1.0)}
+
+
+def check_negative_filter(value: Any, where: str = "negative_filter") -> dict:
+    """A `negative_filter` section with its defaults, or a PipelineError naming the key. Checks
+    keys, the margin type and the margin's range; whether the guide exists is
+    `guide_problem`'s business (it touches the file system)."""
+    check_keys(value, [f.name for f in fields(NegativeFilterParams)], where)
+    out = merged(NegativeFilterParams, value)
+    if not isinstance(out["guide"], str) or not out["guide"]:
+        raise PipelineError(f"{where}.guide: required; expected 'self' or a model folder, got {out['guide']!r}")
+    check_choice(out["margin_type"], f"{where}.margin_type", MARGIN_TYPES)
+    low, high = MARGIN_RANGES[out["margin_type"]]
+    out["margin"] = check_number(out["margin"], f"{where}.margin ({out['margin_type']})", low, high)
+    return out
+
+
+def guide_problem(guide: str, where: str = "negative_filter.guide") -> str | None:
+    """Why `guide` cannot be loaded as a guide model (None if it can): 'self', the packaged
+    MiniLM, or an existing folder holding a trained model (bi_encoder.json) or a Hugging Face
+    model (config.json)."""
+    from pathlib import Path
+
+    if guide == GUIDE_SELF or guide in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "minilm"):
+        return None
+    path = Path(guide).expanduser()
+    if not path.is_dir():
+        return f"{where}: {guide!r} is not 'self' and no such model folder exists"
+    if not (path / "bi_encoder.json").is_file() and not (path / "config.json").is_file():
+        return f"{where}: {guide} holds neither a trained model (bi_encoder.json) nor a Hugging Face model (config.json)"
+    return None
+
+
+@dataclass
 class Recipe:
     """One run's training recipe: defaults < the config's `training:` < the run's own keys."""
 
@@ -182,6 +231,7 @@ class Recipe:
     # memory for more compute; gradients are unchanged (docs/methods.md#gradient-checkpointing).
     gradient_checkpointing: bool = False
     sogclr_gamma: float = 0.9           # SogCLR's moving-average rate for u_i, in (0, 1]
+    negative_filter: dict | None = None  # NegativeFilterParams as a dict, or None (no guide)
     encoder: dict = field(default_factory=lambda: asdict(EncoderParams()))
 
 
@@ -212,12 +262,14 @@ def resolve_recipe(*layers: dict | None) -> dict:
         out["fanoise"] = merged(FANoiseParams, out["fanoise"])
     if out["hard_negatives"]:
         out["hard_negatives"] = merged(HardNegativeParams, out["hard_negatives"])
+    if out["negative_filter"]:
+        out["negative_filter"] = merged(NegativeFilterParams, out["negative_filter"])
     return out
 
 
 # Recipe keys added after results were published: at these values they are left out of a train
 # job's JSON, so Snakemake does not re-run older configs' jobs; the step fills them back in.
-RECIPE_OPTIONAL: dict[str, Any] = {"gradient_checkpointing": False, "sogclr_gamma": 0.9}
+RECIPE_OPTIONAL: dict[str, Any] = {"gradient_checkpointing": False, "sogclr_gamma": 0.9, "negative_filter": None}
 
 
 def job_recipe(recipe: dict) -> dict:
@@ -367,7 +419,8 @@ def default_protocol(source: str) -> str:
 
 
 __all__ = ["ZERO_SHOT", "TRAINING_DEFAULTS", "DEFAULT_LAMBDA", "EncoderParams", "Recipe", "HardNegativeParams",
-           "FANoiseParams", "PairParams", "CropParams",
+           "FANoiseParams", "PairParams", "CropParams", "NegativeFilterParams", "GUIDE_SELF", "MARGIN_TYPES",
+           "check_negative_filter", "guide_problem",
            "IndexParams", "HNSWParams", "IVFParams", "EvalParams", "DNStarParams",
            "EvaluationSection", "MLflowSection", "DatasetSection", "DEV_SPLIT_NAME",
            "DPR_DATASET_KEYS", "default_protocol",

@@ -106,9 +106,11 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 
 # ----------------------------------------------------------------------------- the loop
 def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negatives: str | None = None,
-          progress: bool = True, fail_at_step: int | None = None, overflow_at_step: int | None = None) -> dict:
+          progress: bool = True, fail_at_step: int | None = None, overflow_at_step: int | None = None,
+          on_update=None) -> dict:
     """`fail_at_step` (a NaN loss) and `overflow_at_step` (an inf gradient in process 0) are test
-    hooks for the non-finite guard and the fp16 scaler."""
+    hooks for the non-finite guard and the fp16 scaler; `on_update(step)`, if given, is called at
+    the end of every update (pipeline.bench_train's clock)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     recipe = resolve_recipe(recipe)
@@ -245,7 +247,8 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
             distributed.all_reduce_grads(params)  # the one gradient synchronisation of this update
             if scaler is not None:
                 scaler.unscale_(optimizer)
-            gq, gp = grad_norm(q_params), grad_norm(p_params)
+            gq = grad_norm(q_params)
+            gp = gq if model.spec.tied else grad_norm(p_params)  # tied towers share every parameter
             # fp16: an overflowing gradient is the scaler's business (it skips the step); the
             # loss is computed in fp32, so a non-finite loss means the values are broken.
             overflow = scaler is not None and math.isfinite(stats["loss"]) and not all(map(math.isfinite, (gq, gp)))
@@ -289,6 +292,8 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
             log_file.flush()
             bar.set_postfix(loss=f"{row['loss']:.3f}")
             bar.update(1)
+            if on_update is not None:
+                on_update(step + 1)
             if every and (step + 1) % every == 0 and step + 1 < total:
                 _save_checkpoint(ckpt_path, model, optimizer, scheduler, method, device, step + 1, scaler)
     bar.close()
@@ -313,6 +318,13 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
     }
     if method.has_memory:
         summary["bank_share"] = bank_share
+    if method.guide is not None:
+        # The guide's cost: its forwards (none for "self") and the filter mask, over the run.
+        guide_seconds = float(sum(r.get("guide_seconds", 0.0) for r in rows))
+        train_seconds = float(sum(r["seconds"] for r in rows))
+        summary.update(negative_filter=recipe["negative_filter"], guide_seconds=guide_seconds,
+                       guide_share=guide_seconds / train_seconds if train_seconds else 0.0,
+                       filtered_per_row=float(np.mean([r["filtered_per_row"] for r in rows])) if rows else 0.0)
     if world > 1 or precision != "fp32":
         summary.update(processes=world, precision=precision,
                        skipped_updates=int(sum(r.get("scaler_skipped", 0) for r in rows)))

@@ -35,6 +35,10 @@ class TrainingMethod(ABC):
     a row's query, other than the row's own label column, is counted per update and, under
     `false_negatives: mask`, removed from that row's softmax (`column_mask`).
 
+    Guided filtering (`negative_filter`, docs/methods.md#guided-false-negative-filtering): a
+    guide model's scores remove the columns it rates as good as a row's positive (`loss_mask`,
+    composed with the id mask); `filtered_per_row` and `guide_seconds` join the stats.
+
     Several processes (`distributed.world_size() > 1`): `batch_size` is the per-process
     micro-batch, so one micro-batch holds batch_size * P examples of which each process embeds
     its contiguous slice and gathers the others' embeddings (`pipeline.distributed`).
@@ -67,6 +71,14 @@ class TrainingMethod(ABC):
         # Set (or cleared) on every construction, so a model reused by another method keeps no
         # stale setting; an encoder without support is a PipelineError naming the key.
         model.set_gradient_checkpointing(bool(self.recipe["gradient_checkpointing"]))
+        self.guide = None
+        if self.recipe["negative_filter"]:
+            from ..guide import GuideFilter
+
+            self.guide = GuideFilter(self.recipe["negative_filter"], model, self.autocast_dtype,
+                                     chunk=int(self.recipe["batch_size"]))
+            # An instance attribute: the filter's stats exist only when a guide does.
+            self.emits = type(self).emits + ("filtered_per_row", "guide_seconds")
 
     @property
     def examples_per_update(self) -> int:
@@ -100,6 +112,25 @@ class TrainingMethod(ABC):
         stats = {"false_negatives_per_row": per_row, "masked_per_row": masked,
                  "effective_negatives_per_row": len(column_ids) - 1 - masked}
         return (torch.from_numpy(found).to(device) if masked else None), stats
+
+    def loss_mask(self, row_ids: list, column_ids: list, guide_rows: torch.Tensor | None = None,
+                  guide_columns: torch.Tensor | None = None, device=None) -> tuple[torch.Tensor | None, dict]:
+        """`column_mask` composed with the guide's filter (when there is a guide): a column leaves
+        a row's softmax when either removes it. `filtered_per_row` counts the guide's removals
+        (whether or not the id mask also removes them); `effective_negatives_per_row` what is left."""
+        mask, stats = self.column_mask(row_ids, column_ids, device)
+        if self.guide is None:
+            return mask, stats
+        drop = self.guide.mask(guide_rows, guide_columns).to(device)
+        union = drop if mask is None else (drop | mask)
+        rows = max(1, len(row_ids))
+        stats.update(filtered_per_row=float(drop.sum()) / rows,
+                     effective_negatives_per_row=len(column_ids) - 1 - float(union.sum()) / rows)
+        return union, stats
+
+    def guide_stats(self, before: float) -> dict[str, float]:
+        """The guide's seconds since `before` (an earlier `self.guide.seconds`)."""
+        return {"guide_seconds": self.guide.seconds - before} if self.guide is not None else {}
 
     def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
         """The loss to back-propagate: multiplied by the fp16 loss scale, else unchanged."""

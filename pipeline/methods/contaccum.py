@@ -85,6 +85,10 @@ class ContAccum(GradAccum):
     - Banks store clean embeddings (L2-normalised, before FANoise): noise is a fresh
       perturbation of the trainable path, and a draw frozen into a bank would be re-used as a
       fixed offset for many steps.
+    - Guided filtering (`negative_filter`): bank columns are scored by the guide like current
+      ones. A guide model's embeddings of each banked text are banked beside it (M_q^g, M_p^g,
+      M_h^g: N_memory * d_guide * 4 bytes more per bank, and no text is guide-encoded twice);
+      the "self" guide uses the banked rows themselves.
     - Banks keep the query/passage id of each row, so a banked passage that is a known positive
       of a current query is masked like any other column (`false_negatives: mask`), and the
       update that encoded it: `bank_age_mean` / `bank_age_max` report how many optimizer updates
@@ -110,7 +114,14 @@ class ContAccum(GradAccum):
         self.bank_q = FifoBank(self.memory_size if self.query_bank else 0)
         self.bank_p = FifoBank(self.memory_size)
         self.bank_h = FifoBank(self.memory_size * per_query)
-        self._pending: list[tuple] = []  # (q, p, h, examples' ids, update) enqueued after the step
+        # A guide model's embeddings of the banked texts, aligned with the banks ("self" needs none).
+        self.guide_banks = None
+        if self.guide is not None and not self.guide.is_self:
+            self.guide_banks = {"q": FifoBank(self.bank_q.capacity), "p": FifoBank(self.bank_p.capacity),
+                                "h": FifoBank(self.bank_h.capacity)}
+        self._last_guide = None  # the current micro-batch's guide rows, banked after its backward
+        # (q, p, h, examples' ids, update, guide rows or None) enqueued after the step
+        self._pending: list[tuple] = []
         self.updates = 0  # optimizer updates taken so far: the encoder's version
 
     def bank_fill(self) -> int:
@@ -123,31 +134,49 @@ class ContAccum(GradAccum):
 
     def fill_memory(self, rows: int) -> None:
         param = next(self.model.parameters())
-        for bank in (self.bank_q, self.bank_p):
+        banks = [(self.bank_q, self.model.embedding_dim), (self.bank_p, self.model.embedding_dim)]
+        if self.guide_banks is not None:
+            banks += [(self.guide_banks["q"], self.guide.dim), (self.guide_banks["p"], self.guide.dim)]
+        for bank, dim in banks:
             if bank.capacity:
-                unit = torch.randn(min(rows, bank.capacity), self.model.embedding_dim, device=param.device)
+                unit = torch.randn(min(rows, bank.capacity), dim, device=param.device)
                 bank.push(torch.nn.functional.normalize(unit, dim=-1))
 
     def batch_loss(self, q, p, h, examples=None):
+        guide = self._last_guide = self.guide_embeddings(q, p, h, examples)
         q, p, h = self.add_noise(q, p, h)
         queries = torch.cat([q, self.bank_q.get(q)])
         passages = torch.cat([p, self.bank_p.get(p), h, self.bank_h.get(h)])
         query_ids, positive_ids, negative_ids = ids_of(examples, (len(q), len(p), len(h)))
-        mask, stats = self.column_mask(query_ids + self.bank_q.ids,
-                                       positive_ids + self.bank_p.ids + negative_ids + self.bank_h.ids, q.device)
+        mask, stats = self.loss_mask(query_ids + self.bank_q.ids,
+                                     positive_ids + self.bank_p.ids + negative_ids + self.bank_h.ids,
+                                     *self._banked_guide(guide), q.device)
         ages = self.bank_p.ages(self.updates) or [0]
         return self.loss_fn(queries, passages, mask), {
             "negatives_per_query": float(len(passages) - 1), **stats, "loss_rows": float(len(queries)),
             "bank_age_mean": sum(ages) / len(ages), "bank_age_max": float(max(ages))}
 
-    def _enqueue(self, q, p, h, ids, born) -> None:
+    def _banked_guide(self, guide) -> tuple:
+        """Guide rows [current ; banked queries] and columns laid out as the loss's passages."""
+        if guide is None:
+            return None, None
+        gq, gp, gh = guide
+        banks = self.guide_banks or {"q": self.bank_q, "p": self.bank_p, "h": self.bank_h}
+        return (torch.cat([gq, banks["q"].get(gq)]),
+                torch.cat([gp, banks["p"].get(gp), gh, banks["h"].get(gh)]))
+
+    def _enqueue(self, q, p, h, ids, born, guide=None) -> None:
         query_ids, positive_ids, negative_ids = ids
         self.bank_q.push(q, query_ids, born)
         self.bank_p.push(p, positive_ids, born)
         self.bank_h.push(h, negative_ids, born)
+        if self.guide_banks is not None:
+            for side, rows, row_ids in zip("qph", guide, ids):
+                self.guide_banks[side].push(rows, row_ids, born)
 
     def after_micro_batch(self, q, p, h, batch=None) -> None:
-        item = (q, p, h, ids_of(batch, (len(q), len(p), len(h))), self.updates)
+        guide = None if self.guide_banks is None else tuple(x.detach() for x in self._last_guide)
+        item = (q, p, h, ids_of(batch, (len(q), len(p), len(h))), self.updates, guide)
         if self.bank_update == "micro":
             self._enqueue(*item)
         else:
@@ -161,18 +190,33 @@ class ContAccum(GradAccum):
         if self.reset_each_step:
             self.clear_banks()
 
+    def _all_banks(self) -> dict[str, FifoBank]:
+        banks = {"bank_q": self.bank_q, "bank_p": self.bank_p, "bank_h": self.bank_h}
+        for side, bank in (self.guide_banks or {}).items():
+            banks[f"guide_bank_{side}"] = bank
+        return banks
+
     def clear_banks(self) -> None:
-        for bank in (self.bank_q, self.bank_p, self.bank_h):
+        for bank in self._all_banks().values():
             bank.clear()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"bank_q": self.bank_q.state_dict(), "bank_p": self.bank_p.state_dict(),
-                "bank_h": self.bank_h.state_dict(), "updates": self.updates,
-                "pending": [tuple(t.cpu().clone() for t in item[:3]) + item[3:] for item in self._pending]}
+        def moved(item, to):
+            q, p, h, ids, born, guide = item
+            guide = None if guide is None else tuple(to(t) for t in guide)
+            return (to(q), to(p), to(h), ids, born, guide)
+
+        return {**{name: bank.state_dict() for name, bank in self._all_banks().items()}, "updates": self.updates,
+                "pending": [moved(item, lambda t: t.cpu().clone()) for item in self._pending]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         device = next(self.model.parameters()).device
-        for name in ("bank_q", "bank_p", "bank_h"):
-            getattr(self, name).load_state_dict(state.get(name), device)
+        for name, bank in self._all_banks().items():
+            bank.load_state_dict(state.get(name), device)
         self.updates = int(state.get("updates", 0))
-        self._pending = [tuple(t.to(device) for t in item[:3]) + tuple(item[3:]) for item in state.get("pending", [])]
+        self._pending = []
+        for item in state.get("pending", []):
+            item = tuple(item) + (None,) * (6 - len(item))  # checkpoints from before guide rows were banked
+            q, p, h, ids, born, guide = item
+            guide = None if guide is None else tuple(t.to(device) for t in guide)
+            self._pending.append((q.to(device), p.to(device), h.to(device), ids, born, guide))

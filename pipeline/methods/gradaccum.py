@@ -33,6 +33,7 @@ class GradAccum(InBatch):
         (ContAccum)."""
 
     def accumulate(self, examples: list[Example]) -> dict[str, float]:
+        before = self.guide.seconds if self.guide is not None else 0.0
         micro = chunks(examples, self.micro_batch)
         # A short final update still averages over the micro-batches it actually has.
         k = len(micro)
@@ -48,4 +49,4 @@ class GradAccum(InBatch):
         for key in per_batch[0]:
             values = [stats[key] for stats in per_batch]
             combined[key] = max(values) if key.endswith("_max") else sum(values) / k
-        return {**combined, "micro_batches": float(k)}
+        return {**combined, "micro_batches": float(k), **self.guide_stats(before)}

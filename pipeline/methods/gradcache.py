@@ -61,6 +61,7 @@ class GradCache(InBatch):
         # Per chunk and side: tokenized local inputs, the RNG state before pass 1, the local
         # pass-1 embedding, and the gathered (global) embeddings as grad-requiring leaves with
         # this process's [start, end) rows in each. One process: the leaves are the local rows.
+        before = self.guide.seconds if self.guide is not None else 0.0
         jobs, sizes = [], []
         for batch in chunks(examples, self.micro_batch):
             local = distributed.local_slice(batch)
@@ -96,7 +97,7 @@ class GradCache(InBatch):
             if self.debug_replay:
                 self.last_replay.append((first.clone(), emb.detach().clone()))
         return {"loss": float(loss.detach()), **stats, "chunks": float(len(sizes)),
-                "replay_max_abs_diff": replay_diff}
+                "replay_max_abs_diff": replay_diff, **self.guide_stats(before)}
 
     @staticmethod
     def _gather_leaf(emb: torch.Tensor) -> tuple[torch.Tensor, int, int]:

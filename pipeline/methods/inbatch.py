@@ -79,18 +79,43 @@ class InBatch(TrainingMethod):
         passages = self.noise(torch.cat([p, h]))
         return self.noise(q), passages[:len(p)], passages[len(p):]
 
+    def guide_embeddings(self, q: torch.Tensor, p: torch.Tensor, h: torch.Tensor,
+                         examples: Sequence[Example] | None) -> tuple[torch.Tensor, ...] | None:
+        """The guide's (q, positives, hard negatives) rows for the same examples as q, p, h
+        (None without a guide). "self": the clean training embeddings, detached. A guide model:
+        each micro-batch's local slice encoded and gathered, in the layout `embed` gives."""
+        if self.guide is None:
+            return None
+        if self.guide.is_self:
+            return q.detach(), p.detach(), h.detach()
+        if examples is None:
+            raise ValueError("negative_filter with a guide model needs the examples' texts")
+        parts = []
+        for batch in chunks(examples, self.micro_batch):
+            local = distributed.local_slice(batch)
+            parts.append(self.guide.embed([ex.query for ex in local], [ex.positive for ex in local],
+                                          [neg for ex in local for neg in ex.negatives]))
+        return tuple(torch.cat(rows) for rows in zip(*parts))
+
     def batch_loss(self, q: torch.Tensor, p: torch.Tensor, h: torch.Tensor,
                    examples: Sequence[Example] | None = None) -> tuple[torch.Tensor, dict]:
         """Loss of current embeddings (before noise) of `examples` (the whole micro-batch over
         all processes, whose rows q, p, h are), plus the negatives each query saw."""
+        guide = self.guide_embeddings(q, p, h, examples)
         q, p, h = self.add_noise(q, p, h)
         passages = torch.cat([p, h])
         query_ids, positive_ids, negative_ids = ids_of(examples, (len(q), len(p), len(h)))
-        mask, stats = self.column_mask(query_ids, positive_ids + negative_ids, q.device)
+        mask, stats = self.loss_mask(query_ids, positive_ids + negative_ids, *self._guide_matrix(guide), q.device)
         return self.loss_fn(q, passages, mask), {"negatives_per_query": float(len(passages) - 1), **stats}
+
+    @staticmethod
+    def _guide_matrix(guide) -> tuple:
+        """(guide rows, guide columns [positives ; hard negatives]), or (None, None)."""
+        return (None, None) if guide is None else (guide[0], torch.cat(guide[1:]))
 
     # ------------------------------------------------------------------ TrainingMethod
     def accumulate(self, examples: list[Example]) -> dict[str, float]:
+        before = self.guide.seconds if self.guide is not None else 0.0
         loss, stats = self.batch_loss(*self.embed(examples), examples)
         self.scale_loss(loss).backward()
-        return {"loss": float(loss.detach()), **stats}
+        return {"loss": float(loss.detach()), **stats, **self.guide_stats(before)}
