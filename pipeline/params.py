@@ -233,6 +233,27 @@ DEFAULT_LAMBDA = 0.25  # the official DN code's lambda (theory gives 0.5)
 
 
 @dataclass
+class QueryBankParams:
+    """The reference queries of NNN and QB-Norm (docs/methods.md#query-bank-normalisations)."""
+
+    split: str | None = None  # None: the dataset's train_split (the step itself falls back to "train")
+    size: int | None = None   # None: every query of the split; N: N of them drawn with `seed`
+    seed: int = 0
+    candidates: int = 1000    # non-flat search index: rescore this many dot-product candidates per query
+
+
+@dataclass
+class NNNParams:
+    k: list = field(default_factory=lambda: [16])       # reference neighbours per document ("all": the bank)
+    alpha: list = field(default_factory=lambda: [0.5])  # weight of the correction, in [0, 1]
+
+
+@dataclass
+class QBNormParams:
+    beta: list = field(default_factory=lambda: [0.05])  # inverted-softmax temperature, > 0
+
+
+@dataclass
 class EvalParams:
     """The evaluate step's parameters for one job."""
 
@@ -242,6 +263,9 @@ class EvalParams:
     lambdas: list = field(default_factory=lambda: [DEFAULT_LAMBDA])
     dn_order: str = "normalize_then_shift"
     dn_star: DNStarParams = field(default_factory=DNStarParams)
+    nnn: NNNParams = field(default_factory=NNNParams)
+    qbnorm: QBNormParams = field(default_factory=QBNormParams)
+    query_bank: QueryBankParams = field(default_factory=QueryBankParams)
     index: str = "flat"
     top_k: int = 100
     approx_indexes: list | None = None  # None: every non-flat index that was built
@@ -257,6 +281,9 @@ class EvaluationSection:
     lambdas: list = field(default_factory=lambda: defaults(EvalParams)["lambdas"])
     dn_order: str = EvalParams.dn_order
     dn_star: dict = field(default_factory=lambda: {k: v for k, v in defaults(DNStarParams).items() if k != "seed"})
+    nnn: dict = field(default_factory=lambda: defaults(NNNParams))
+    qbnorm: dict = field(default_factory=lambda: defaults(QBNormParams))
+    query_bank: dict = field(default_factory=lambda: defaults(QueryBankParams))
     top_k: int = EvalParams.top_k
     search_index: str = EvalParams.index
     reference_run: str | None = None
@@ -310,6 +337,7 @@ def default_protocol(source: str) -> str:
 
 __all__ = ["ZERO_SHOT", "TRAINING_DEFAULTS", "DEFAULT_LAMBDA", "EncoderParams", "Recipe", "HardNegativeParams",
            "FANoiseParams", "IndexParams", "HNSWParams", "IVFParams", "EvalParams", "DNStarParams",
+           "NNNParams", "QBNormParams", "QueryBankParams",
            "EvaluationSection", "MLflowSection", "DatasetSection", "DPR_DATASET_KEYS", "default_protocol",
            "resolve_recipe", "defaults", "merged",
            "check_keys", "check_int", "check_number", "check_choice", "as_list"]
