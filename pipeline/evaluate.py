@@ -172,6 +172,27 @@ def check_same_corpus(ds, index_dir: Path, doc_ids: list[str], stats: dict) -> N
                         "re-run the index step")
 
 
+def score_all(scorings, index, inputs, protocol, doc_ids: list[str]) -> tuple[list, dict, dict, dict]:
+    """Search and evaluate every scoring: (metrics rows, per-query values by scoring name, TREC
+    files by name, facts each scoring records for metrics.json by scoring name)."""
+    p, qids = inputs.params, inputs.query_ids
+    rows_out, per_query, runs, details = [], {}, {}, {}
+    for scoring in scorings:
+        repeats = []
+        for r, (scores, rows) in enumerate(scoring.rankings(index, inputs, p.top_k)):
+            results = dnlib.to_results(qids, doc_ids, scores, rows)
+            repeats.append(protocol.evaluate(results))
+            name = trec_name(scoring, r, scoring.sampled)
+            runs[f"{name}.trec"] = trec_lines(results, name[len("run-"):])
+        row, per_query[scoring.name] = _rows_for(scoring, repeats, p.index)
+        if scoring.details(inputs) is not None:
+            details[scoring.name] = scoring.details(inputs)
+        rows_out.append(row)
+        log.info("%-10s %s %s", scoring.name, p.index,
+                 " ".join(f"{k}={row[k]:.4f}" for k in protocol.headline if k in row))
+    return rows_out, per_query, runs, details
+
+
 # ----------------------------------------------------------------------------- entry point
 def run(model_dir: str, dataset_dir: str, index_dir: str, out_dir: str, params: dict) -> dict:
     p = resolve_params(params)  # before the slow torch import, so config errors come back at once
@@ -225,20 +246,7 @@ def run(model_dir: str, dataset_dir: str, index_dir: str, out_dir: str, params: 
     if p.top_k < protocol.depth:
         log.warning("top_k=%d < %d: metrics at depth %d only see the top %d documents", p.top_k, protocol.depth,
                     protocol.depth, p.top_k)
-    rows_out, per_query, runs, details = [], {}, {}, {}
-    for scoring in scorings:
-        repeats = []
-        for r, (scores, rows) in enumerate(scoring.rankings(index, inputs, p.top_k)):
-            results = dnlib.to_results(qids, doc_ids, scores, rows)
-            repeats.append(protocol.evaluate(results))
-            name = trec_name(scoring, r, scoring.sampled)
-            runs[f"{name}.trec"] = trec_lines(results, name[len("run-"):])
-        row, per_query[scoring.name] = _rows_for(scoring, repeats, p.index)
-        if scoring.details(inputs) is not None:
-            details[scoring.name] = scoring.details(inputs)
-        rows_out.append(row)
-        log.info("%-10s %s %s", scoring.name, p.index,
-                 " ".join(f"{k}={row[k]:.4f}" for k in protocol.headline if k in row))
+    rows_out, per_query, runs, details = score_all(scorings, index, inputs, protocol, doc_ids)
     recall = index_recall(index_dir, stats, approx, inputs.queries, inputs.docs, p.top_k)
     result = {"rows": rows_out, "index_recall": recall, "num_queries": len(qids), "num_docs": len(doc_ids),
               "split": p.split, "top_k": p.top_k, "dn_order": p.dn_order,
