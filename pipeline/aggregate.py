@@ -5,7 +5,8 @@ Tables in <results>/tables/:
                 evaluation.mteb, `mteb_ndcg@10`: MTEB's NDCG@10 of the same model on its dot rows)
   summary.md    mean +- std across seeds, significance against the reference run
   headline.md   one line per run: NDCG@10 dot / DN / DN*, Recall@100, p vs reference, cost
-  dn.csv/md     dot vs DN: delta and paired significance per run
+  dn.csv/md     normalisations (DN, DN*, NNN, QB-Norm, ...) against the plain dot product: one row per
+                run x scoring x parameter, delta, paired p and MDD (the name predates NNN and QB-Norm)
   index.csv/md  approximate indexes: recall@100 against flat, build/search seconds, size
   diagnostics.csv/md  per run: false negatives found and masked, bank age, gradient-norm ratio
 
@@ -220,8 +221,32 @@ MDD_NOTE = ("MDD: the smallest true difference in that per-query metric the pair
             "non-significant difference is smaller than MDD, not zero.")
 
 
+NORMALISATION_NOTE = ("One row per run, scoring and parameter (DN's λ, NNN's k and α, QB-Norm's β), against the plain "
+                      "dot product of the same model. delta: difference of the mean metric; p: paired randomization "
+                      "test on the per-query metric (mean over seeds), not corrected for the number of rows. " +
+                      MDD_NOTE)
+
+
 def _cost_cells(g: pd.DataFrame) -> str:
     return f"{g.peak_mem_mb.mean():.0f} | {g.sec_per_update.mean():.2f}" if g.n_total.max() > 0 else "– | –"
+
+
+def _scoring_rank(column: str) -> tuple:
+    """Table order of a `scoring` value: the family's order, then its setting (k, beta) numerically."""
+    from .scorings import scoring_class
+
+    setting = column.partition("[")[2].rstrip("]")
+    value = setting.partition("=")[2]
+    number = float(value) if value.replace(".", "", 1).isdigit() else float("inf")
+    return (scoring_class(column).order, available_scorings().index(scoring_class(column).family), number, setting)
+
+
+def _lambda_text(scoring: str, lam) -> str:
+    """The `lambda` cell: DN's λ as a number, another scoring's swept parameter named (α=0.5)."""
+    from .scorings import scoring_class
+
+    parameter = scoring_class(scoring).parameter
+    return f"{lam:g}" if parameter == "λ" else f"{parameter}={lam:g}"
 
 
 def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | None, cfg: dict | None = None) -> str:
@@ -230,8 +255,7 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | No
     protocols = _protocols(frame, cfg)
     # Rows follow the config's run order, then dot, dn, dn*, then lambda.
     frame = frame.assign(_run=pd.Categorical(frame.run, categories=list(dict.fromkeys(frame.run))),
-                         _scoring=pd.Categorical(frame.scoring, categories=available_scorings()),
-                         _lam=frame["lambda"].fillna(-1.0))
+                         _scoring=frame.scoring.map(_scoring_rank), _lam=frame["lambda"].fillna(-1.0))
     frame = frame.sort_values(["_run", "_scoring", "_lam"], kind="stable")
     groups = frame.groupby(["dataset", "run", "scoring", "lambda"], dropna=False, sort=False)
     lines = []
@@ -246,7 +270,7 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | No
                 continue
             cells = [_fmt(g[m].mean(), g[m].std(ddof=1) if len(g) > 1 else 0.0) for m in shown]
             p = _p_cell(sig, reference, ds, run, scoring, lam)
-            lam_txt = "–" if pd.isna(lam) else f"{lam:g}"
+            lam_txt = "–" if pd.isna(lam) else _lambda_text(scoring, lam)
             lines.append(f"| {run} | {scoring} | {lam_txt} | {len(g)} | {' | '.join(cells)} | {p} | {_cost_cells(g)} |")
         lines.append("")
     lines.append("Mean ± sample std over seeds (dn* rows: each seed is itself a mean over its repeats). "
@@ -267,18 +291,27 @@ def headline_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | N
 
     protocols = _protocols(frame, cfg)
 
+    evaluation = (cfg or {}).get("evaluation")
+
+    def shown(scoring: str):
+        return scoring_class(scoring).headline_lambda(evaluation, lam)
+
     def cell(g: pd.DataFrame, scoring: str, metric: str) -> str:
         uses_lambda = scoring_class(scoring).uses_lambda
-        rows = g[(g.scoring == scoring) & ((g["lambda"] == lam) if uses_lambda else g["lambda"].isna())]
+        rows = g[(g.scoring == scoring) & ((g["lambda"] == shown(scoring)) if uses_lambda else g["lambda"].isna())]
         return _fmt(rows[metric].mean(), rows[metric].std(ddof=1)) if len(rows) else "–"
 
-    lam_txt = "–" if lam is None else f"{lam:g}"
-    others = [s for s in available_scorings() if s != "dot" and s in set(frame.scoring)]
+    def header(scoring: str) -> str:
+        cls = scoring_class(scoring)
+        setting = scoring.partition("[")[2].rstrip("]")
+        swept = f" {cls.parameter}={'–' if shown(scoring) is None else f'{shown(scoring):g}'}" if cls.uses_lambda else ""
+        return f"{cls.label}" + (f" {setting}" if setting else "") + swept
+
+    others = sorted((s for s in set(frame.scoring) if s != "dot"), key=_scoring_rank)
     lines = []
     for dataset, by_dataset in frame.groupby("dataset", sort=False):
         main, second = protocols[dataset].headline[:2]
-        headers = [f"{metric_label(main)} {scoring_class(s).label}" +
-                   (f" λ={lam_txt}" if scoring_class(s).uses_lambda else "") for s in others]
+        headers = [f"{metric_label(main)} {header(s)}" for s in others]
         lines += [f"## {dataset}", "",
                   f"| run | N_total | memory | {metric_label(main)} dot | p vs {reference or '–'} | MDD | " +
                   "".join(f"{h} | " for h in headers) + f"{metric_label(second)} dot | peak MB | s/update |",
@@ -299,8 +332,10 @@ def headline_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | N
 
 
 def dn_table(frame: pd.DataFrame, per_query: dict, cfg: dict | None = None) -> pd.DataFrame:
-    """Each DN variant against plain dot product for the same model: delta of the protocol's
-    main metric (NDCG@10; Top-20 for answers) and the p-value on its per-query metric."""
+    """The normalisation table: every scoring other than the plain dot product (DN, DN*, NNN,
+    QB-Norm, ...), one row per run, scoring and parameter, against the dot product of the same
+    model: delta of the protocol's main metric (NDCG@10; Top-20 for answers), the paired
+    randomization p on its per-query metric and the minimal detectable difference."""
     from .significance import minimal_detectable_difference, paired_randomization
 
     protocols = _protocols(frame, cfg)
@@ -308,13 +343,19 @@ def dn_table(frame: pd.DataFrame, per_query: dict, cfg: dict | None = None) -> p
     for (dataset, run), g in frame.groupby(["dataset", "run"], sort=False):
         main = protocols[dataset].headline[0]
         dot = g[g.scoring == "dot"][main].mean()
-        for (scoring, lam), h in g[g.scoring != "dot"].groupby(["scoring", "lambda"], dropna=False):
+        shifted = g[g.scoring != "dot"]
+        keys = sorted(shifted.groupby(["scoring", "lambda"], dropna=False).groups,
+                      key=lambda key: (_scoring_rank(key[0]), -1.0 if pd.isna(key[1]) else key[1]))
+        for scoring, lam in keys:
+            h = shifted[(shifted.scoring == scoring) &
+                        ((shifted["lambda"] == lam) if not pd.isna(lam) else shifted["lambda"].isna())]
             a = _mean_over_seeds(per_query, dataset, run, from_row(scoring, lam).name)
             b = _mean_over_seeds(per_query, dataset, run, "dot")
             common = sorted(set(a) & set(b))
             p = paired_randomization(np.array([a[q] for q in common]), np.array([b[q] for q in common])) \
                 if len(common) > 1 else float("nan")
-            out.append({"dataset": dataset, "run": run, "scoring": scoring, "lambda": lam, f"{main}_dot": dot,
+            out.append({"dataset": dataset, "run": run, "scoring": scoring, "lambda": lam,
+                        "parameters": from_row(scoring, lam).parameters, f"{main}_dot": dot,
                         main: h[main].mean(), "delta": h[main].mean() - dot, "p_value": p,
                         "mdd": minimal_detectable_difference(a, b)})
     return pd.DataFrame(out)
@@ -387,8 +428,8 @@ def write_tables(results: Path, cfg: dict) -> GridResults:
     if not dn.empty:
         paths["dn.csv"] = tables / "dn.csv"
         atomic_write_text(paths["dn.csv"], dn.to_csv(index=False))
-    _write_markdown(paths["dn.md"], f"# Dot product vs Distribution Normalization ({dn_metrics})\n\n" +
-                    (dn.to_markdown(index=False, floatfmt=".4f") if not dn.empty
+    _write_markdown(paths["dn.md"], f"# Normalisations against the plain dot product ({dn_metrics})\n\n" +
+                    (dn.to_markdown(index=False, floatfmt=".4f") + "\n\n" + NORMALISATION_NOTE if not dn.empty
                      else "No scoring other than the dot product in this grid.") + "\n")
     idx = pd.DataFrame(grid.index_rows)
     paths["index.md"] = tables / "index.md"

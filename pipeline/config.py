@@ -197,6 +197,9 @@ def _semantic_checks(config: dict) -> None:
     for i, scoring in enumerate(evaluation["scorings"]):
         if scoring not in available_scorings():
             problems.append(f"config key evaluation.scorings[{i}]: {scoring!r} is not one of {available_scorings()}")
+    from .querybank import config_problems
+
+    problems += config_problems(evaluation, config["datasets"])
     ref = evaluation.get("reference_run")
     if ref is not None and ref not in config["runs"]:
         problems.append(f"config key evaluation.reference_run: {ref!r} is not a run; expected one of "
@@ -368,6 +371,11 @@ def evaluate_params(config: dict, dataset: str, seed: int) -> dict:
         "lambdas": evaluation["lambdas"],
         "dn_order": evaluation["dn_order"],
         "dn_star": {**evaluation["dn_star"], "seed": seed},
+        "nnn": evaluation["nnn"],
+        "qbnorm": evaluation["qbnorm"],
+        # The reference bank defaults to the dataset's training queries.
+        "query_bank": {**evaluation["query_bank"],
+                       "split": evaluation["query_bank"]["split"] or config["datasets"][dataset]["train_split"]},
         "index": evaluation["search_index"],
         "approx_indexes": [t for t in config["index"]["index_types"] if t != "flat"],
         "top_k": evaluation["top_k"],

@@ -27,7 +27,8 @@ from . import dn as dnlib
 from .common import (PipelineError, atomic_dir, atomic_write_json, atomic_write_text, log, parse_json_object,
                      run_main, seed_everything, step_parser)
 from .layout import INDEX_REPORT, METRICS, PER_QUERY
-from .params import DNStarParams, EvalParams, as_list, check_int, check_keys, defaults, merged
+from .params import (DNStarParams, EvalParams, NNNParams, QBNormParams, QueryBankParams, as_list, check_int,
+                     check_keys, defaults, merged)
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -56,6 +57,7 @@ def resolve_params(params: dict) -> EvalParams:
         check_int(star[key], f"dn_star.{key}")
     check_int(star["seed"], "dn_star.seed", minimum=0)
     out["dn_star"] = DNStarParams(**star)
+    _resolve_bank_params(out)
     check_index_type(out["index"], "index")
     if out["approx_indexes"]:
         out["approx_indexes"] = check_index_types(out["approx_indexes"], "approx_indexes")
@@ -66,6 +68,20 @@ def resolve_params(params: dict) -> EvalParams:
     for family in resolved.scorings:
         scoring_class(family).check(resolved)
     return resolved
+
+
+def _resolve_bank_params(out: dict) -> None:
+    """The NNN / QB-Norm sections (each a list of values, like lambdas) and the shared reference bank."""
+    from .querybank import check_bank
+
+    for key, cls in (("nnn", NNNParams), ("qbnorm", QBNormParams), ("query_bank", QueryBankParams)):
+        out[key] = merged(cls, check_keys(out[key], defaults(cls), key))
+    for key in ("k", "alpha"):
+        out["nnn"][key] = as_list(out["nnn"][key], f"nnn.{key}")
+    out["qbnorm"]["beta"] = as_list(out["qbnorm"]["beta"], "qbnorm.beta")
+    check_bank(out["query_bank"])
+    out["nnn"], out["qbnorm"] = NNNParams(**out["nnn"]), QBNormParams(**out["qbnorm"])
+    out["query_bank"] = QueryBankParams(**out["query_bank"])
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -114,7 +130,7 @@ def index_recall(index_dir: Path, stats: dict, kinds: list[str], q: np.ndarray, 
 
 def _rows_for(scoring, repeats: list[tuple[dict, dict]], index: str) -> tuple[dict, dict[str, float]]:
     """One metrics row and the per-query values of a scoring from its repeats (one for most)."""
-    row = {"scoring": scoring.family, "lambda": scoring.lam, "index": index}
+    row = {"scoring": scoring.column, "lambda": scoring.lam, "index": index}
     per_query = {qid: float(np.mean([pq[qid] for _, pq in repeats])) for qid in repeats[0][1]}
     if not scoring.sampled:
         return {**row, **repeats[0][0]}, per_query
@@ -156,6 +172,27 @@ def check_same_corpus(ds, index_dir: Path, doc_ids: list[str], stats: dict) -> N
                         "re-run the index step")
 
 
+def score_all(scorings, index, inputs, protocol, doc_ids: list[str]) -> tuple[list, dict, dict, dict]:
+    """Search and evaluate every scoring: (metrics rows, per-query values by scoring name, TREC
+    files by name, facts each scoring records for metrics.json by scoring name)."""
+    p, qids = inputs.params, inputs.query_ids
+    rows_out, per_query, runs, details = [], {}, {}, {}
+    for scoring in scorings:
+        repeats = []
+        for r, (scores, rows) in enumerate(scoring.rankings(index, inputs, p.top_k)):
+            results = dnlib.to_results(qids, doc_ids, scores, rows)
+            repeats.append(protocol.evaluate(results))
+            name = trec_name(scoring, r, scoring.sampled)
+            runs[f"{name}.trec"] = trec_lines(results, name[len("run-"):])
+        row, per_query[scoring.name] = _rows_for(scoring, repeats, p.index)
+        if scoring.details(inputs) is not None:
+            details[scoring.name] = scoring.details(inputs)
+        rows_out.append(row)
+        log.info("%-10s %s %s", scoring.name, p.index,
+                 " ".join(f"{k}={row[k]:.4f}" for k in protocol.headline if k in row))
+    return rows_out, per_query, runs, details
+
+
 # ----------------------------------------------------------------------------- entry point
 def run(model_dir: str, dataset_dir: str, index_dir: str, out_dir: str, params: dict) -> dict:
     p = resolve_params(params)  # before the slow torch import, so config errors come back at once
@@ -187,7 +224,7 @@ def run(model_dir: str, dataset_dir: str, index_dir: str, out_dir: str, params: 
         raise PipelineError(f"{ds.root}/qrels/{p.split}.tsv: no queries to evaluate")
 
     # Scorings check their own inputs (e.g. DN*'s sample sizes) before any encoding.
-    scorings = expand(p.scorings, p.lambdas)
+    scorings = expand(p.scorings, p.lambdas, p)
     inputs = ScoringInputs(dataset=ds, query_ids=qids, num_docs=len(emb), params=p)
     for scoring in scorings:
         scoring.prepare(inputs)
@@ -209,26 +246,17 @@ def run(model_dir: str, dataset_dir: str, index_dir: str, out_dir: str, params: 
     if p.top_k < protocol.depth:
         log.warning("top_k=%d < %d: metrics at depth %d only see the top %d documents", p.top_k, protocol.depth,
                     protocol.depth, p.top_k)
-    rows_out, per_query, runs = [], {}, {}
-    for scoring in scorings:
-        repeats = []
-        for r, means in enumerate(scoring.means(inputs)):
-            scores, rows = dnlib.dn_search(index, inputs.queries, p.top_k, means, scoring.search_lambda,
-                                           p.dn_order, doc_emb=inputs.docs)
-            results = dnlib.to_results(qids, doc_ids, scores, rows)
-            repeats.append(protocol.evaluate(results))
-            name = trec_name(scoring, r, scoring.sampled)
-            runs[f"{name}.trec"] = trec_lines(results, name[len("run-"):])
-        row, per_query[scoring.name] = _rows_for(scoring, repeats, p.index)
-        rows_out.append(row)
-        log.info("%-10s %s %s", scoring.name, p.index,
-                 " ".join(f"{k}={row[k]:.4f}" for k in protocol.headline if k in row))
+    rows_out, per_query, runs, details = score_all(scorings, index, inputs, protocol, doc_ids)
     recall = index_recall(index_dir, stats, approx, inputs.queries, inputs.docs, p.top_k)
     result = {"rows": rows_out, "index_recall": recall, "num_queries": len(qids), "num_docs": len(doc_ids),
               "split": p.split, "top_k": p.top_k, "dn_order": p.dn_order,
               "dn_star": asdict(p.dn_star) if "dn*" in p.scorings else None}
     if p.protocol != "qrels":
         result["protocol"] = p.protocol
+    if "query_bank" in inputs.extra:  # NNN / QB-Norm: which reference queries, how many
+        result["query_bank"] = inputs.extra["query_bank"].record()
+    if details:
+        result["scoring_details"] = details
     with atomic_dir(out_dir) as tmp:
         for name, text in runs.items():
             atomic_write_text(tmp / name, text)

@@ -337,6 +337,27 @@ DEFAULT_LAMBDA = 0.25  # the official DN code's lambda (theory gives 0.5)
 
 
 @dataclass
+class QueryBankParams:
+    """The reference queries of NNN and QB-Norm (docs/methods.md#query-bank-normalisations)."""
+
+    split: str | None = None  # None: the dataset's train_split (the step itself falls back to "train")
+    size: int | None = None   # None: every query of the split; N: N of them drawn with `seed`
+    seed: int = 0
+    candidates: int = 1000    # non-flat search index: rescore this many dot-product candidates per query
+
+
+@dataclass
+class NNNParams:
+    k: list = field(default_factory=lambda: [16])       # reference neighbours per document ("all": the bank)
+    alpha: list = field(default_factory=lambda: [0.5])  # weight of the correction, in [0, 1]
+
+
+@dataclass
+class QBNormParams:
+    beta: list = field(default_factory=lambda: [0.05])  # inverted-softmax temperature, > 0
+
+
+@dataclass
 class EvalParams:
     """The evaluate step's parameters for one job."""
 
@@ -346,6 +367,9 @@ class EvalParams:
     lambdas: list = field(default_factory=lambda: [DEFAULT_LAMBDA])
     dn_order: str = "normalize_then_shift"
     dn_star: DNStarParams = field(default_factory=DNStarParams)
+    nnn: NNNParams = field(default_factory=NNNParams)
+    qbnorm: QBNormParams = field(default_factory=QBNormParams)
+    query_bank: QueryBankParams = field(default_factory=QueryBankParams)
     index: str = "flat"
     top_k: int = 100
     approx_indexes: list | None = None  # None: every non-flat index that was built
@@ -361,6 +385,9 @@ class EvaluationSection:
     lambdas: list = field(default_factory=lambda: defaults(EvalParams)["lambdas"])
     dn_order: str = EvalParams.dn_order
     dn_star: dict = field(default_factory=lambda: {k: v for k, v in defaults(DNStarParams).items() if k != "seed"})
+    nnn: dict = field(default_factory=lambda: defaults(NNNParams))
+    qbnorm: dict = field(default_factory=lambda: defaults(QBNormParams))
+    query_bank: dict = field(default_factory=lambda: defaults(QueryBankParams))
     top_k: int = EvalParams.top_k
     search_index: str = EvalParams.index
     reference_run: str | None = None
@@ -422,6 +449,7 @@ __all__ = ["ZERO_SHOT", "TRAINING_DEFAULTS", "DEFAULT_LAMBDA", "EncoderParams", 
            "FANoiseParams", "PairParams", "CropParams", "NegativeFilterParams", "GUIDE_SELF", "MARGIN_TYPES",
            "check_negative_filter", "guide_problem",
            "IndexParams", "HNSWParams", "IVFParams", "EvalParams", "DNStarParams",
+           "NNNParams", "QBNormParams", "QueryBankParams",
            "EvaluationSection", "MLflowSection", "DatasetSection", "DEV_SPLIT_NAME",
            "DPR_DATASET_KEYS", "default_protocol",
            "resolve_recipe", "defaults", "merged",

@@ -193,8 +193,9 @@ def grad_norm_ratio(logs: dict[str, list[Path]], out: Path,
 
 
 def dn_lambda(frame: pd.DataFrame, out: Path) -> Path:
-    """Every scoring other than the dot product: lambda scorings as curves over lambda (lambda 0
-    is the dot product), the others as dashed levels."""
+    """Every scoring other than the dot product: scorings with a swept parameter as curves over
+    it (DN's lambda, NNN's alpha, one curve per k; 0 is the dot product for both), the others
+    (DN*, QB-Norm per beta) as dotted levels."""
     from .scorings import scoring_class
 
     plt = _figure()
@@ -204,16 +205,19 @@ def dn_lambda(frame: pd.DataFrame, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for colour, ((dataset, run, scoring), g) in enumerate(shifted.groupby(["dataset", "run", "scoring"], sort=False)):
         dot = frame[(frame.dataset == dataset) & (frame.run == run) & (frame.scoring == "dot")]["ndcg@10"].mean()
-        label = f"{run} {scoring_class(scoring).label}" + (f" ({dataset})" if frame.dataset.nunique() > 1 else "")
-        if scoring_class(scoring).uses_lambda:
+        cls, setting = scoring_class(scoring), scoring.partition("[")[2].rstrip("]")
+        label = f"{run} {cls.label}" + (f" {setting}" if setting else "") + \
+            (f" ({cls.parameter})" if cls.uses_lambda and cls.parameter != "λ" else "") + \
+            (f" ({dataset})" if frame.dataset.nunique() > 1 else "")
+        if cls.uses_lambda:
             curve = g.groupby("lambda")["ndcg@10"].mean()
             ax.plot([0.0, *curve.index.tolist()], [dot, *curve.values.tolist()], marker="o", color=f"C{colour}",
                     label=label)
         else:
             ax.axhline(float(g["ndcg@10"].mean()), color=f"C{colour}", ls=":", label=label)
-    ax.set_xlabel("λ (0 = plain dot product)")
+    ax.set_xlabel("DN's λ, NNN's α (0 = plain dot product)")
     ax.set_ylabel("NDCG@10")
-    ax.set_title("NDCG@10 of each scoring against λ")
+    ax.set_title("NDCG@10 of each scoring against its weight")
     ax.legend(fontsize=7)
     return _save(fig, out, "dn_lambda")
 

@@ -46,7 +46,8 @@ def grid(tmp_path_factory, tiny_model_dir):
         "encoder": {"model": str(tiny_model_dir)},
         "runs": {"zeroshot": {"method": "none"}},
         "index": {"index_types": ["flat", FACTORY]},
-        "evaluation": {"scorings": ["dot", "shifted-dot", "dn"], "lambdas": [0.5]},
+        "evaluation": {"scorings": ["dot", "shifted-dot", "dn", "nnn", "qbnorm"], "lambdas": [0.5],
+                       "nnn": {"k": [3], "alpha": [0.5]}},
         "mlflow": {"store": str(layout.mlflow_store)},
     })
     data = make_tiny_beir(layout.data("tiny"))
@@ -68,7 +69,7 @@ def test_new_scoring_reaches_every_output(grid):
     assert len(shifted) == 1 and shifted["lambda"].isna().all()
     # It is a real, different ranking: the shift changes some query's NDCG@10.
     per_query = json.loads((layout.eval("tiny", "zeroshot", 13) / "per_query.json").read_text())
-    assert set(per_query) == {"dot", "shifted-dot", "dn@0.5"}
+    assert set(per_query) == {"dot", "shifted-dot", "dn@0.5", "nnn[k=3]@0.5", "qbnorm[beta=0.05]"}
     assert (layout.eval("tiny", "zeroshot", 13) / "run-shifted-dot.trec").is_file()
     assert "NDCG@10 shifted-dot" in (layout.tables / "headline.md").read_text()
     assert "shifted-dot" in set(pd.read_csv(layout.tables / "dn.csv").scoring)
@@ -85,6 +86,34 @@ def test_new_scoring_reaches_every_output(grid):
     child = next(r for r in client.search_runs([experiment.experiment_id]) if r.data.tags["pipeline.level"] == "seed")
     assert child.data.metrics["ndcg_10.shifted-dot"] == pytest.approx(float(shifted["ndcg@10"].iloc[0]))
     assert "ndcg_10.dn-0.5" in child.data.metrics
+
+
+def test_nnn_and_qbnorm_reach_every_output(grid):
+    """The registered normalisations (one class each) flow through the same outputs, their
+    reference bank recorded in metrics.json."""
+    cfg, layout, result = grid
+    metrics = json.loads((layout.eval("tiny", "zeroshot", 13) / "metrics.json").read_text())
+    assert metrics["query_bank"] == {"split": "train", "size": 10, "pool_size": 10, "seed": 0}
+    assert metrics["scoring_details"]["nnn[k=3]@0.5"] == {"k": 3, "alpha": 0.5, "search": "exact"}
+    assert (layout.eval("tiny", "zeroshot", 13) / "run-nnn-k3-0.5.trec").is_file()
+    table = pd.read_csv(layout.tables / "dn.csv")
+    rows = table.set_index("scoring")
+    assert rows.loc["nnn[k=3]", "parameters"] == "k=3 α=0.5"
+    assert rows.loc["qbnorm[beta=0.05]", "parameters"] == "beta=0.05"
+    assert {"delta", "p_value", "mdd"} <= set(table.columns)
+    assert "NDCG@10 NNN k=3 α=0.5" in (layout.tables / "headline.md").read_text()
+    svg = (layout.plots / "dn_lambda.svg").read_text()
+    assert "NNN k=3 (α)" in svg and "QB-Norm beta=0.05" in svg
+
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.mlflow_log import log_experiment
+
+    log_experiment(result, cfg)
+    client = MlflowClient(tracking_uri=f"sqlite:///{layout.mlflow_store}")
+    experiment = client.get_experiment_by_name("extension-points")
+    child = next(r for r in client.search_runs([experiment.experiment_id]) if r.data.tags["pipeline.level"] == "seed")
+    assert {"ndcg_10.nnn-k3-0.5", "ndcg_10.qbnorm-beta0.05"} <= set(child.data.metrics)
 
 
 def test_factory_string_index_reaches_the_index_table(grid):

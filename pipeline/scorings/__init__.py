@@ -35,24 +35,29 @@ def available_scorings() -> list[str]:
 
 
 def scoring_class(family: str) -> type[Scoring]:
-    return _REGISTRY.get(family)
+    """The class of a family, or of a table's `scoring` value (`nnn[k=16]` is an `nnn`)."""
+    return _REGISTRY.get(family.split("[", 1)[0])
 
 
-def expand(families: list[str], lambdas: list[float]) -> list[Scoring]:
-    """The results a config asks for: one per scoring, times each lambda for lambda scorings."""
-    out = []
-    for family in families:
-        cls = scoring_class(family)
-        out += [cls(lam) for lam in lambdas] if cls.uses_lambda else [cls()]
-    return out
+def expand(families: list[str], lambdas: list[float], params=None) -> list[Scoring]:
+    """The results a config asks for: one per scoring, times each lambda for lambda scorings and
+    each setting for scorings with their own parameters (`params`: the evaluate step's
+    EvalParams; the defaults when None)."""
+    from dataclasses import replace
+
+    from ..params import EvalParams
+
+    params = replace(params or EvalParams(), lambdas=list(lambdas))
+    return [s for family in families for s in scoring_class(family).variants(params)]
 
 
 def from_row(family: str, lam) -> Scoring:
     """The scoring behind a table row (`scoring`, `lambda` columns; lambda NaN/None when unused)."""
     cls = scoring_class(family)
+    setting = family[len(cls.family) + 1:-1] if family.endswith("]") else ""
     if lam is None or (isinstance(lam, float) and math.isnan(lam)):
-        return cls()
-    return cls(float(lam))
+        return cls.from_setting(setting, None)
+    return cls.from_setting(setting, float(lam))
 
 
 __all__ = ["Scoring", "ScoringInputs", "available_scorings", "expand", "from_row", "register_scoring",

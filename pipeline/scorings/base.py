@@ -27,14 +27,19 @@ class ScoringInputs:
 
 
 class Scoring:
-    """One way to score a query against the indexed documents, expressed as DN's shift:
+    """One way to score a query against the indexed documents. By default it is DN's shift:
 
         S(q, d) = (q - lam * mu_q) . (d - lam * mu_d)
 
-    `means` returns one (mu_q, mu_d) pair per repeat (None for the plain dot product), and the
-    evaluate step searches the unchanged inner-product index with the shifted queries (see
-    pipeline.dn). A scoring with several repeats (`sampled`) reports the mean and sample std
-    of each metric over them.
+    `means` returns one (mu_q, mu_d) pair per repeat (None for the plain dot product), and
+    `rankings` searches the unchanged inner-product index with the shifted queries (see
+    pipeline.dn). A scoring that is not a shift (NNN, QB-Norm) overrides `rankings` instead.
+    A scoring with several repeats (`sampled`) reports the mean and sample std of each metric
+    over them.
+
+    A result is named by its family, its fixed `setting` (e.g. NNN's "k=16"; tables show
+    `family[setting]` in their `scoring` column) and its swept parameter `lam` (the tables'
+    `lambda` column: DN's lambda, NNN's alpha; 0 is the plain dot product for both).
     """
 
     family: ClassVar[str] = ""
@@ -43,20 +48,34 @@ class Scoring:
     caption: ClassVar[str] = ""
     label: ClassVar[str] = ""  # how tables title it; the family name when empty
     order: ClassVar[int] = 100  # position in tables and plots (dot 0, dn 10, dn* 20)
+    parameter: ClassVar[str] = "λ"  # what the `lambda` column holds for this scoring
 
-    def __init__(self, lam: float | None = None):
+    def __init__(self, lam: float | None = None, setting: str = ""):
         if self.uses_lambda and lam is None:
             raise ValueError(f"scoring {self.family!r} needs a lambda")
         self.lam = float(lam) if self.uses_lambda else None
+        self.setting = setting
 
     # ------------------------------------------------------------------ names
     @property
+    def column(self) -> str:
+        """The tables' `scoring` value: the family, with the fixed setting in brackets."""
+        return f"{self.family}[{self.setting}]" if self.setting else self.family
+
+    @property
     def name(self) -> str:
-        return self.family if self.lam is None else f"{self.family}@{self.lam:g}"
+        return self.column if self.lam is None else f"{self.column}@{self.lam:g}"
+
+    @property
+    def parameters(self) -> str:
+        """The result's parameters as table text: `λ=0.25`, `k=16 α=0.5`, `beta=0.05`, `` for dot."""
+        swept = "" if self.lam is None else f"{self.parameter}={self.lam:g}"
+        return " ".join(x for x in (self.setting, swept) if x)
 
     @property
     def slug(self) -> str:
-        return self.name.replace("*", "star").replace("@", "-")
+        slug = self.name.replace("*", "star").replace("@", "-").replace("[", "-").replace("]", "")
+        return slug.replace("=", "").replace(",", "-")
 
     @property
     def search_lambda(self) -> float:
@@ -65,6 +84,22 @@ class Scoring:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+    # ------------------------------------------------------------------ variants
+    @classmethod
+    def variants(cls, params) -> list["Scoring"]:
+        """The results the evaluate step's parameters ask for: one per lambda for a lambda scoring."""
+        return [cls(lam) for lam in params.lambdas] if cls.uses_lambda else [cls()]
+
+    @classmethod
+    def from_setting(cls, setting: str, lam: float | None) -> "Scoring":
+        """The result behind a table row: its bracketed setting and its `lambda` value."""
+        return cls(lam)
+
+    @classmethod
+    def headline_lambda(cls, evaluation: dict | None, lam: float | None) -> float | None:
+        """The `lambda` value the headline table shows (DN's first lambda by default)."""
+        return lam
 
     # ------------------------------------------------------------------ behaviour
     @classmethod
@@ -76,3 +111,16 @@ class Scoring:
 
     def means(self, inputs: ScoringInputs) -> list[DNMeans | None]:
         return [None]
+
+    def rankings(self, index, inputs: ScoringInputs, top_k: int):
+        """(scores, rows) per repeat: float64 scores and int64 document rows, best first, ties to
+        the lower row, -1 where an approximate index found fewer than top_k."""
+        from ..dn import dn_search
+
+        for means in self.means(inputs):
+            yield dn_search(index, inputs.queries, top_k, means, self.search_lambda, inputs.params.dn_order,
+                            doc_emb=inputs.docs)
+
+    def details(self, inputs: ScoringInputs) -> dict | None:
+        """Facts metrics.json records about this result (e.g. the reference bank), or None."""
+        return None
