@@ -43,4 +43,5 @@ include: "rules/aggregate.smk"
 rule all:
     input:
         str(LAYOUT.tables / "summary.csv"),
+        str(LAYOUT.grid_stamp(GRID_DIGEST)),
     default_target: True

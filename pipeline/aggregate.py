@@ -1,6 +1,6 @@
 """Aggregate every job's outputs into result tables (and plots), then log them to MLflow.
 
-Tables in <results>/tables/:
+Tables in <results>/<experiment>/tables/:
   summary.csv   one row per dataset x run x seed x scoring (x lambda), with training cost
   summary.md    mean +- std across seeds, significance against the reference run
   headline.md   one line per run: NDCG@10 dot / DN / DN*, Recall@100, p vs reference, cost
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import config as pcfg
-from .common import PipelineError, atomic_write_text, log, read_json, run_main
+from .common import PipelineError, atomic_write_json, atomic_write_text, log, read_json, run_main
 from .layout import INDEX_REPORT, METRICS, PER_QUERY, TRAIN_LOG, Layout
 from .protocols import metric_label
 from .scorings import available_scorings, from_row
@@ -85,6 +85,7 @@ class GridResults:
     index_rows: list[dict]
     significance: pd.DataFrame | None = None
     tables: dict[str, Path] = field(default_factory=dict)
+    grid_digest: str = ""         # pcfg.grid_digest of the config the tables were made from
 
     @property
     def per_query(self) -> dict:
@@ -97,7 +98,7 @@ def _optional_json(path: Path) -> dict:
 
 def collect(results: Path, cfg: dict) -> GridResults:
     """Read metrics.json / per_query.json / train_summary.json of every job of the grid."""
-    layout = Layout(results)
+    layout = Layout.for_config(cfg, results)
     rows, jobs, index_rows, manifests = [], [], [], {}
     for job in pcfg.jobs(cfg):
         tag = pcfg.model_tag(cfg, job.run, job.seed)
@@ -357,9 +358,16 @@ def write_tables(results: Path, cfg: dict) -> GridResults:
                        evaluation.get("compare"))
     frame = attach_significance(frame, sig)
     grid.frame, grid.significance = frame, sig
-    tables = Layout(results).tables
+    layout = Layout.for_config(cfg, results)
+    tables = layout.tables
     tables.mkdir(parents=True, exist_ok=True)
-    paths = {"summary.csv": tables / "summary.csv", "summary.md": tables / "summary.md"}
+    # The tables are about to change: no earlier workflow stamp may vouch for them any more.
+    for stamp in tables.glob(layout.grid_stamp("*").name):
+        stamp.unlink()
+    grid.grid_digest = pcfg.grid_digest(cfg)
+    paths = {"grid.json": layout.grid, "summary.csv": tables / "summary.csv", "summary.md": tables / "summary.md"}
+    atomic_write_json(paths["grid.json"], {"digest": grid.grid_digest, "experiment": cfg.get("experiment"),
+                                           "grid": pcfg.grid_spec(cfg)})
     atomic_write_text(paths["summary.csv"], frame.to_csv(index=False))
     _write_markdown(paths["summary.md"], f"# Results: {cfg.get('experiment', '')}\n\n" +
                     summary_markdown(frame, sig, reference, cfg))
@@ -418,7 +426,7 @@ def draw_plots(results: Path, cfg: dict, grid: GridResults) -> dict[str, Path]:
     # The metric plots show NDCG@10: they get the qrels-evaluated datasets' rows (answer-evaluated
     # datasets are in the tables and MLflow); the gradient-norm curves get every trained run.
     frame = grid.frame[grid.frame["dataset"].map(lambda d: "ndcg@10" in protocol_of(cfg, d).metric_keys)]
-    return draw_all(frame, logs, Layout(results).plots, examples_per_update)
+    return draw_all(frame, logs, Layout.for_config(cfg, results).plots, examples_per_update)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -429,6 +437,7 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--config", help="experiment config YAML")
     group.add_argument("--config-json", help="validated config as JSON (what the Snakemake rule passes)")
     parser.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
+    parser.add_argument("--grid-stamp", help=argparse.SUPPRESS)  # the workflow's final target (rules/aggregate.smk)
     args = parser.parse_args(argv)
     cfg = pcfg.load(args.config) if args.config else pcfg.validate(json.loads(args.config_json))
     results = Path(args.results)
@@ -439,6 +448,8 @@ def main(argv: list[str] | None = None) -> None:
         from .mlflow_log import log_experiment
 
         log_experiment(grid, cfg)
+    if args.grid_stamp:
+        atomic_write_json(args.grid_stamp, {"digest": grid.grid_digest, "tables": sorted(map(str, grid.tables.values()))})
     print(f"Summary table: {grid.tables['summary.md']} (CSV: {grid.tables['summary.csv']})")
 
 
