@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from . import config as pcfg
-from .common import PipelineError, atomic_write_json, atomic_write_text, log, read_json, run_main
-from .layout import INDEX_REPORT, METRICS, PER_QUERY, TRAIN_LOG, Layout
+from .common import PipelineError, atomic_dir, atomic_write_json, atomic_write_text, log, read_json, run_main
+from .layout import GRID, INDEX_REPORT, METRICS, PER_QUERY, TRAIN_LOG, Layout
 from .protocols import metric_label
 from .scorings import available_scorings, from_row
 
@@ -359,13 +359,24 @@ def write_tables(results: Path, cfg: dict) -> GridResults:
     frame = attach_significance(frame, sig)
     grid.frame, grid.significance = frame, sig
     layout = Layout.for_config(cfg, results)
-    tables = layout.tables
-    tables.mkdir(parents=True, exist_ok=True)
-    # The tables are about to change: no earlier workflow stamp may vouch for them any more.
-    for stamp in tables.glob(layout.grid_stamp("*").name):
-        stamp.unlink()
     grid.grid_digest = pcfg.grid_digest(cfg)
-    paths = {"grid.json": layout.grid, "summary.csv": tables / "summary.csv", "summary.md": tables / "summary.md"}
+    # Tables and plots are built in temporary folders and swapped in whole: a failure (a full disk)
+    # leaves the previous ones, and the workflow's grid stamp among them, exactly as they were; a
+    # finished rewrite drops that stamp, which only the workflow's aggregate job writes again.
+    with atomic_dir(layout.tables) as tables, atomic_dir(layout.plots) as plots:
+        paths = {name: layout.tables / path.relative_to(tables)
+                 for name, path in _write_table_files(tables, grid, cfg).items()}
+        paths.update({name: layout.plots / path.relative_to(plots)
+                      for name, path in draw_plots(results, cfg, grid, plots).items()})
+    grid.tables = paths
+    return grid
+
+
+def _write_table_files(tables: Path, grid: GridResults, cfg: dict) -> dict[str, Path]:
+    frame, sig, per_query = grid.frame, grid.significance, grid.per_query
+    evaluation = cfg.get("evaluation", {})
+    reference = evaluation.get("reference_run")
+    paths = {"grid.json": tables / GRID, "summary.csv": tables / "summary.csv", "summary.md": tables / "summary.md"}
     atomic_write_json(paths["grid.json"], {"digest": grid.grid_digest, "experiment": cfg.get("experiment"),
                                            "grid": pcfg.grid_spec(cfg)})
     atomic_write_text(paths["summary.csv"], frame.to_csv(index=False))
@@ -401,9 +412,7 @@ def write_tables(results: Path, cfg: dict) -> GridResults:
         paths["diagnostics.csv"] = tables / "diagnostics.csv"
         atomic_write_text(paths["diagnostics.csv"], diag.to_csv(index=False))
     _write_markdown(paths["diagnostics.md"], "# Training diagnostics\n\n" + diagnostics_markdown(diag))
-    paths.update(draw_plots(results, cfg, grid))
-    grid.tables = paths
-    return grid
+    return paths
 
 
 def _own_models(cfg: dict, jobs: list[JobOutputs]) -> list[JobOutputs]:
@@ -412,7 +421,7 @@ def _own_models(cfg: dict, jobs: list[JobOutputs]) -> list[JobOutputs]:
             pcfg.model_dataset(cfg, out.job.dataset) == out.job.dataset]
 
 
-def draw_plots(results: Path, cfg: dict, grid: GridResults) -> dict[str, Path]:
+def draw_plots(results: Path, cfg: dict, grid: GridResults, out: Path | None = None) -> dict[str, Path]:
     from .plots import draw_all
 
     logs: dict[str, list[Path]] = {}
@@ -426,7 +435,7 @@ def draw_plots(results: Path, cfg: dict, grid: GridResults) -> dict[str, Path]:
     # The metric plots show NDCG@10: they get the qrels-evaluated datasets' rows (answer-evaluated
     # datasets are in the tables and MLflow); the gradient-norm curves get every trained run.
     frame = grid.frame[grid.frame["dataset"].map(lambda d: "ndcg@10" in protocol_of(cfg, d).metric_keys)]
-    return draw_all(frame, logs, Layout.for_config(cfg, results).plots, examples_per_update)
+    return draw_all(frame, logs, out or Layout.for_config(cfg, results).plots, examples_per_update)
 
 
 def main(argv: list[str] | None = None) -> None:
