@@ -421,7 +421,7 @@ def _own_models(cfg: dict, jobs: list[JobOutputs]) -> list[JobOutputs]:
             pcfg.model_dataset(cfg, out.job.dataset) == out.job.dataset]
 
 
-def draw_plots(results: Path, cfg: dict, grid: GridResults, out: Path | None = None) -> dict[str, Path]:
+def draw_plots(results: Path, cfg: dict, grid: GridResults, folder: Path | None = None) -> dict[str, Path]:
     from .plots import draw_all
 
     logs: dict[str, list[Path]] = {}
@@ -435,7 +435,7 @@ def draw_plots(results: Path, cfg: dict, grid: GridResults, out: Path | None = N
     # The metric plots show NDCG@10: they get the qrels-evaluated datasets' rows (answer-evaluated
     # datasets are in the tables and MLflow); the gradient-norm curves get every trained run.
     frame = grid.frame[grid.frame["dataset"].map(lambda d: "ndcg@10" in protocol_of(cfg, d).metric_keys)]
-    return draw_all(frame, logs, out or Layout.for_config(cfg, results).plots, examples_per_update)
+    return draw_all(frame, logs, folder or Layout.for_config(cfg, results).plots, examples_per_update)
 
 
 def main(argv: list[str] | None = None) -> None:
