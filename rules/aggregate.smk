@@ -20,7 +20,7 @@ rule aggregate:
                for name in PLOTS],
     params:
         config=lambda w: json_arg(CFG),
-        results=str(LAYOUT.root),
+        results=parent("output", levels=3),  # results/<experiment>/tables/summary.csv -> results
     conda:
         "../environment.yml"
     log:
