@@ -8,6 +8,8 @@ CORES ?= 2
 CONFIG ?= config/config.yaml
 SNAKEMAKE_ARGS ?=
 UI_PORT ?= 5000
+# results/<experiment>/ of a config (its `experiment` key): evaluated only by the recipes that use it.
+experiment_dir = results/$(shell $(BIN)/python -c "import sys; from pipeline import config; print(config.load(sys.argv[1])['experiment'])" $(1))
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -27,9 +29,9 @@ install: $(STAMP)  ## create .venv from requirements.lock and install the packag
 
 run: $(STAMP)  ## run the default experiment end to end (embedded scifact-mini)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --profile profiles/default $(SNAKEMAKE_ARGS)
-	@echo "Summary table: results/tables/summary.md (CSV: results/tables/summary.csv); MLflow: make ui"
-	@if [ -f results/tables/headline.md ]; then echo; echo "Headline (results/tables/headline.md):"; \
-	  cat results/tables/headline.md; fi
+	@tables=$(call experiment_dir,$(CONFIG))/tables; \
+	  echo "Summary table: $$tables/summary.md (CSV: $$tables/summary.csv); MLflow: make ui"; \
+	  if [ -f $$tables/headline.md ]; then echo; echo "Headline ($$tables/headline.md):"; cat $$tables/headline.md; fi
 
 test: $(STAMP)  ## run the test suite without the slow checks (what CI runs)
 	$(BIN)/python -m pytest -q -m "not slow" tests
@@ -52,9 +54,9 @@ ui: $(STAMP)  ## MLflow UI on 127.0.0.1 against results/mlflow.db (one worker, n
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --workers 1 \
 	  --backend-store-uri sqlite:///$(abspath results/mlflow.db) --host 127.0.0.1 --port $(UI_PORT)
 
-report: $(STAMP)  ## Snakemake report of the last run (headline, summary, DN and index tables, every plot) -> results/report.html
-	$(BIN)/snakemake --configfile $(CONFIG) --profile profiles/default --report results/report.html $(SNAKEMAKE_ARGS)
-	@echo "Report: results/report.html"
+report: $(STAMP)  ## Snakemake report of the last run (headline, summary, DN and index tables, every plot) -> results/<experiment>/report.html
+	$(BIN)/snakemake --configfile $(CONFIG) --profile profiles/default --report $(call experiment_dir,$(CONFIG))/report.html $(SNAKEMAKE_ARGS)
+	@echo "Report: $(call experiment_dir,$(CONFIG))/report.html"
 
 bench: $(STAMP)  ## memory/time benchmark of the training methods
 	$(BIN)/python -m pipeline.bench
@@ -86,13 +88,13 @@ reference: $(STAMP)  ## run the full SciFact grid (~2 h on 2 cores) and publish 
 check-reference: $(STAMP)  ## re-run one row of the reference grid (RUN=contaccum-8x8 SEED=13) and compare it with the committed table
 	$(BIN)/snakemake --cores $(CORES) --configfile $(REFERENCE_CONFIG) --profile profiles/default \
 	  --config 'only_runs=[$(RUN)]' 'seeds=[$(SEED)]' $(SNAKEMAKE_ARGS)
-	$(BIN)/python -m pipeline.reference check --reference $(REFERENCE_DIR)/summary.csv \
+	$(BIN)/python -m pipeline.reference check --config $(REFERENCE_CONFIG) --reference $(REFERENCE_DIR)/summary.csv \
 	  --metric ndcg@10 --metric recall@100
 
 PILOT_CONFIG ?= config/separation-pilot.yaml
 PILOT_DATASET ?= scifact
 
-pilot: $(STAMP)  ## run a pilot grid on its dev split (PILOT_CONFIG=config/separation-pilot.yaml) and tabulate each regime's effect and MDD -> results/tables/pilot.md
+pilot: $(STAMP)  ## run a pilot grid on its dev split (PILOT_CONFIG=config/separation-pilot.yaml) and tabulate each regime's effect and MDD -> results/<experiment>/tables/pilot.md
 	$(BIN)/snakemake --cores $(CORES) --configfile $(PILOT_CONFIG) --profile profiles/default $(SNAKEMAKE_ARGS)
 	$(BIN)/python -m pipeline.pilot table --config $(PILOT_CONFIG)
 
@@ -109,5 +111,6 @@ lock:  ## re-resolve requirements.lock from pyproject.toml (needs a registry)
 	rm -rf /tmp/lock-venv && $(PYTHON) -m venv /tmp/lock-venv && /tmp/lock-venv/bin/pip install -q . && \
 	  /tmp/lock-venv/bin/pip freeze --exclude infonce-bench | sed -e 's/+cpu$$//' > requirements.lock
 
-clean:  ## remove results (keeps results/reference) and the venv
-	rm -rf results/data results/models results/index results/eval results/tables results/mlflow.db $(VENV)
+clean:  ## remove results (every experiment's folder and the shared data; keeps results/reference) and the venv
+	find results -mindepth 1 -maxdepth 1 ! -name reference -exec rm -rf {} +
+	rm -rf $(VENV)

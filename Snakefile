@@ -44,6 +44,7 @@ include: "rules/export.smk"
 rule all:
     input:
         str(LAYOUT.tables / "summary.csv"),
+        str(LAYOUT.grid_stamp(GRID_DIGEST)),
     default_target: True
 
 

@@ -1,6 +1,6 @@
 """Aggregate every job's outputs into result tables (and plots), then log them to MLflow.
 
-Tables in <results>/tables/:
+Tables in <results>/<experiment>/tables/:
   summary.csv   one row per dataset x run x seed x scoring (x lambda), with training cost (and, with
                 evaluation.mteb, `mteb_ndcg@10`: MTEB's NDCG@10 of the same model on its dot rows)
   summary.md    mean +- std across seeds, significance against the reference run
@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from . import config as pcfg
-from .common import PipelineError, atomic_write_text, log, read_json, run_main
-from .layout import INDEX_REPORT, METRICS, PER_QUERY, TRAIN_LOG, Layout
+from .common import PipelineError, atomic_dir, atomic_write_json, atomic_write_text, log, read_json, run_main
+from .layout import GRID, INDEX_REPORT, METRICS, PER_QUERY, TRAIN_LOG, Layout
 from .protocols import metric_label
 from .scorings import available_scorings, from_row
 
@@ -87,6 +87,7 @@ class GridResults:
     index_rows: list[dict]
     significance: pd.DataFrame | None = None
     tables: dict[str, Path] = field(default_factory=dict)
+    grid_digest: str = ""         # pcfg.grid_digest of the config the tables were made from
 
     @property
     def per_query(self) -> dict:
@@ -108,7 +109,7 @@ def _mteb_ndcg(layout: Layout, job: pcfg.Job, tag: str) -> float | None:
 
 def collect(results: Path, cfg: dict) -> GridResults:
     """Read metrics.json / per_query.json / train_summary.json of every job of the grid."""
-    layout = Layout(results)
+    layout = Layout.for_config(cfg, results)
     rows, jobs, index_rows, manifests = [], [], [], {}
     for job in pcfg.jobs(cfg):
         tag = pcfg.model_tag(cfg, job.run, job.seed)
@@ -410,9 +411,27 @@ def write_tables(results: Path, cfg: dict) -> GridResults:
                        evaluation.get("compare"))
     frame = attach_significance(frame, sig)
     grid.frame, grid.significance = frame, sig
-    tables = Layout(results).tables
-    tables.mkdir(parents=True, exist_ok=True)
-    paths = {"summary.csv": tables / "summary.csv", "summary.md": tables / "summary.md"}
+    layout = Layout.for_config(cfg, results)
+    grid.grid_digest = pcfg.grid_digest(cfg)
+    # Tables and plots are built in temporary folders and swapped in whole: a failure (a full disk)
+    # leaves the previous ones, and the workflow's grid stamp among them, exactly as they were; a
+    # finished rewrite drops that stamp, which only the workflow's aggregate job writes again.
+    with atomic_dir(layout.tables) as tables, atomic_dir(layout.plots) as plots:
+        paths = {name: layout.tables / path.relative_to(tables)
+                 for name, path in _write_table_files(tables, grid, cfg).items()}
+        paths.update({name: layout.plots / path.relative_to(plots)
+                      for name, path in draw_plots(results, cfg, grid, plots).items()})
+    grid.tables = paths
+    return grid
+
+
+def _write_table_files(tables: Path, grid: GridResults, cfg: dict) -> dict[str, Path]:
+    frame, sig, per_query = grid.frame, grid.significance, grid.per_query
+    evaluation = cfg.get("evaluation", {})
+    reference = evaluation.get("reference_run")
+    paths = {"grid.json": tables / GRID, "summary.csv": tables / "summary.csv", "summary.md": tables / "summary.md"}
+    atomic_write_json(paths["grid.json"], {"digest": grid.grid_digest, "experiment": cfg.get("experiment"),
+                                           "grid": pcfg.grid_spec(cfg)})
     atomic_write_text(paths["summary.csv"], frame.to_csv(index=False))
     _write_markdown(paths["summary.md"], f"# Results: {cfg.get('experiment', '')}\n\n" +
                     summary_markdown(frame, sig, reference, cfg))
@@ -446,9 +465,7 @@ def write_tables(results: Path, cfg: dict) -> GridResults:
         paths["diagnostics.csv"] = tables / "diagnostics.csv"
         atomic_write_text(paths["diagnostics.csv"], diag.to_csv(index=False))
     _write_markdown(paths["diagnostics.md"], "# Training diagnostics\n\n" + diagnostics_markdown(diag))
-    paths.update(draw_plots(results, cfg, grid))
-    grid.tables = paths
-    return grid
+    return paths
 
 
 def _own_models(cfg: dict, jobs: list[JobOutputs]) -> list[JobOutputs]:
@@ -457,7 +474,7 @@ def _own_models(cfg: dict, jobs: list[JobOutputs]) -> list[JobOutputs]:
             pcfg.model_dataset(cfg, out.job.dataset) == out.job.dataset]
 
 
-def draw_plots(results: Path, cfg: dict, grid: GridResults) -> dict[str, Path]:
+def draw_plots(results: Path, cfg: dict, grid: GridResults, folder: Path | None = None) -> dict[str, Path]:
     from .plots import draw_all
 
     logs: dict[str, list[Path]] = {}
@@ -471,7 +488,7 @@ def draw_plots(results: Path, cfg: dict, grid: GridResults) -> dict[str, Path]:
     # The metric plots show NDCG@10: they get the qrels-evaluated datasets' rows (answer-evaluated
     # datasets are in the tables and MLflow); the gradient-norm curves get every trained run.
     frame = grid.frame[grid.frame["dataset"].map(lambda d: "ndcg@10" in protocol_of(cfg, d).metric_keys)]
-    return draw_all(frame, logs, Layout(results).plots, examples_per_update)
+    return draw_all(frame, logs, folder or Layout.for_config(cfg, results).plots, examples_per_update)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -482,6 +499,7 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--config", help="experiment config YAML")
     group.add_argument("--config-json", help="validated config as JSON (what the Snakemake rule passes)")
     parser.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
+    parser.add_argument("--grid-stamp", help=argparse.SUPPRESS)  # the workflow's final target (rules/aggregate.smk)
     args = parser.parse_args(argv)
     cfg = pcfg.load(args.config) if args.config else pcfg.validate(json.loads(args.config_json))
     results = Path(args.results)
@@ -492,6 +510,8 @@ def main(argv: list[str] | None = None) -> None:
         from .mlflow_log import log_experiment
 
         log_experiment(grid, cfg)
+    if args.grid_stamp:
+        atomic_write_json(args.grid_stamp, {"digest": grid.grid_digest, "tables": sorted(map(str, grid.tables.values()))})
     print(f"Summary table: {grid.tables['summary.md']} (CSV: {grid.tables['summary.csv']})")
 
 

@@ -4,12 +4,15 @@ the `main()` wrapper that turns a PipelineError into one clear line on stderr an
 from __future__ import annotations
 
 import contextlib
+import errno
+import fnmatch
 import hashlib
 import json
 import logging
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +27,61 @@ log = logging.getLogger("pipeline")
 class PipelineError(Exception):
     """An error caused by the user's input (config, data file, model path). The message must name
     the file, line or config key and say what was expected; it is shown without a traceback."""
+
+
+# ----------------------------------------------------------------------------- full disks
+SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+# What C++ writers (torch, FAISS, safetensors) put in the message when they wrap such an errno.
+_SPACE_TEXT = ("No space left", "File too large", "quota exceeded")
+
+
+class DiskFullError(PipelineError):
+    """A write that failed for lack of space (ENOSPC, EDQUOT) or a file-size limit (EFBIG). It
+    names the output and the bytes it needs; the previous output of that name is untouched."""
+
+    def __init__(self, path: Path, written: int, needed: int | None, cause: BaseException | str):
+        self.path, self.written, self.needed, self.cause = Path(path), written, needed, cause
+        free = shutil.disk_usage(_existing_parent(self.path)).free
+        limit = _file_size_limit()
+        need = f"{needed} bytes needed" if needed else f"at least {max(written, 1)} bytes needed"
+        super().__init__(f"{self.path}: no space to write it ({need}, {written} written before the write failed; "
+                         f"{free} bytes free on its file system"
+                         + (f", file-size limit {limit} bytes" if limit is not None else "")
+                         + f"): {cause}. Nothing was replaced; free space and run the step again")
+
+    def at(self, path: Path) -> "DiskFullError":
+        """The same error named after the final output (a temporary folder's file -> its real path)."""
+        return DiskFullError(path, self.written, self.needed, self.cause)
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _file_size_limit() -> int | None:
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def out_of_space(exc: BaseException, written: int) -> bool:
+    """Whether a failed write ran out of space: the errno when the writer kept it, else the
+    writer's message, the file-size limit reached, or a file system with under 1 MiB free."""
+    if isinstance(exc, OSError) and exc.errno in SPACE_ERRNOS:
+        return True
+    if any(text in str(exc) for text in _SPACE_TEXT):
+        return True
+    limit = _file_size_limit()
+    return (limit is not None and written >= limit) or shutil.disk_usage(Path.cwd()).free < 2**20
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0
 
 
 # ----------------------------------------------------------------------------- atomic outputs
@@ -42,6 +100,22 @@ def _tmp_sibling(path: Path, suffix: str = "") -> Path:
     return Path(name)
 
 
+KILL_BEFORE_RENAME = "PIPELINE_KILL_BEFORE_RENAME"
+
+
+def _kill_point(path: Path) -> None:
+    """Test hook: when PIPELINE_KILL_BEFORE_RENAME is a glob matching an output's name, the
+    process SIGKILLs itself after the write and before the rename (what a killed job leaves)."""
+    pattern = os.environ.get(KILL_BEFORE_RENAME)
+    if pattern and fnmatch.fnmatch(path.name, pattern):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _rename_into_place(tmp: Path, path: Path) -> None:
+    _kill_point(path)
+    os.replace(tmp, path)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write through a temporary file in the same folder and rename, so a reader (or a later
     Snakemake job) never sees a half-written file."""
@@ -52,7 +126,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        _rename_into_place(tmp, path)
+    except OSError as exc:
+        if out_of_space(exc, _size(tmp)):
+            raise DiskFullError(path, _size(tmp), len(data), exc) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -78,14 +156,21 @@ def _json_default(obj: Any) -> Any:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path` for a writer that needs a file name (FAISS, torch);
-    rename it into place only if the block succeeds."""
+    rename it into place only if the block succeeds. A writer that runs out of space raises
+    DiskFullError naming `path` (`needed`: the expected size, when the caller knows it)."""
     path = Path(path)
     tmp = _tmp_sibling(path, suffix=path.suffix)
     try:
         yield tmp
-        os.replace(tmp, path)
+        _rename_into_place(tmp, path)
+    except DiskFullError:  # a file written inside the block, already named
+        raise
+    except Exception as exc:
+        if out_of_space(exc, _size(tmp)):
+            raise DiskFullError(path, _size(tmp), needed, exc) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -100,7 +185,18 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     # mkdtemp makes the folder private (0700); give it the permissions a plain mkdir would.
     os.chmod(tmp, 0o777 & ~_umask())
     try:
-        yield tmp
+        try:
+            yield tmp
+        except DiskFullError as exc:  # raised by a file written inside: name it in the final folder
+            inner = exc.path.relative_to(tmp) if exc.path.is_relative_to(tmp) else Path(exc.path.name)
+            raise exc.at(path / inner) from exc
+        except Exception as exc:
+            if not out_of_space(exc, _size(tmp)):
+                raise
+            files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=lambda p: p.stat().st_mtime_ns)
+            failed = path / files[-1].relative_to(tmp) if files else path
+            raise DiskFullError(failed, _size(tmp), None, exc) from exc
+        _kill_point(path)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -220,4 +316,10 @@ def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = N
         main(argv)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in SPACE_ERRNOS:
+            raise
+        print(f"error: {exc.filename or 'a write'}: no space to write it ({exc.strerror}); free space and run the "
+              "step again", file=sys.stderr)
         sys.exit(2)

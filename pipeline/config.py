@@ -15,6 +15,7 @@ import yaml
 
 from . import params as P
 from .common import PipelineError
+from .layout import SHARED_NAMES
 from .layout import model_tag as _tag
 from .params import TRAINING_DEFAULTS, ZERO_SHOT  # noqa: F401  (re-exported for callers and tests)
 
@@ -159,6 +160,9 @@ def _semantic_checks(config: dict) -> None:
 
     known = set(available()) | {ZERO_SHOT}
     problems = []
+    if config["experiment"] in SHARED_NAMES:
+        problems.append(f"config key experiment: {config['experiment']!r} names a folder every experiment shares "
+                        f"(results/{config['experiment']}); choose another name (taken: {sorted(SHARED_NAMES)})")
     for run, run_recipe in config["runs"].items():
         merged = P.resolve_recipe(config.get("training"), run_recipe)
         if merged["method"] not in known:
@@ -385,6 +389,20 @@ def evaluate_params(config: dict, dataset: str, seed: int) -> dict:
 
 def jobs(config: dict) -> list[Job]:
     return [Job(d, r, s) for d in config["datasets"] for r in config["runs"] for s in config["seeds"]]
+
+
+def grid_spec(config: dict) -> dict:
+    """Everything that decides a grid's tables: each dataset with the resolved recipe of every run
+    on it, the seeds, the index and the evaluation settings."""
+    return {"datasets": {name: {"dataset": ds, "runs": {run: P.job_recipe(recipe(config, run, name)) for run in config["runs"]}}
+                         for name, ds in config["datasets"].items()},
+            "seeds": list(config["seeds"]), "index": config["index"], "evaluation": config["evaluation"]}
+
+
+def grid_digest(config: dict) -> str:
+    """A short digest of `grid_spec`: written into the tables' grid.json and MLflow, and part of
+    the workflow's final target, so tables of another grid are detected and rebuilt."""
+    return stable_hash(grid_spec(config))
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

@@ -81,7 +81,7 @@ def resolve_job(cfg: dict, results: Path, run: str, seed: int | None, dataset: s
         raise PipelineError(f"--seed: run {run!r} is trained; name one of its seeds {cfg['seeds']}")
     if seed is not None and seed not in cfg["seeds"]:
         raise PipelineError(f"--seed: unknown seed {seed}; the config has seeds {cfg['seeds']}")
-    layout = Layout(results)
+    layout = Layout.for_config(cfg, results)
     tag = pcfg.model_tag(cfg, run, seed if seed is not None else cfg["seeds"][0])
     summary_path = layout.train_summary(dataset, run, tag)
     if not summary_path.is_file():
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--seed", type=int, help="seed of a trained run (a zero-shot run needs none)")
     parser.add_argument("--dataset", help="dataset the run trained on (default: the config's only one)")
     parser.add_argument("--results", default="results", help="results folder (default: results)")
-    parser.add_argument("--out", help="export folder (default: <results>/export/<dataset>/<run>/<tag>)")
+    parser.add_argument("--out", help="export folder (default: <results>/<experiment>/export/<dataset>/<run>/<tag>)")
     args = parser.parse_args(argv)
     if args.config:
         cfg, config_file = pcfg.load(args.config), args.config
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> Path:
         cfg = pcfg.validate(json.loads(args.config_json))
         config_file = args.config_file[-1] if args.config_file else None
     job = resolve_job(cfg, Path(args.results), args.run, args.seed, args.dataset, config_file)
-    out = Path(args.out) if args.out else Layout(args.results).export(job.dataset, job.run, job.tag)
+    out = Path(args.out) if args.out else Layout.for_config(cfg, args.results).export(job.dataset, job.run, job.tag)
     export(job, out)
     print(f"exported {job.run} ({job.tag}) to {out}; load it with SentenceTransformer({str(out)!r})")
     return out

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import PipelineError, atomic_dir, atomic_write_json, log, parse_json_object, run_main, step_parser
+from .common import PipelineError, atomic_dir, atomic_path, atomic_write_json, log, parse_json_object, run_main, step_parser
 
 from .layout import DOC_IDS, EMBEDDINGS, INDEX_STATS
 from .params import HNSWParams, IndexParams, IVFParams, check_choice, check_int, check_keys, defaults, merged
@@ -424,7 +424,10 @@ def run(model_dir: str, dataset_dir: str, out_dir: str, params: dict) -> dict:
                              desc="encode corpus", precision=precision)
     encode_seconds = time.perf_counter() - t0
     with atomic_dir(out_dir) as tmp:
-        np.save(tmp / EMBEDDINGS, emb.astype(params["dtype"], copy=False))
+        stored = emb.astype(params["dtype"], copy=False)
+        # Its size is known: a full disk is reported with the bytes the embeddings need.
+        with atomic_path(tmp / EMBEDDINGS, needed=stored.nbytes + 128) as npy, open(npy, "wb") as fh:
+            np.save(fh, stored)
         (tmp / DOC_IDS).write_text(json.dumps(doc_ids) + "\n", encoding="utf-8")
         stats = {"num_docs": len(doc_ids), "dim": int(emb.shape[1]), "encode_seconds": round(encode_seconds, 3),
                  "model": str(model_dir), "normalized": bool(model.spec.normalize),

@@ -16,7 +16,8 @@ It consumes what `pipeline.aggregate` collected (nothing is re-read or re-derive
 - run start/end times are the training start and the evaluation end, so the UI's duration and
   wall-time axis are real;
 - tags: `run`, `dataset`, `method`, `seed`, `git_commit`, `dataset_sha256` (one digest of the
-  normalised dataset files), `pipeline.config_hash`; artifacts: metrics, per-query scores,
+  normalised dataset files), `pipeline.config_hash`, `pipeline.grid_digest` (also on the
+  experiment: the digest in tables/grid.json of the grid last aggregated); artifacts: metrics, per-query scores,
   TREC runs, the train log and the resolved config on children; the headline and summary
   tables and the plots on parents.
 
@@ -124,11 +125,13 @@ def log_experiment(grid, cfg: dict) -> dict[str, int]:
     uri = tracking_uri(cfg)
     client = MlflowClient(tracking_uri=uri)
     name = cfg.get("experiment", "default")
-    results_root = Path(grid.tables["summary.csv"]).parents[1]
+    results_root = Path(grid.tables["summary.csv"]).parents[1]  # results/<experiment>: Layout.mlflow_artifacts
     experiment_id = _experiment(client, name, results_root / "mlartifacts")
     headline = grid.tables.get("headline.md")
     if headline is not None and Path(headline).is_file():
         client.set_experiment_tag(experiment_id, "mlflow.note.content", Path(headline).read_text(encoding="utf-8"))
+    if grid.grid_digest:  # the grid the experiment's tables (tables/grid.json) were last made from
+        client.set_experiment_tag(experiment_id, "pipeline.grid_digest", grid.grid_digest)
     commit = git_commit()
     counts = {"created": 0, "skipped": 0}
     by_run: dict[tuple[str, str], list] = {}
@@ -146,7 +149,7 @@ def log_experiment(grid, cfg: dict) -> dict[str, int]:
             continue
         tags = {"pipeline.config_hash": config_hash, "git_commit": commit,
                 "dataset_sha256": dataset_digest(outs[0].manifest), "dataset": dataset, "run": run,
-                "method": recipe["method"]}
+                "method": recipe["method"], "pipeline.grid_digest": grid.grid_digest}
         params = [Param(k, v[:6000]) for k, v in flatten(recipe).items()]
         times = [_times(out) for out in outs]
         starts = [s for s, _ in times if s] or [int(time.time() * 1000)]

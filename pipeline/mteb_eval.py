@@ -7,8 +7,8 @@ exhaustively and scores with its own code (pytrec_eval underneath). Its NDCG@10 
 pipeline's (pipeline.aggregate's `mteb_ndcg@10` column) checks the encoding, the search and the
 metric code of this pipeline against a second implementation.
 
-    python -m pipeline.mteb_eval --model results/export/scifact/zeroshot/base \\
-        --dataset results/data/scifact --split test --out results/mteb/scifact/zeroshot/base
+    python -m pipeline.mteb_eval --model results/scifact/export/scifact/zeroshot/base \\
+        --dataset results/data/scifact --split test --out results/scifact/mteb/scifact/zeroshot/base
 
 Output (folder swapped in atomically): mteb.json, MTEB's own TaskResult JSON (its `scores` hold
 ndcg_at_10, recall_at_100, ... per split), and mteb_run.json (model, dataset, split, versions,
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
     parser.add_argument("--out", required=True, help="output folder (written atomically)")
     parser.add_argument("--batch-size", type=int, default=64, help="encoding batch size (default: 64)")
-    parser.add_argument("--corpus-index", help="index folder of the same model (results/index/...): take the "
+    parser.add_argument("--corpus-index", help="index folder of the same model (results/<experiment>/index/...): take the "
                         "documents' embeddings from it instead of encoding the corpus again, after checking that "
                         "the export reproduces a sample of them; MTEB still encodes the queries, searches and scores")
     args = parser.parse_args(argv)

@@ -8,7 +8,7 @@ regime's large-batch reference. Two subcommands:
          report the CPU seconds of one update, the updates the recipe asks for, and the CPU time
          the whole grid's training would take (runs x seeds; encoding and evaluation not counted).
   table  after `snakemake --configfile <pilot>`: one line per compared pair from
-         results/tables/summary.csv (dev NDCG@10 of both, effect, p after Holm, MDD, s/update),
+         results/<experiment>/tables/summary.csv (dev NDCG@10 of both, effect, p after Holm, MDD, s/update),
          written to <results>/tables/pilot.md, the record README asks for of every pilot.
 """
 
@@ -88,7 +88,7 @@ def pilot_table(results: Path, cfg: dict) -> str:
     """The compared pairs of a finished pilot grid, from its summary.csv."""
     import pandas as pd
 
-    path = Layout(results).tables / "summary.csv"
+    path = Layout.for_config(cfg, results).tables / "summary.csv"
     if not path.is_file():
         raise PipelineError(f"{path}: no summary table; run the pilot grid first (snakemake --configfile ...)")
     frame = pd.read_csv(path)
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             atomic_write_text(Path(args.json), json.dumps(rows, indent=2) + "\n")
     else:
         text = pilot_table(Path(args.results), cfg)
-        atomic_write_text(Layout(Path(args.results)).tables / "pilot.md", text)
+        atomic_write_text(Layout.for_config(cfg, Path(args.results)).tables / "pilot.md", text)
         print(text)
 
 

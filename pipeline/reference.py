@@ -1,6 +1,6 @@
 """Publish a finished grid's tables as a committed reference, and check a re-run against it.
 
-  publish  copy <results>/tables (summary, headline, dn, index) and <results>/plots/*.png into
+  publish  copy <results>/<experiment>/tables (summary, headline, dn, index) and its plots/*.png into
            a reference folder (e.g. results/reference/scifact) with provenance.json (git commit,
            config sha256, dataset checksums). It refuses tables that belong to another grid.
   check    compare a results summary.csv against a reference summary.csv row by row, matched
@@ -8,7 +8,10 @@
            than --tol. Re-run one row, then check it:
 
     snakemake --cores 2 --configfile config/scifact.yaml --config 'only_runs=[contaccum-8x8]' 'seeds=[13]'
-    python -m pipeline.reference check --reference results/reference/scifact/summary.csv
+    python -m pipeline.reference check --config config/scifact.yaml --reference results/reference/scifact/summary.csv
+
+           (--config reads that experiment's results/<experiment>/tables/summary.csv; --results names
+           another summary.csv)
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from .common import (PipelineError, atomic_dir, atomic_write_json, git, git_comm
                      sha256_file)
 from .layout import Layout
 
-TABLES = ("summary.md", "summary.csv", "headline.md", "dn.md", "dn.csv", "index.md", "index.csv", "diagnostics.md",
+TABLES = ("grid.json", "summary.md", "summary.csv", "headline.md", "dn.md", "dn.csv", "index.md", "index.csv", "diagnostics.md",
           "diagnostics.csv")
 
 
@@ -64,7 +67,7 @@ def compare(reference: Path, results: Path, metrics: list[str], tol: float) -> p
 
 
 def _check_grid(summary: Path, cfg: dict) -> None:
-    """Refuse to publish tables written by another experiment (results/tables holds the last one)."""
+    """Refuse to publish tables that are not this config's grid (a run with only_runs or other seeds)."""
     frame = read_summary(summary, [])
     found = set(frame[["dataset", "run", "seed"]].itertuples(index=False, name=None))
     expected = {(job.dataset, job.run, job.seed) for job in pcfg.jobs(cfg)}
@@ -81,7 +84,7 @@ def _dirty(paths: list[str]) -> bool:
 
 def publish_reference(results: Path, config_path: Path, dest: Path) -> list[Path]:
     cfg = pcfg.load(config_path)
-    layout = Layout(results)
+    layout = Layout.for_config(cfg, results)
     tables, plots = layout.tables, layout.plots
     _check_grid(tables / "summary.csv", cfg)
     datasets = {}
@@ -107,6 +110,15 @@ def publish_reference(results: Path, config_path: Path, dest: Path) -> list[Path
     return written
 
 
+def _rerun_summary(args) -> Path:
+    if args.results:
+        return Path(args.results)
+    if not args.config:
+        raise PipelineError("check: give --config (the re-run's config; its experiment's summary.csv is read) "
+                            "or --results (a summary.csv)")
+    return Layout.for_config(pcfg.load(args.config)).tables / "summary.csv"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.reference", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,8 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     pub.add_argument("--results", default="results", help="results folder (default: results)")
     chk = sub.add_parser("check", help="compare a re-run's summary.csv with a reference summary.csv")
     chk.add_argument("--reference", required=True, help="reference summary.csv")
-    chk.add_argument("--results", default="results/tables/summary.csv",
-                     help="summary.csv of the re-run (default: results/tables/summary.csv)")
+    chk.add_argument("--config", help="the re-run's config: compare its results/<experiment>/tables/summary.csv")
+    chk.add_argument("--results", help="summary.csv of the re-run (instead of --config)")
     chk.add_argument("--metric", action="append", dest="metrics",
                      help="metric column to compare; repeat for several (default: ndcg@10)")
     chk.add_argument("--tol", type=float, default=1e-4, help="largest allowed absolute difference (default: 1e-4)")
@@ -129,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"wrote {path}")
         return
     metrics = args.metrics or ["ndcg@10"]
-    joined = compare(Path(args.reference), Path(args.results), metrics, args.tol)
+    joined = compare(Path(args.reference), _rerun_summary(args), metrics, args.tol)
     shown = joined[KEY_COLUMNS + [c for m in metrics for c in (f"{m}_reference", m, f"{m}_diff")] + ["ok"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.5f}"))
     bad = joined[~joined["ok"]]

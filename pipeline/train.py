@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import distributed
-from .common import (PipelineError, atomic_path, atomic_write_json, log, parse_json_object, run_main,
+from . import checkpoint, distributed
+from .common import (PipelineError, atomic_write_json, log, parse_json_object, run_main,
                      seed_everything)
 from .datasets import TrainingData, load_dataset
 from .encoder import BiEncoder, EncoderSpec, describe
@@ -53,7 +53,6 @@ from .layout import MODEL, TRAIN_LOG, TRAIN_SUMMARY
 from .params import ZERO_SHOT, resolve_recipe
 from .sampler import update_plan
 
-CHECKPOINT = "checkpoint.pt"
 MAX_SKIPPED = 20  # fp16: this many overflow-skipped updates in a row means the values are broken
 # A bank holding this share of the training pairs holds recent queries' positives often enough to
 # matter under `false_negatives: keep`; at 1.0 it holds each query's own positive from its last epoch.
@@ -198,10 +197,12 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(warmup, total))
     q_params, p_params = model.query_parameters(), model.passage_parameters()
 
-    log_path, ckpt_path = out / TRAIN_LOG, out / CHECKPOINT
+    log_path = out / TRAIN_LOG
     start_step = 0
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+    # The newest checkpoint whose sha256 matches (a damaged one is reported and the one before used).
+    resumed = checkpoint.load_latest_good(out, map_location=device)
+    if resumed is not None:
+        ckpt_path, state = resumed
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -255,7 +256,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
             if not overflow and not all(map(math.isfinite, (stats["loss"], gq, gp))):
                 raise PipelineError(f"step {step + 1}: non-finite loss or gradient (loss={stats['loss']}, "
                                     f"grad_norm_query={gq}, grad_norm_passage={gp}); last good checkpoint: "
-                                    f"{ckpt_path if ckpt_path.exists() else 'none'}")
+                                    f"{checkpoint.latest(out) or 'none'}")
             if recipe["grad_clip"] and not overflow:
                 torch.nn.utils.clip_grad_norm_(params, recipe["grad_clip"])
             lr = scheduler.get_last_lr()[0]
@@ -272,7 +273,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
                 if skipped_in_a_row >= MAX_SKIPPED:
                     raise PipelineError(f"step {step + 1}: {MAX_SKIPPED} fp16 overflows in a row (loss scale now "
                                         f"{scaler.get_scale():g}); the values are broken, not just out of fp16 "
-                                        f"range; last good checkpoint: {ckpt_path if ckpt_path.exists() else 'none'}")
+                                        f"range; last good checkpoint: {checkpoint.latest(out) or 'none'}")
             else:
                 optimizer.step()
             with warnings.catch_warnings():  # a skipped first fp16 update makes torch warn here
@@ -295,7 +296,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
             if on_update is not None:
                 on_update(step + 1)
             if every and (step + 1) % every == 0 and step + 1 < total:
-                _save_checkpoint(ckpt_path, model, optimizer, scheduler, method, device, step + 1, scaler)
+                _save_checkpoint(out, model, optimizer, scheduler, method, device, step + 1, scaler)
     bar.close()
     if not main_process:
         distributed.barrier()  # process 0 writes the outputs
@@ -332,7 +333,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
             summary["peak_mem_mb_per_process"] = [max(r["peak_mem_mb_per_process"][i] for r in rows)
                                                   for i in range(world)]
     atomic_write_json(out / TRAIN_SUMMARY, summary)
-    ckpt_path.unlink(missing_ok=True)
+    checkpoint.remove_all(out)
     distributed.barrier()
     distributed.shutdown()
     return summary
@@ -352,7 +353,7 @@ def _encoder_provenance(model: BiEncoder) -> dict:
                         "parameters": sum(p.numel() for p in model.parameters())}}
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, method, device, step: int, scaler=None) -> None:
+def _save_checkpoint(out: Path, model, optimizer, scheduler, method, device, step: int, scaler=None) -> None:
     """Process 0 writes model, optimizer, schedule, method state (banks: identical in every
     process, which is checked) and every process's RNG state; the others only contribute."""
     rngs = distributed.all_gather_object(rng_state(device))
@@ -366,8 +367,7 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, method, device, st
         state.update(processes=len(rngs), rng_per_process=rngs)
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    path = checkpoint.save(out, step, state)
     log.info("checkpoint at step %d -> %s", step, path)
 
 

@@ -11,13 +11,17 @@ rule aggregate:
     output:
         csv=str(LAYOUT.tables / "summary.csv"),
         md=str(LAYOUT.tables / "summary.md"),
+        grid=str(LAYOUT.grid),
+        # Only this job writes the stamp named by the grid's digest (the final target): tables
+        # left by a hand-run aggregate or by another grid lack it and are rebuilt.
+        stamp=str(LAYOUT.grid_stamp(GRID_DIGEST)),
         tables=[report(str(LAYOUT.tables / f"{name}.html"), caption=f"../report/{name}.rst", category="Tables")
                 for name in REPORT_TABLES],
         plots=[report(str(LAYOUT.plots / f"{name}.png"), caption=f"../report/{name}.rst", category="Plots")
                for name in PLOTS],
     params:
         config=lambda w: json_arg(CFG),
-        results=parent("output", levels=2),
+        results=parent("output", levels=3),  # results/<experiment>/tables/summary.csv -> results
     conda:
         "../environment.yml"
     log:
@@ -27,4 +31,4 @@ rule aggregate:
         mem_mb=2000,
         runtime=30,
     shell:
-        "python -m pipeline.aggregate --results {params.results} --config-json {params.config} > {log} 2>&1"
+        "python -m pipeline.aggregate --results {params.results} --config-json {params.config} --grid-stamp {output.stamp} > {log} 2>&1"

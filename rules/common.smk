@@ -5,7 +5,10 @@ import shlex
 
 from pipeline.layout import Layout
 
-LAYOUT = Layout(RESULTS)
+# Shared, recipe-independent work (data, BM25 negatives) under RESULTS; everything the recipes decide
+# under RESULTS/<experiment>/, so two configs never rewrite each other's models, tables or plots.
+LAYOUT = Layout(RESULTS, CFG["experiment"])
+GRID_DIGEST = pcfg.grid_digest(CFG)
 
 
 def parent(key=0, levels=1):

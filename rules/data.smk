@@ -11,7 +11,7 @@ rule data:
     conda:
         "../environment.yml"
     log:
-        str(LAYOUT.logs / "data" / "{dataset}.log"),
+        str(LAYOUT.shared_logs / "data" / "{dataset}.log"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -32,7 +32,7 @@ rule hard_negatives:
     conda:
         "../environment.yml"
     log:
-        str(LAYOUT.logs / "hardneg" / "{dataset}.log"),
+        str(LAYOUT.shared_logs / "hardneg" / "{dataset}.log"),
     threads: 1
     resources:
         mem_mb=4000,

@@ -80,7 +80,7 @@ def finished_run(tmp_path_factory, tiny_model_dir) -> Path:
     from tiny_workflow import run_tiny_workflow
 
     keep = os.environ.get("TINY_RUN_DIR")  # iterate on these tests: reuse one finished run across sessions
-    if keep and (Path(keep) / "results" / "tables" / "summary.csv").is_file():
+    if keep and (Path(keep) / "results" / "e2e-tiny" / "tables" / "summary.csv").is_file():
         return Path(keep)
     repo = copy_workflow(Path(keep) if keep else tmp_path_factory.mktemp("e2e") / "repo")
     model = make_tiny_bert(repo / "tiny-bert") if keep else tiny_model_dir

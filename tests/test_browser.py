@@ -149,7 +149,7 @@ def test_dataset_sha256_tag_is_recorded_and_shown(browser, mlflow_ui, store):
 
 
 def _summary_ndcg(finished_run) -> pd.DataFrame:
-    frame = pd.read_csv(finished_run / "results" / "tables" / "summary.csv")
+    frame = pd.read_csv(finished_run / "results" / EXPERIMENT / "tables" / "summary.csv")
     return frame[frame.scoring == "dot"].set_index(["run", "seed"])["ndcg@10"]
 
 
@@ -209,7 +209,7 @@ def test_runs_carry_real_training_times(browser, mlflow_ui, store, finished_run)
             assert int(metric["timestamp"]) > EPOCH_2020_MS, f"{run} seed {seed}: {metric}"
         if run not in TRAINED:
             continue
-        summary = finished_run / "results" / "models" / "scifact-mini" / run / f"seed{seed}" / "train_summary.json"
+        summary = finished_run / "results" / EXPERIMENT / "models" / "scifact-mini" / run / f"seed{seed}" / "train_summary.json"
         trained_until_ms = summary.stat().st_mtime * 1000
         # The bug: a run that starts when the aggregate step logs it, long after training ended.
         assert start <= trained_until_ms + 1000, f"{run} seed {seed}: run starts after its training ended"
@@ -255,8 +255,8 @@ def _found(page) -> bool:
 def test_snakemake_report_shows_the_headline_table(browser, finished_run):
     """The report renders, and somewhere in it (the front page, a result's description, or a
     result shown as HTML) there is a table headed NDCG@10: headline.md's table."""
-    snakemake(finished_run, "--report", "results/report.html")
-    report = (finished_run / "results" / "report.html").as_uri()
+    snakemake(finished_run, "--report", f"results/{EXPERIMENT}/report.html")
+    report = (finished_run / "results" / EXPERIMENT / "report.html").as_uri()
     seen = []
     with Page(browser) as page:
         page.goto(report)

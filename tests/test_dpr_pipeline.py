@@ -51,21 +51,21 @@ def dpr_run(tmp_path_factory, tiny_model_dir):
 
 
 def test_summary_carries_answer_accuracy(dpr_run):
-    frame = pd.read_csv(dpr_run / "results" / "tables" / "summary.csv")
+    frame = pd.read_csv(dpr_run / "results" / "dpr-e2e" / "tables" / "summary.csv")
     assert list(frame.columns[:8]) == ["dataset", "run", "seed", "scoring", "lambda", "acc@5", "acc@20", "acc@100"]
     assert "ndcg@10" not in frame.columns
     assert set(frame.run) == set(RUNS) and set(frame.scoring) == {"dot", "dn*"}
     assert frame[["acc@1", "acc@5", "acc@20", "acc@100"]].stack().between(0, 1).all()
     assert (frame["acc@5"] <= frame["acc@20"]).all() and (frame["acc@20"] <= frame["acc@100"]).all()
     assert frame[frame.run == "contaccum-4x2"]["p_value"].notna().all()
-    metrics = json.loads((dpr_run / "results" / "eval" / "dpr-mini" / "dpr-4" / "seed3" / "metrics.json").read_text())
+    metrics = json.loads((dpr_run / "results" / "dpr-e2e" / "eval" / "dpr-mini" / "dpr-4" / "seed3" / "metrics.json").read_text())
     # Only the QA split's 40 questions are encoded and scored (not the 32 training questions).
     assert metrics["num_queries"] == 40 and metrics["protocol"] == "answers"
-    per_query = json.loads((dpr_run / "results" / "eval" / "dpr-mini" / "dpr-4" / "seed3" / "per_query.json")
+    per_query = json.loads((dpr_run / "results" / "dpr-e2e" / "eval" / "dpr-mini" / "dpr-4" / "seed3" / "per_query.json")
                            .read_text())
     assert set(per_query["dot"]) == {f"test-{i}" for i in range(40)}
 
-    tables = dpr_run / "results" / "tables"
+    tables = dpr_run / "results" / "dpr-e2e" / "tables"
     summary = (tables / "summary.md").read_text()
     assert "| run | scoring | λ | seeds | Top-5 | Top-20 | Top-100 | p vs dpr-4 (Holm) |" in summary
     assert "per-query Top-20" in summary
@@ -78,12 +78,12 @@ def test_summary_carries_answer_accuracy(dpr_run):
 def test_training_uses_the_datasets_own_hard_negatives(dpr_run):
     results = dpr_run / "results"
     rows = [json.loads(line) for line in
-            (results / "models" / "dpr-mini" / "contaccum-4x2" / "seed3" / "train_log.jsonl").read_text().splitlines()]
+            (results / "dpr-e2e" / "models" / "dpr-mini" / "contaccum-4x2" / "seed3" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     # one hard negative per question: [pos_cur; pos_bank; hn_cur; hn_bank] = 4 + 8 + 4 + 8 passages at step 3
     assert rows[-1]["negatives_per_query"] == 4 + 8 + 4 + 8 - 1
     assert not (results / "hardneg").exists()  # no BM25 mining
-    log = (results / "logs" / "train" / "dpr-mini" / "contaccum-4x2" / "seed3.log").read_text()
+    log = (results / "dpr-e2e" / "logs" / "train" / "dpr-mini" / "contaccum-4x2" / "seed3.log").read_text()
     assert "training contaccum on 32 pairs" in log
     manifest = json.loads((results / "data" / "dpr-mini" / "manifest.json").read_text())
     assert manifest["source"] == "dpr" and manifest["counts"]["answers"]["test"]["questions"] == 40
@@ -99,7 +99,7 @@ def test_mlflow_carries_answer_accuracy(dpr_run):
                  and r.data.tags["run"] == "contaccum-4x2")
     assert {"acc_5.dot", "acc_20.dot", "acc_100.dot", "acc_20.dnstar-0.25"} <= set(child.data.metrics)
     assert not any(k.startswith("ndcg") for k in child.data.metrics)
-    summary = pd.read_csv(dpr_run / "results" / "tables" / "summary.csv")
+    summary = pd.read_csv(dpr_run / "results" / "dpr-e2e" / "tables" / "summary.csv")
     row = summary[(summary.run == "contaccum-4x2") & (summary.scoring == "dot")]
     assert child.data.metrics["acc_20.dot"] == pytest.approx(float(row["acc@20"].iloc[0]))
     parent = next(r for r in runs if r.data.tags.get("pipeline.level") == "parent"

@@ -122,7 +122,7 @@ def _grid(tmp_path: Path, tiny: Path) -> tuple[dict, Path]:
     cfg = pcfg.validate({"datasets": {"scifact-mini": {"source": "embedded"}}, "seeds": [1, 2],
                          "encoder": {"model": str(tiny)},
                          "runs": {"zeroshot": {"method": "none"}, "dpr-4": {"method": "inbatch", "batch_size": 4}}})
-    layout = Layout(tmp_path / "results")
+    layout = Layout.for_config(cfg, tmp_path / "results")
     save_model(layout.model("scifact-mini", "dpr-4", "seed1"), tiny, tied=True, pooling="mean", normalize=True)
     summary = layout.train_summary("scifact-mini", "dpr-4", "seed1")
     summary.write_text(json.dumps({"steps": 3, "n_total": 4}))

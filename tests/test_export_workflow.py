@@ -22,9 +22,12 @@ from tiny_workflow import snakemake
 SEED = 1
 
 
+EXPERIMENT = "export-tiny"
+
+
 def grid_config(model_dir: Path) -> dict:
     return {
-        "experiment": "export-tiny",
+        "experiment": EXPERIMENT,
         "datasets": {"scifact-mini": {"source": "embedded"}},
         "seeds": [SEED],
         "encoder": {"model": str(model_dir), "query_max_length": 32, "passage_max_length": 64, "tied": False},
@@ -46,12 +49,12 @@ def exported_grid(tmp_path_factory, tiny_model_dir) -> Path:
 
 
 def test_mteb_agrees_with_the_pipeline(exported_grid):
-    summary = pd.read_csv(exported_grid / "results" / "tables" / "summary.csv")
+    summary = pd.read_csv(exported_grid / "results" / EXPERIMENT / "tables" / "summary.csv")
     dot = summary[summary.scoring == "dot"]
     assert set(dot.run) == {"zeroshot", "dpr-4"} and dot["mteb_ndcg@10"].notna().all()
     assert np.abs(dot["mteb_ndcg@10"] - dot["ndcg@10"]).max() <= 1e-4
     assert summary[summary.scoring != "dot"]["mteb_ndcg@10"].isna().all()  # MTEB scores the plain dot product only
-    result = json.loads((exported_grid / "results/mteb/scifact-mini/dpr-4/seed1/mteb.json").read_text())
+    result = json.loads((exported_grid / "results" / EXPERIMENT / "mteb/scifact-mini/dpr-4/seed1/mteb.json").read_text())
     assert result["mteb_version"] and result["scores"]["test"][0]["main_score"] == pytest.approx(
         dot[dot.run == "dpr-4"]["mteb_ndcg@10"].iloc[0], abs=1e-6)
 
@@ -60,9 +63,9 @@ def test_model_card_metrics_are_the_runs(exported_grid):
     from pipeline.model_card import read_front_matter
 
     results = exported_grid / "results"
-    summary = pd.read_csv(results / "tables" / "summary.csv")
+    summary = pd.read_csv(results / EXPERIMENT / "tables" / "summary.csv")
     for run, tag in (("dpr-4", f"seed{SEED}"), ("zeroshot", "base")):
-        card = (results / "export" / "scifact-mini" / run / tag / "README.md").read_text()
+        card = (results / EXPERIMENT / "export" / "scifact-mini" / run / tag / "README.md").read_text()
         meta = read_front_matter(card)
         assert meta["library_name"] == "sentence-transformers" and "scifact-mini" in meta["datasets"]
         assert "base_model" not in meta  # trained from a local folder, which has no hub id
@@ -70,18 +73,18 @@ def test_model_card_metrics_are_the_runs(exported_grid):
         assert entry["dataset"] == {"name": "scifact-mini", "type": "scifact-mini", "split": "test",
                                     "config": f"seed{SEED}"}
         values = {(m["config"], m["type"]): m["value"] for m in entry["metrics"]}
-        metrics = json.loads((results / "eval" / "scifact-mini" / run / f"seed{SEED}" / "metrics.json").read_text())
+        metrics = json.loads((results / EXPERIMENT / "eval" / "scifact-mini" / run / f"seed{SEED}" / "metrics.json").read_text())
         for row in metrics["rows"]:
             label = row["scoring"] if row["lambda"] is None else f"{row['scoring']}@{row['lambda']:g}"
             line = summary[(summary.run == run) & (summary.scoring == row["scoring"])]
             for key in ("ndcg@10", "recall@100", "mrr@10"):
                 assert values[(label, key.replace("@", "_at_"))] == row[key]
                 assert line[key].iloc[0] == pytest.approx(row[key], abs=1e-12)
-        train = json.loads((results / "models" / "scifact-mini" / run / tag / "train_summary.json").read_text())
+        train = json.loads((results / EXPERIMENT / "models" / "scifact-mini" / run / tag / "train_summary.json").read_text())
         assert f"| {train['steps']} |" in card or run == "zeroshot"
         manifest = json.loads((results / "data" / "scifact-mini" / "manifest.json").read_text())
         assert manifest["output_sha256"]["corpus.jsonl"] in card
-        info = json.loads((results / "export" / "scifact-mini" / run / tag / "export.json").read_text())
+        info = json.loads((results / EXPERIMENT / "export" / "scifact-mini" / run / tag / "export.json").read_text())
         assert info["config_sha256"] and info["config_sha256"] in card and info["code_commit"] in card
 
 
@@ -103,10 +106,10 @@ def test_exports_load_offline_without_the_pipeline(exported_grid, tmp_path):
     env["HF_HUB_OFFLINE"] = "1"
     for run, tag in (("dpr-4", f"seed{SEED}"), ("zeroshot", "base")):
         out = tmp_path / f"{run}.npy"
-        subprocess.run([sys.executable, "-c", LOAD, str(results / "export" / "scifact-mini" / run / tag),
+        subprocess.run([sys.executable, "-c", LOAD, str(results / EXPERIMENT / "export" / "scifact-mini" / run / tag),
                         str(results / "data" / "scifact-mini" / "corpus.jsonl"), str(out)],
                        check=True, env=env, cwd=tmp_path, capture_output=True, timeout=300)
-        index = np.load(results / "index" / "scifact-mini" / run / tag / "embeddings.npy")
+        index = np.load(results / EXPERIMENT / "index" / "scifact-mini" / run / tag / "embeddings.npy")
         assert np.abs(np.load(out) - index).max() <= 1e-5
 
 
@@ -117,6 +120,6 @@ def test_make_export_path_reproduces_the_rules_card(exported_grid, tmp_path):
 
     out = main(["--config", str(exported_grid / "tiny.yaml"), "--run", "dpr-4", "--seed", str(SEED),
                 "--results", str(exported_grid / "results"), "--out", str(tmp_path / "export")])
-    rule = exported_grid / "results" / "export" / "scifact-mini" / "dpr-4" / f"seed{SEED}"
+    rule = exported_grid / "results" / EXPERIMENT / "export" / "scifact-mini" / "dpr-4" / f"seed{SEED}"
     assert read_front_matter((out / "README.md").read_text()) == read_front_matter((rule / "README.md").read_text())
     assert (out / "router_config.json").read_text() == (rule / "router_config.json").read_text()

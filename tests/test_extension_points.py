@@ -39,7 +39,7 @@ class ShiftedDot(Scoring):
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("ext")
-    layout = Layout(root / "results")
+    layout = Layout(root / "results", "extension-points")
     cfg = pcfg.validate({
         "experiment": "extension-points",
         "datasets": {"tiny": {"source": "embedded"}},

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from pipeline.checkpoint import latest as latest_checkpoint
 from pipeline.datasets import Example, false_negative_mask, known_positives, load_dataset, training_examples
 from pipeline.losses import InfoNCE
 from pipeline.sampler import distinct_updates, epoch_order
@@ -191,7 +192,7 @@ def test_resumed_run_replays_the_distinct_sampler_and_masked_banks(tiny_model_di
     # A bank of 40 samples is 12% of the 343 training pairs: the run says so.
     assert "memory_size 40 samples is 12% of the 343 training pairs" in full_run.stderr
     stopped = run_train(dataset, tmp_path / "resumed", rec, env={"PIPELINE_FAIL_AT_STEP": "5"})
-    assert stopped.returncode != 0 and (tmp_path / "resumed" / "checkpoint.pt").exists()
+    assert stopped.returncode != 0 and latest_checkpoint(tmp_path / "resumed") is not None
     resumed = run_train(dataset, tmp_path / "resumed", rec)
     assert resumed.returncode == 0 and "resuming from checkpoint" in resumed.stderr
 

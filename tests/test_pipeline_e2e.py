@@ -13,11 +13,11 @@ import sys
 import pandas as pd
 import pytest
 
-from tiny_workflow import RUNS, SEEDS, snakemake  # the shared grid; `finished_run` is in conftest.py
+from tiny_workflow import EXPERIMENT, RUNS, SEEDS, snakemake  # the shared grid; `finished_run` is in conftest.py
 
 
 def test_summary_table(finished_run):
-    frame = pd.read_csv(finished_run / "results" / "tables" / "summary.csv")
+    frame = pd.read_csv(finished_run / "results" / EXPERIMENT / "tables" / "summary.csv")
     for column in ("dataset", "run", "seed", "scoring", "ndcg@10", "recall@100", "mrr@10", "lambda"):
         assert column in frame.columns
     assert set(frame.run) == set(RUNS) and set(frame.seed) == set(SEEDS)
@@ -26,9 +26,9 @@ def test_summary_table(finished_run):
     assert len(frame) == len(RUNS) * len(SEEDS) * 5
     assert frame["ndcg@10"].between(0, 1).all()
     assert frame[frame.run != "zeroshot"]["p_value"].notna().all()
-    md = (finished_run / "results" / "tables" / "summary.md").read_text()
+    md = (finished_run / "results" / EXPERIMENT / "tables" / "summary.md").read_text()
     assert "contaccum-4x2" in md and "±" in md
-    headline = (finished_run / "results" / "tables" / "headline.md").read_text().splitlines()
+    headline = (finished_run / "results" / EXPERIMENT / "tables" / "headline.md").read_text().splitlines()
     rows = {line.split(" | ")[0].lstrip("| "): line for line in headline if line.startswith("| ")}
     assert {"zeroshot", "dpr-4", "contaccum-4x2"} <= set(rows) and "p vs zeroshot" in rows["run"]
     assert "| 8 | 8 |" in rows["contaccum-4x2"]  # N_total 4x2, bank of 8 samples
@@ -37,7 +37,7 @@ def test_summary_table(finished_run):
 def test_training_logs_and_plots(finished_run):
     import json
 
-    log = finished_run / "results" / "models" / "scifact-mini" / "contaccum-4x2" / "seed1" / "train_log.jsonl"
+    log = finished_run / "results" / EXPERIMENT / "models" / "scifact-mini" / "contaccum-4x2" / "seed1" / "train_log.jsonl"
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     # one BM25 hard negative per query: [pos_cur; pos_bank; hn_cur; hn_bank] -> 4 + 8 + 4 + 8 passages at step 3
@@ -52,16 +52,16 @@ def test_training_logs_and_plots(finished_run):
     assert rows[-1]["effective_negatives_per_row"] == pytest.approx(rows[-1]["negatives_per_query"] -
                                                                      rows[-1]["masked_per_row"])
     assert rows[0]["bank_age_max"] == 0 and rows[-1]["bank_age_max"] >= 1
-    diagnostics = pd.read_csv(finished_run / "results" / "tables" / "diagnostics.csv").set_index("run")
+    diagnostics = pd.read_csv(finished_run / "results" / EXPERIMENT / "tables" / "diagnostics.csv").set_index("run")
     assert "zeroshot" not in diagnostics.index and diagnostics.loc["contaccum-4x2", "updates"] == 3
     assert diagnostics.loc["contaccum-4x2", "bank age max"] == max(
         max(json.loads(line)["bank_age_max"] for line in path.read_text().splitlines())
         for path in log.parent.parent.glob("seed*/train_log.jsonl"))
     assert pd.isna(diagnostics.loc["dpr-4", "bank age mean"])
-    assert "| contaccum-4x2 |" in (finished_run / "results" / "tables" / "diagnostics.md").read_text()
+    assert "| contaccum-4x2 |" in (finished_run / "results" / EXPERIMENT / "tables" / "diagnostics.md").read_text()
     for name in ("ndcg_per_run", "ndcg_vs_batch", "accuracy_vs_cost", "grad_norm_ratio", "dn_lambda"):
         for ext in ("png", "svg"):
-            assert (finished_run / "results" / "plots" / f"{name}.{ext}").stat().st_size > 0
+            assert (finished_run / "results" / EXPERIMENT / "plots" / f"{name}.{ext}").stat().st_size > 0
 
 
 def test_mlflow_runs_and_idempotence(finished_run):
@@ -90,13 +90,13 @@ def test_mlflow_runs_and_idempotence(finished_run):
         assert [m.step for m in client.get_metric_history(child.info.run_id, diagnostic)] == [1, 2, 3], diagnostic
     # Real wall-clock times: run duration covers training and evaluation, curve points carry
     # the time they were logged, and no overall peak is logged as a step-0 curve point.
-    log_rows = [__import__("json").loads(line) for line in (finished_run / "results" / "models" / "scifact-mini" /
+    log_rows = [__import__("json").loads(line) for line in (finished_run / "results" / EXPERIMENT / "models" / "scifact-mini" /
                 "contaccum-4x2" / f"seed{child.data.tags['seed']}" / "train_log.jsonl").read_text().splitlines()]
     assert [m.timestamp for m in history] == [int(r["time"] * 1000) for r in log_rows]
     assert child.info.start_time < history[0].timestamp <= child.info.end_time
     assert child.info.start_time > 1.7e12  # not 1970
     assert [m.step for m in client.get_metric_history(child.info.run_id, "train.peak_mem_mb")] == [1, 2, 3]
-    summary = pd.read_csv(finished_run / "results" / "tables" / "summary.csv")
+    summary = pd.read_csv(finished_run / "results" / EXPERIMENT / "tables" / "summary.csv")
     row = summary[(summary.run == "contaccum-4x2") & (summary.seed == int(child.data.tags["seed"])) &
                   (summary.scoring == "dot")]
     assert child.data.metrics["ndcg_10.dot"] == pytest.approx(float(row["ndcg@10"].iloc[0]))
@@ -129,6 +129,12 @@ def test_store_can_be_read_while_it_is_written(finished_run):
     config["experiment"] = "e2e-concurrent"
     from pipeline import config as pcfg
 
+    # Another experiment reads its own folder (results/<experiment>/): give it a copy of the grid's outputs.
+    import shutil
+
+    shutil.copytree(finished_run / "results" / EXPERIMENT, finished_run / "results" / "e2e-concurrent",
+                    ignore=shutil.ignore_patterns("tables", "plots", "mlartifacts"), dirs_exist_ok=True)
+
     writer = subprocess.Popen([sys.executable, "-m", "pipeline.aggregate", "--results", "results", "--config-json",
                                _json.dumps(pcfg.validate(config))], cwd=finished_run,
                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
@@ -153,8 +159,8 @@ def test_rerun_is_a_no_op(finished_run):
 def test_snakemake_report_has_every_table_and_plot(finished_run):
     from pipeline.plots import PLOTS
 
-    snakemake(finished_run, "--report", "results/report.html")
-    html = (finished_run / "results" / "report.html").read_text(errors="replace")
+    snakemake(finished_run, "--report", f"results/{EXPERIMENT}/report.html")
+    html = (finished_run / "results" / EXPERIMENT / "report.html").read_text(errors="replace")
     for name in ("summary.html", "headline.html", "dn.html", "index.html", *(f"{p}.png" for p in PLOTS)):
         assert name in html, name
     assert "mailto:" not in html  # captions say NDCG@10, not a link to an address
@@ -225,7 +231,7 @@ def test_published_row_reproduces_in_a_fresh_copy(finished_run, tmp_path):
     fresh = copy_workflow(tmp_path / "fresh")
     shutil.copy2(finished_run / "tiny.yaml", fresh / "tiny.yaml")
     snakemake(fresh, "--config", "only_runs=[contaccum-4x2]", "seeds=[2]")
-    check = subprocess.run([sys.executable, "-m", "pipeline.reference", "check", "--reference",
+    check = subprocess.run([sys.executable, "-m", "pipeline.reference", "check", "--config", "tiny.yaml", "--reference",
                             str(reference / "summary.csv"), "--metric", "ndcg@10", "--metric", "recall@100"],
                            cwd=fresh, env=env, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -252,10 +258,10 @@ def test_an_entry_evaluates_another_entrys_models_without_retraining(finished_ru
     assert planned.get("evaluate") == len(RUNS) * len(SEEDS), dry[-2000:]
     assert not {"train", "index", "data", "hardneg"} & set(planned), planned
     snakemake(repo)
-    frame = pd.read_csv(repo / "results" / "tables" / "summary.csv")
+    frame = pd.read_csv(repo / "results" / EXPERIMENT / "tables" / "summary.csv")
     base, again = (frame[frame.dataset == d].drop(columns="dataset").reset_index(drop=True)
                    for d in ("scifact-mini", "mini-again"))
     assert len(again) == len(base) > 0
     pd.testing.assert_frame_equal(again[["run", "seed", "scoring", "ndcg@10", "recall@100"]],
                                   base[["run", "seed", "scoring", "ndcg@10", "recall@100"]])
-    assert not (repo / "results" / "models" / "mini-again").exists()
+    assert not (repo / "results" / EXPERIMENT / "models" / "mini-again").exists()

@@ -58,8 +58,8 @@ def test_publish_refuses_another_grids_tables_and_keeps_the_old_reference(tmp_pa
     config = tmp_path / "grid.yaml"
     config.write_text("experiment: other\ndatasets: {scifact: {source: embedded}}\nseeds: [13]\n"
                       "runs: {zeroshot: {method: none}, dpr-8: {method: inbatch, batch_size: 8}}\n")
-    (tmp_path / "results" / "tables").mkdir(parents=True)
-    write(tmp_path / "results" / "tables" / "summary.csv", ROWS)  # seeds 13 and 42, no zeroshot
+    (tmp_path / "results" / "other" / "tables").mkdir(parents=True)
+    write(tmp_path / "results" / "other" / "tables" / "summary.csv", ROWS)  # seeds 13 and 42, no zeroshot
     dest = tmp_path / "reference"
     dest.mkdir()
     (dest / "summary.md").write_text("published earlier")

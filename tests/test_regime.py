@@ -16,9 +16,11 @@ from pipeline.common import PipelineError
 from pipeline.config import TRAINING_DEFAULTS, ConfigError
 from pipeline.datasets import Dataset, TrainingData, load_dataset
 from pipeline.encoder import BiEncoder, EncoderSpec
+from pipeline.layout import Layout
 from pipeline.pairs import Cropper, title_pairs
 from pipeline.sampler import _ids, update_plan
-from pipeline.train import CHECKPOINT, train
+from pipeline.checkpoint import latest as latest_checkpoint
+from pipeline.train import train
 
 SHAPE = {"layers": 2, "hidden": 32, "heads": 2, "intermediate": 64}
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
@@ -128,7 +130,7 @@ def test_crop_training_resumes_at_the_same_update(tiny_dropout_model_dir, small,
     full = train(str(small), str(tmp_path / "full"), rec, seed=5, progress=False)
     with pytest.raises(PipelineError, match="non-finite"):
         train(str(small), str(tmp_path / "cut"), rec, seed=5, progress=False, fail_at_step=7)
-    assert (tmp_path / "cut" / CHECKPOINT).exists()
+    assert latest_checkpoint(tmp_path / "cut") is not None
     resumed = train(str(small), str(tmp_path / "cut"), rec, seed=5, progress=False)
     assert resumed["resumed_from_step"] == 6 and full["steps"] == resumed["steps"] == 8
 
@@ -327,7 +329,7 @@ def test_pilot_time_and_table(tiny_model_dir, small, tmp_path):
     rows = time_runs(cfg, "small", small)
     assert [(r["run"], r["n_total"], r["pairs_per_epoch"], r["updates"]) for r in rows] == [("a", 4, 21, 15)]
     assert rows[0]["cpu_sec_per_update"] > 0 and "2 seed(s)" in time_markdown(rows, 2)
-    tables = tmp_path / "results" / "tables"
+    tables = Layout.for_config(cfg, tmp_path / "results").tables
     tables.mkdir(parents=True)
     common = {"dataset": "small", "scoring": "dot", "lambda": None}
     pd.DataFrame([

@@ -24,7 +24,7 @@ def snakemake(repo, *args):
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tiny.yaml", *args],
                           cwd=repo, env=env, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in (repo / "results" / "logs").rglob("*.log"))
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in (repo / "results").rglob("*.log"))
         raise AssertionError(f"snakemake {args} failed:\n{proc.stderr[-4000:]}\n{logs}")
     return proc.stdout + proc.stderr
 
@@ -44,7 +44,7 @@ def _config(tiny_model_dir, shard_size, shards=None):
         index["shard_size"] = shard_size
     if shards:
         index["shards"] = shards
-    return {"experiment": "shards", "datasets": {"scifact-mini": {"source": "embedded"}}, "seeds": [1],
+    return {"experiment": "shards-e2e", "datasets": {"scifact-mini": {"source": "embedded"}}, "seeds": [1],
             "encoder": {"model": str(tiny_model_dir), "query_max_length": 32, "passage_max_length": 64},
             "runs": {"zeroshot": {"method": "none"}}, "index": index,
             "evaluation": {"scorings": ["dot", "dn"], "lambdas": [0.25], "reference_run": "zeroshot"},
@@ -86,7 +86,7 @@ def test_a_fixed_shard_count_is_planned_before_any_data(runs, tiny_model_dir, tm
     assert not (repo / "results").exists()
     assert job_counts(dry)["encode_shard"] == 4 and job_counts(dry)["data"] == 1
     assert job_counts(snakemake(repo))["encode_shard"] == 4
-    index = "results/index/scifact-mini/zeroshot/base/embeddings.npy"
+    index = "results/shards-e2e/index/scifact-mini/zeroshot/base/embeddings.npy"
     assert (repo / index).read_bytes() == (runs["sharded"][0] / index).read_bytes()
 
 
@@ -94,16 +94,16 @@ def test_four_shards_match_unsharded(runs):
     plain, sharded = runs["plain"][0], runs["sharded"][0]
     assert job_counts(runs["sharded"][1])["encode_shard"] == 4
     assert "encode_shard" not in job_counts(runs["plain"][1])
-    ev = "results/eval/scifact-mini/zeroshot/seed1"
+    ev = "results/shards-e2e/eval/scifact-mini/zeroshot/seed1"
     rankings = {}
     for name, repo in (("plain", plain), ("sharded", sharded)):
         rankings[name] = [line.split()[:4] for line in (repo / ev / "run-dot.trec").read_text().splitlines()]
     assert rankings["plain"] == rankings["sharded"]  # identical rankings for flat search
     assert (plain / ev / "metrics.json").read_text() == (sharded / ev / "metrics.json").read_text()
-    assert (plain / "results/tables/summary.csv").read_text() == (sharded / "results/tables/summary.csv").read_text()
-    shards = sorted(p.name for p in (sharded / "results/shards/scifact-mini/zeroshot/base").iterdir())
+    assert (plain / "results/shards-e2e/tables/summary.csv").read_text() == (sharded / "results/shards-e2e/tables/summary.csv").read_text()
+    shards = sorted(p.name for p in (sharded / "results/shards-e2e/shards/scifact-mini/zeroshot/base").iterdir())
     assert shards == sorted(f"{i}.{ext}" for i in range(4) for ext in ("json", "npy"))
-    assert not (plain / "results/shards").exists()
+    assert not (plain / "results/shards-e2e/shards").exists()
 
 
 def _descendants(pid: int) -> list[int]:
@@ -150,10 +150,10 @@ def test_killed_shard_is_the_only_one_re_encoded(tiny_model_dir, tmp_path):
     first = proc.communicate(timeout=1800)[0]
     assert killed is not None, first[-3000:]
     assert proc.returncode != 0 and "Error in rule encode_shard" in first
-    folder = repo / "results/shards/scifact-mini/zeroshot/base"
+    folder = repo / "results/shards-e2e/shards/scifact-mini/zeroshot/base"
     done = {p.name: p.stat().st_mtime_ns for p in folder.glob("[0-9]*")}
     assert sorted(done) == sorted(f"{i}.{ext}" for i in (0, 1, 3) for ext in ("json", "npy"))
-    assert not (repo / "results/index/scifact-mini/zeroshot/base/index_stats.json").exists()
+    assert not (repo / "results/shards-e2e/index/scifact-mini/zeroshot/base/index_stats.json").exists()
     output = snakemake(repo)
     counts = job_counts(output)
     assert counts["encode_shard"] == 1
@@ -193,15 +193,15 @@ def test_full_scifact_four_shards_match_unsharded(shared_data, tmp_path):
         output = snakemake(repo)
         assert job_counts(output).get("encode_shard", 0) == (4 if size else 0)
         repos[name] = repo
-    ev = "results/eval/scifact/zeroshot/seed13"
+    ev = {n: f"results/scifact-{n}/eval/scifact/zeroshot/seed13" for n in repos}
     for name in ("run-dot.trec", "run-dn-0.25.trec"):
-        ranks = [[line.split()[:4] for line in (repos[n] / ev / name).read_text().splitlines()]
+        ranks = [[line.split()[:4] for line in (repos[n] / ev[n] / name).read_text().splitlines()]
                  for n in ("plain", "sharded")]
         assert ranks[0] == ranks[1], name
-    metrics = [json.loads((repos[n] / ev / "metrics.json").read_text()) for n in ("plain", "sharded")]
+    metrics = [json.loads((repos[n] / ev[n] / "metrics.json").read_text()) for n in ("plain", "sharded")]
     assert metrics[0] == metrics[1]
     dot = next(r for r in metrics[1]["rows"] if r["scoring"] == "dot")
     assert dot["ndcg@10"] == pytest.approx(0.6451, abs=1e-3)
-    index_md = (repos["sharded"] / "results/tables/index.md").read_text()
+    index_md = (repos["sharded"] / "results/scifact-sharded/tables/index.md").read_text()
     assert all(kind in index_md for kind in COMPRESSED)
     print(index_md)

@@ -75,14 +75,14 @@ def slurm_run(request, tmp_path_factory):
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-2000:]}"
-                         for p in sorted((repo / "results" / "logs").rglob("*.log")))
+                         for p in sorted((repo / "results").rglob("*.log")))
         raise AssertionError(f"snakemake via SLURM failed ({proc.returncode}):\n{output[-6000:]}\n{logs}")
     return repo, output
 
 
 def test_workflow_runs_through_slurm(slurm_run):
     repo, output = slurm_run
-    frame = pd.read_csv(repo / "results" / "tables" / "summary.csv")
+    frame = pd.read_csv(repo / "results" / "slurm-tiny" / "tables" / "summary.csv")
     assert set(frame.run) == set(RUNS) and set(frame.seed) == {1}
     assert set(frame.scoring) == {"dot", "dn"}
 
@@ -107,9 +107,9 @@ def test_two_process_training_job_ran_under_slurm(slurm_run):
     import json
 
     repo, _ = slurm_run
-    summary = json.loads((repo / "results" / "models" / "scifact-mini" / "dpr-2x2p" / "seed1" /
+    summary = json.loads((repo / "results" / "slurm-tiny" / "models" / "scifact-mini" / "dpr-2x2p" / "seed1" /
                           "train_summary.json").read_text())
     assert summary["processes"] == 2 and summary["examples_per_update"] == 4
     assert len(summary["peak_mem_mb_per_process"]) == 2
-    log = (repo / "results" / "logs" / "train" / "scifact-mini" / "dpr-2x2p" / "seed1.log").read_text()
+    log = (repo / "results" / "slurm-tiny" / "logs" / "train" / "scifact-mini" / "dpr-2x2p" / "seed1.log").read_text()
     assert "training inbatch on" in log and "updates of 4 examples" in log

@@ -4,8 +4,6 @@ LibAUC's GCLoss_v2 where libauc is importable), exact resume, and clear errors o
 from __future__ import annotations
 
 import json
-import signal
-import time
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ import torch
 from pipeline.common import PipelineError
 from pipeline.methods import Example, get_method
 from pipeline.methods.sogclr import sogclr_loss
-from test_train import mini_dataset, recipe, run_train, weights  # noqa: F401  (mini_dataset is a fixture)
+from test_train import kill_at_first_checkpoint, mini_dataset, recipe, run_train, weights  # noqa: F401  (mini_dataset is a fixture)
 
 TAU = 0.1
 
@@ -166,14 +164,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_model_dir, mini_dataset
     assert run_train(mini_dataset, tmp_path / "full", rec).returncode == 0
 
     out = tmp_path / "killed"
-    proc = run_train(mini_dataset, out, rec, wait=False)
-    deadline = time.time() + 300
-    while not (out / "checkpoint.pt").exists():
-        assert proc.poll() is None, "training finished before it could be killed:\n" + proc.stdout.read()
-        assert time.time() < deadline
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_first_checkpoint(mini_dataset, out, rec)
     resumed = run_train(mini_dataset, out, rec)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((out / "train_summary.json").read_text())["resumed_from_step"] >= 5

@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+from pipeline.checkpoint import latest as latest_checkpoint
 from pipeline.common import PipelineError
 from pipeline.config import TRAINING_DEFAULTS
 
@@ -79,19 +80,24 @@ def test_same_seed_gives_identical_weights_and_metrics(tiny_model_dir, mini_data
         (tmp_path / "b" / "eval" / "per_query.json").read_bytes()
 
 
-def test_resume_after_sigkill_matches_uninterrupted(tiny_model_dir, mini_dataset, tmp_path):
-    rec = recipe(tiny_model_dir, max_steps=60, checkpoint_every=5)
-    assert run_train(mini_dataset, tmp_path / "full", rec).returncode == 0
-
-    out = tmp_path / "killed"
-    proc = run_train(mini_dataset, out, rec, wait=False)
+def kill_at_first_checkpoint(dataset, out, rec) -> None:
+    """Start a training run and SIGKILL it as soon as its first checkpoint is on disk."""
+    proc = run_train(dataset, out, rec, wait=False)
     deadline = time.time() + 300
-    while not (out / "checkpoint.pt").exists():
+    while latest_checkpoint(out) is None:
         assert proc.poll() is None, "training finished before it could be killed:\n" + proc.stdout.read()
         assert time.time() < deadline
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def test_resume_after_sigkill_matches_uninterrupted(tiny_model_dir, mini_dataset, tmp_path):
+    rec = recipe(tiny_model_dir, max_steps=60, checkpoint_every=5)
+    assert run_train(mini_dataset, tmp_path / "full", rec).returncode == 0
+
+    out = tmp_path / "killed"
+    kill_at_first_checkpoint(mini_dataset, out, rec)
     assert not (out / "train_summary.json").exists()
 
     resumed = run_train(mini_dataset, out, rec)
@@ -112,7 +118,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_checkpoint(tiny_model_dir
                      env={"PIPELINE_FAIL_AT_STEP": "5"})
     assert proc.returncode == 2
     assert "step 5: non-finite loss" in proc.stderr
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = torch.load(latest_checkpoint(out), weights_only=False)
     assert state["step"] == 4
     assert not (out / "train_summary.json").exists()
 

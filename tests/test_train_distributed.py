@@ -14,6 +14,7 @@ import time
 import pytest
 import torch
 
+from pipeline.checkpoint import latest as latest_checkpoint
 from pipeline.common import PipelineError
 from pipeline.config import TRAINING_DEFAULTS
 
@@ -99,7 +100,7 @@ def test_resume_after_sigkill_two_processes_matches_uninterrupted(tiny_model_dir
     out = tmp_path / "killed"
     proc = run_train(mini_dataset, out, rec, processes=2, wait=False)
     deadline = time.time() + 300
-    while not (out / "checkpoint.pt").exists():
+    while latest_checkpoint(out) is None:
         assert proc.poll() is None, "training finished before it could be killed:\n" + proc.stdout.read()
         assert time.time() < deadline
         time.sleep(0.005)
@@ -109,7 +110,7 @@ def test_resume_after_sigkill_two_processes_matches_uninterrupted(tiny_model_dir
     time.sleep(0.5)
     assert not [pid for pid in workers if process_state(pid) not in (None, "Z")], "a worker survived the kill"
     assert not (out / "train_summary.json").exists()
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = torch.load(latest_checkpoint(out), weights_only=False)
     assert state["processes"] == 2 and len(state["rng_per_process"]) == 2 and state["method"]["bank_p"] is not None
 
     resumed = run_train(mini_dataset, out, rec, processes=2)

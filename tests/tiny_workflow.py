@@ -41,7 +41,7 @@ def snakemake(repo: Path, *args: str, check: bool = True) -> subprocess.Complete
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tiny.yaml", *args],
                           cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in (repo / "results" / "logs").rglob("*.log"))
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in (repo / "results").rglob("*.log"))
         raise AssertionError(f"snakemake {args} failed:\n{proc.stderr[-4000:]}\n{logs}")
     return proc
 
