@@ -10,6 +10,7 @@ dataset, model, index, evaluation, table or plot lives, so the layout is spelled
     <root>/shards/<dataset>/<run>/<tag>/<i>.npy, <i>.json   one encoded corpus shard (rows, ids)
     <root>/eval/<dataset>/<run>/seed<s>/   metrics.json, per_query.json, index_report.json, run-*.trec
     <root>/tables/, <root>/plots/, <root>/logs/, <root>/mlflow.db, <root>/report.html
+    <root>/config.json                     the validated config the aggregate step reads
 
 `tag` is `seed<s>` for a trained model and `base` for a zero-shot one (its weights do not
 depend on the seed, so its corpus is encoded once). Path arguments may be Snakemake wildcard
@@ -116,6 +117,11 @@ class Layout:
     @property
     def downloads(self) -> Path:
         return self.root / "downloads"
+
+    @property
+    def grid_config(self) -> str:
+        """The validated config of the grid as JSON (what the aggregate step reads)."""
+        return str(self.root / "config.json")
 
     @property
     def mlflow_store(self) -> Path:

@@ -322,7 +322,11 @@ def dn_lambda(data: PlotData, out: Path, record: dict | None = None) -> Path:
         return _empty(out, "dn_lambda", "no scoring besides the dot product in this grid", record)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     markers = {"dn": ("s", "-"), "dn*": ("^", "--")}
+    # Runs side by side around each λ, so that equal values do not hide each other's intervals.
+    runs = list(dict.fromkeys(shifted.run))
+    width = 0.03 * max(0.1, float(shifted["lambda"].max() if shifted["lambda"].notna().any() else 0.1))
     for (dataset, run, scoring), g in shifted.groupby(["dataset", "run", "scoring"], sort=False):
+        dodge = (runs.index(run) - (len(runs) - 1) / 2) * width + (width / 4 if scoring == "dn*" else 0)
         label = f"{run} {scoring_class(scoring).label}" + (f" ({dataset})" if frame.dataset.nunique() > 1 else "")
         dot_rows = frame[(frame.dataset == dataset) & (frame.run == run) & (frame.scoring == "dot")]
         if not scoring_class(scoring).uses_lambda:
@@ -334,11 +338,11 @@ def dn_lambda(data: PlotData, out: Path, record: dict | None = None) -> Path:
         points += [(lam, data.estimate(dataset, run, from_row(scoring, lam).name, rows=g[g["lambda"] == lam]))
                    for lam in lambdas]
         for i, (lam, est) in enumerate(points):
-            _point(ax, data, run, lam, est, fmt=marker if lam else "o", label=label if i == 1 else None)
+            _point(ax, data, run, lam + dodge, est, fmt=marker if lam else "o", label=label if i == 1 else None)
         if len(lambdas) >= 2:
-            ax.plot([lam for lam, _ in points], [e[0] for _, e in points], color=data.colour(run), ls=style, lw=1,
-                    gid=RUN_GID + run)
-    ax.set_xlabel("λ (0 = plain dot product)")
+            ax.plot([lam + dodge for lam, _ in points], [e[0] for _, e in points], color=data.colour(run), ls=style,
+                    lw=1, gid=RUN_GID + run)
+    ax.set_xlabel("λ (0 = plain dot product; runs drawn side by side around each λ)")
     ax.set_ylabel("NDCG@10")
     ax.set_title(f"NDCG@10 of each scoring against λ, 95 % intervals\n{data.subtitle()}", fontsize=10)
     ax.grid(color="0.92")

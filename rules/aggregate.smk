@@ -1,21 +1,56 @@
 # Aggregate stage: tables and plots from every job, and MLflow logging from this one process
 # (parallel writers would race on the sqlite store). Every table and plot is in the report
-# (`make report`), each with its caption from report/<name>.rst.
+# (`make report`), each with its caption from report/<name>.rst, in reading order: the headline
+# table first (the report sorts categories and each category's rows by their first label).
+
+REPORT_TITLES = {
+    "headline": "Headline: one line per run, with the verdict",
+    "summary": "Summary: every run, scoring and λ",
+    "dn": "Dot product against Distribution Normalization",
+    "index": "Approximate indexes against exact search",
+    "diagnostics": "Training diagnostics",
+    "ndcg_per_run": "NDCG@10 per run with 95 % intervals",
+    "ndcg_vs_batch": "NDCG@10 against the effective batch size",
+    "accuracy_vs_cost": "NDCG@10 against training time and memory",
+    "grad_norm_ratio": "Gradient-norm ratio of the two encoders",
+    "dn_lambda": "NDCG@10 of each scoring against λ",
+}
+
+
+def report_item(path, name, position, category):
+    return report(path, caption=f"../report/{name}.rst", category=category,
+                  labels={"#": f"{position:02d}", "result": REPORT_TITLES.get(name, name)})
+
+
+rule grid_config:
+    # The validated config as a file: the aggregate job reads it from here, so the report shows
+    # that job's parameters as a short list instead of the whole config as one JSON string.
+    output:
+        LAYOUT.grid_config,
+    params:
+        config=lambda w: json_arg(CFG),
+    log:
+        str(LAYOUT.logs / "grid_config.log"),
+    localrule: True
+    shell:
+        "printf '%s\\n' {params.config} > {output} 2> {log}"
 
 
 rule aggregate:
     input:
         metrics=all_metrics(),
         train=all_train_summaries(),
+        config=LAYOUT.grid_config,
     output:
         csv=str(LAYOUT.tables / "summary.csv"),
         md=str(LAYOUT.tables / "summary.md"),
-        tables=[report(str(LAYOUT.tables / f"{name}.html"), caption=f"../report/{name}.rst", category="Tables")
-                for name in REPORT_TABLES],
-        plots=[report(str(LAYOUT.plots / f"{name}.png"), caption=f"../report/{name}.rst", category="Plots")
-               for name in PLOTS],
+        tables=[report_item(str(LAYOUT.tables / f"{name}.html"), name, i + 1, "1. Tables")
+                for i, name in enumerate(REPORT_TABLES)],
+        plots=[report_item(str(LAYOUT.plots / f"{name}.png"), name, i + 1, "2. Plots")
+               for i, name in enumerate(PLOTS)],
     params:
-        config=lambda w: json_arg(CFG),
+        experiment=CFG["experiment"],
+        config_hash=pcfg.stable_hash(CFG),
         results=parent("output", levels=2),
     conda:
         "../environment.yml"
@@ -26,4 +61,4 @@ rule aggregate:
         mem_mb=2000,
         runtime=30,
     shell:
-        "python -m pipeline.aggregate --results {params.results} --config-json {params.config} > {log} 2>&1"
+        "python -m pipeline.aggregate --results {params.results} --config-file {input.config} > {log} 2>&1"
