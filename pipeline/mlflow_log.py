@@ -2,12 +2,17 @@
 
 It consumes what `pipeline.aggregate` collected (nothing is re-read or re-derived here):
 
-- one experiment per config `experiment`, whose description (`mlflow.note.content`) is the
-  headline table;
-- a parent run per dataset x run (run name: the run) and a child run per seed (run name:
-  `<run> seed<s>`), both carrying the same metric keys, so one column reads across both: a
-  parent's value is the mean over its seeds, and with two or more seeds `<key>.std` holds the
-  sample std;
+- one experiment per config `experiment`, tagged as model training (`mlflow.experimentKind`),
+  whose description (`mlflow.note.content`) links the per-method view (a shared runs-table view,
+  `mlflow.sharedViewState.per-method`) above the headline table;
+- a parent run per dataset x run (run name: the run) and, for trained runs, a child run per seed
+  (run name: `<run> seed<s>`), both carrying the same metric keys, so one column reads across
+  both: a parent's value is the mean over its seeds, and with two or more seeds `<key>.std` holds
+  the sample std; parents also carry the mean training curves over their seeds. A zero-shot
+  model does not depend on the seed: it is one run, with each seed's files under `seed<s>/`;
+- metrics at the precision the tables keep (`readable`); the evaluated dataset as an MLflow input
+  (name, digest, source, schema); MLflow's source tags (`mlflow.source.name`,
+  `mlflow.source.git.commit`), which fill the runs table's Source and Version columns;
 - metric keys `<metric>.<scoring>`, e.g. `ndcg_10.dot`, `recall_100.dn-0.25`,
   `ndcg_10.dnstar-0.25` (the scoring's slug, see pipeline.scorings), plus `n_total`,
   `memory_size`, `cost.peak_mem_mb`, `cost.sec_per_update`, `cost.train_seconds`, and on
@@ -21,7 +26,12 @@ It consumes what `pipeline.aggregate` collected (nothing is re-read or re-derive
   tables and the plots on parents.
 
 A run is identified by the tags `pipeline.job` and `pipeline.config_hash`: re-logging the same
-job with the same recipe is a no-op, and a changed recipe creates a new run.
+job with the same recipe is a no-op, and a changed recipe creates a new run. MLflow stores
+artifact locations as absolute URIs; `relocate_artifacts` re-points them at the `mlartifacts/`
+folder beside the store, so a moved results folder keeps its files (`make ui` runs it).
+
+`python -m pipeline.mlflow_log --config CONFIG [--port P]` prints the URLs of the runs table and
+the per-method view.
 """
 
 from __future__ import annotations
