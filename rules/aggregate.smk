@@ -3,25 +3,6 @@
 # (`make report`), each with its caption from report/<name>.rst, in reading order: the headline
 # table first (the report sorts categories and each category's rows by their first label).
 
-REPORT_TITLES = {
-    "headline": "Headline: one line per run, with the verdict",
-    "summary": "Summary: every run, scoring and λ",
-    "dn": "Dot product against Distribution Normalization",
-    "index": "Approximate indexes against exact search",
-    "diagnostics": "Training diagnostics",
-    "ndcg_per_run": "NDCG@10 per run with 95 % intervals",
-    "ndcg_vs_batch": "NDCG@10 against the effective batch size",
-    "accuracy_vs_cost": "NDCG@10 against training time and memory",
-    "grad_norm_ratio": "Gradient-norm ratio of the two encoders",
-    "dn_lambda": "NDCG@10 of each scoring against λ",
-}
-
-
-def report_item(path, name, position, category):
-    return report(path, caption=f"../report/{name}.rst", category=category,
-                  labels={"#": f"{position:02d}", "result": REPORT_TITLES.get(name, name)})
-
-
 rule grid_config:
     # The validated config as a file: the aggregate job reads it from here, so the report shows
     # that job's parameters as a short list instead of the whole config as one JSON string.
@@ -32,6 +13,12 @@ rule grid_config:
     log:
         str(LAYOUT.logs / "grid_config.log"),
     localrule: True
+    conda:
+        "../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=100,
+        runtime=1,
     shell:
         "printf '%s\\n' {params.config} > {output} 2> {log}"
 
