@@ -28,7 +28,7 @@ install: $(STAMP)  ## create .venv from requirements.lock and install the packag
 run: $(STAMP)  ## run the default experiment end to end (embedded scifact-mini)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --profile profiles/default $(SNAKEMAKE_ARGS)
 	@echo "Summary table: results/tables/summary.md (CSV: results/tables/summary.csv)"
-	@$(BIN)/python -m pipeline.mlflow_log --config $(CONFIG) --port $(UI_PORT) 2>/dev/null | sed 's/$$/ (after `make ui`)/' || true
+	@$(BIN)/python -m pipeline.mlflow_ui --config $(CONFIG) --port $(UI_PORT) 2>/dev/null | sed 's/$$/ (after `make ui`)/' || true
 	@if [ -f results/tables/headline.md ]; then echo; echo "Headline (results/tables/headline.md):"; \
 	  cat results/tables/headline.md; fi
 
@@ -46,7 +46,7 @@ lint: $(STAMP)  ## snakemake --lint and a dry run
 # project never submits): a single process instead of a process tree, so it starts faster and
 # holds less memory on a small machine.
 ui: $(STAMP)  ## MLflow UI on 127.0.0.1 against results/mlflow.db (one worker, no job runner); prints the runs table's URL
-	@$(BIN)/python -m pipeline.mlflow_log --config $(CONFIG) --port $(UI_PORT) || true
+	@$(BIN)/python -m pipeline.mlflow_ui --config $(CONFIG) --port $(UI_PORT) || true
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --workers 1 \
 	  --backend-store-uri sqlite:///$(abspath results/mlflow.db) --host 127.0.0.1 --port $(UI_PORT)
 

@@ -30,14 +30,11 @@ job with the same recipe is a no-op, and a changed recipe creates a new run. MLf
 artifact locations as absolute URIs; `relocate_artifacts` re-points them at the `mlartifacts/`
 folder beside the store, so a moved results folder keeps its files (`make ui` runs it).
 
-`python -m pipeline.mlflow_log --config CONFIG [--port P]` prints the URLs of the runs table and
-the per-method view.
+The UI side (URLs, the per-method view, relocation) is pipeline.mlflow_ui.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import tempfile
 import time
@@ -48,7 +45,8 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from . import config as pcfg
-from .common import PipelineError, git_commit, log, run_main
+from .common import git_commit, log
+from .mlflow_ui import ARTIFACTS_DIR, PER_METHOD_VIEW, per_method_view, relocate_artifacts, runs_path
 from .layout import INDEX_REPORT, METRICS, PER_QUERY, TRAIN_SUMMARY
 from .scorings import from_row
 
@@ -110,70 +108,6 @@ def _experiment(client, name: str, artifacts: Path) -> str:
         if experiment.tags.get(key) != value:  # a store logged before the tag existed
             client.set_experiment_tag(experiment.experiment_id, key, value)
     return experiment.experiment_id
-
-
-ARTIFACTS_DIR = "mlartifacts"
-
-
-def relocate_artifacts(store: Path) -> int:
-    """Point every experiment and run of a sqlite store at the `mlartifacts/` folder beside it.
-
-    MLflow records artifact locations as absolute URIs, so a results folder that was moved or
-    copied (another checkout, an archive) would show runs without artifacts. The store and its
-    artifacts always travel together, so the folder beside the store is the right one; rows that
-    already point there are left alone. Returns the number of rows changed."""
-    import sqlite3
-
-    here = (store.resolve().parent / ARTIFACTS_DIR).as_uri()
-    changed = 0
-    with contextlib.closing(sqlite3.connect(store, timeout=60)) as db, db:
-        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
-            try:
-                rows = db.execute(f"SELECT rowid, {column} FROM {table} WHERE {column} LIKE 'file://%'").fetchall()
-            except sqlite3.OperationalError:  # not an MLflow store (yet): nothing to relocate
-                return changed
-            for rowid, uri in rows:
-                head, sep, tail = uri.partition(f"/{ARTIFACTS_DIR}")
-                if sep and head + sep != here:
-                    db.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", (here + tail, rowid))
-                    changed += 1
-    return changed
-
-
-# MLflow 3.17's UI has a global GenAI / model-training switch (kept in the browser) that wins over
-# the experiment's kind; links that name the workflow open the runs table whatever the switch says.
-ML_VIEW = "workflowType=machine_learning"
-PER_METHOD_VIEW = "per-method"
-
-
-def runs_path(experiment_id: str, view: str | None = None) -> str:
-    """The UI route of the experiment's runs table (with a shared view: its columns and filter)."""
-    return f"#/experiments/{experiment_id}/runs?{ML_VIEW}" + (f"&viewStateShareKey={view}" if view else "")
-
-
-def per_method_view(metric_keys, lam: float | None) -> dict:
-    """The shared runs-table view (MLflow's `mlflow.sharedViewState.<key>` experiment tag) that
-    shows what the headline table shows, one parent row per run: dataset, version, the main metric
-    under dot (and DN at the headline λ) with its p and MDD, the second metric, N_total, bank size
-    and cost."""
-    wanted = [f"{metric_key(m)}.dot" for m in LOGGED_METRICS] + ["p.dot", "mdd.dot"]
-    if lam is not None:
-        wanted += [f"{metric_key(m)}.dn-{lam:g}" for m in LOGGED_METRICS]
-    wanted += ["n_total", "memory_size", "train.steps", "cost.peak_mem_mb", "cost.sec_per_update"]
-    columns = [f"metrics.`{k}`" for k in wanted if k in set(metric_keys)]
-    return {"searchFilter": "tags.`pipeline.level` = 'parent'", "orderByKey": "attributes.start_time",
-            "orderByAsc": True, "selectedColumns": ["attributes.`Dataset`", "attributes.`Version`", *columns]}
-
-
-def runs_url(cfg: dict, port: int = 5000, host: str = "127.0.0.1", view: str | None = None) -> str:
-    """The URL of the experiment's runs table in `make ui` (the store must hold the experiment)."""
-    store = Path(cfg["mlflow"]["store"])
-    if not store.is_file():
-        raise PipelineError(f"{store}: no MLflow store yet (run `make run` first)")
-    experiment = MlflowClient(tracking_uri=f"sqlite:///{store.resolve()}").get_experiment_by_name(cfg["experiment"])
-    if experiment is None:
-        raise PipelineError(f"{store}: no experiment {cfg['experiment']!r} (run `make run` with this config first)")
-    return f"http://{host}:{port}/{runs_path(experiment.experiment_id, view)}"
 
 
 def readable(key: str, value: float) -> float:
@@ -401,23 +335,3 @@ def _log_child(client, experiment_id, parent_id, out, cfg, tags, params, label, 
     _log_job_files(client, run_id, out, cfg)
     client.set_terminated(run_id, end_time=stamp)
     return final
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.mlflow_log",
-                                     description="The MLflow store of an experiment: print the URL of its runs "
-                                                 "table in `make ui`, after pointing its artifact paths at the "
-                                                 "mlartifacts/ folder beside the store (a moved results folder).")
-    parser.add_argument("--config", required=True, help="experiment config YAML")
-    parser.add_argument("--port", type=int, default=5000, help="the UI's port (default: 5000)")
-    args = parser.parse_args(argv)
-    cfg = pcfg.load(args.config)
-    store = Path(cfg["mlflow"]["store"])
-    if store.is_file():
-        relocate_artifacts(store)
-    print(f"MLflow runs table ({cfg['experiment']}): {runs_url(cfg, args.port)}")
-    print(f"MLflow per-method view: {runs_url(cfg, args.port, view=PER_METHOD_VIEW)}")
-
-
-if __name__ == "__main__":
-    run_main(main)

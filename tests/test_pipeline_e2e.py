@@ -287,13 +287,13 @@ def test_an_entry_evaluates_another_entrys_models_without_retraining(finished_ru
 
 
 def test_mlflow_artifacts_survive_moving_results(finished_run, tmp_path):
-    """A copied or moved results folder: `make ui` (pipeline.mlflow_log) points the store at the
+    """A copied or moved results folder: `make ui` (pipeline.mlflow_ui) points the store at the
     artifacts beside it, and the runs' files open from there."""
     import shutil
 
     from mlflow.tracking import MlflowClient
 
-    from pipeline.mlflow_log import main as mlflow_main
+    from pipeline.mlflow_ui import main as mlflow_main
 
     moved = tmp_path / "elsewhere" / "results"
     shutil.copytree(finished_run / "results", moved, ignore=shutil.ignore_patterns("models", "index", "shards"))
