@@ -186,6 +186,10 @@ def log_experiment(grid, cfg: dict) -> dict[str, int]:
     relocate_artifacts(store)
     _describe(client, experiment_id, grid, cfg)
     commit = git_commit()
+    # The UI draws each run in the colour its plots use (MLflow's own run-colour tag).
+    from .plots import run_colours
+
+    colours = run_colours(list(cfg["runs"]))
     counts = {"created": 0, "skipped": 0}
     by_run: dict[tuple[str, str], list] = {}
     for out in grid.jobs:
@@ -202,7 +206,7 @@ def log_experiment(grid, cfg: dict) -> dict[str, int]:
             continue
         tags = {"pipeline.config_hash": config_hash, "git_commit": commit, **_source_tags(commit),
                 "dataset_sha256": dataset_digest(outs[0].manifest), "dataset": dataset, "run": run,
-                "method": recipe["method"]}
+                "method": recipe["method"], "mlflow.runColor": colours[run]}
         params = [Param(k, v[:6000]) for k, v in flatten(recipe).items()]
         times = [_times(out) for out in outs]
         starts = [s for s, _ in times if s] or [int(time.time() * 1000)]

@@ -323,3 +323,10 @@ def test_plots_give_every_run_its_own_colour(finished_run):
         for run, shades in drawn.items():
             assert shades == [colours[run]], f"{plot}: {run} drawn in {shades}, its colour is {colours[run]}"
     assert set(record["plots"]["ndcg_per_run"]) == set(RUNS)
+    # MLflow draws every run in the same colour as the plots.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{finished_run / 'results' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("e2e-tiny")
+    for run in client.search_runs([experiment.experiment_id], max_results=1000):
+        assert run.data.tags["mlflow.runColor"] == colours[run.data.tags["run"]], run.info.run_name
