@@ -223,7 +223,10 @@ def ndcg_vs_batch(data: PlotData, out: Path, record: dict | None = None) -> Path
             continue
         ys = [data.estimate(dataset, run, rows=g[g.run == run])[0] for run in by_size.index]
         ax.plot(by_size.n, ys, color="0.5", lw=1, ls=next(styles), zorder=0, label=f"{method} (same method)")
+    from matplotlib.ticker import FuncFormatter
+
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 32, not 2^5
     ax.set_xlabel("effective batch size N_total = N_local × K (log scale)")
     ax.set_title(f"NDCG@10 against the effective batch size\n{data.subtitle()}", fontsize=10)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
