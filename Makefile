@@ -30,7 +30,9 @@ install: $(STAMP)  ## create .venv from requirements.lock and install the packag
 run: $(STAMP)  ## run the default experiment end to end (embedded scifact-mini)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --profile profiles/default $(SNAKEMAKE_ARGS)
 	@tables=$(call experiment_dir,$(CONFIG))/tables; \
-	  echo "Summary table: $$tables/summary.md (CSV: $$tables/summary.csv); MLflow: make ui"; \
+	  echo "Summary table: $$tables/summary.md (CSV: $$tables/summary.csv)"
+	@$(BIN)/python -m pipeline.mlflow_ui --config $(CONFIG) --port $(UI_PORT) 2>/dev/null | sed 's/$$/ (after `make ui`)/' || true
+	@tables=$(call experiment_dir,$(CONFIG))/tables; \
 	  if [ -f $$tables/headline.md ]; then echo; echo "Headline ($$tables/headline.md):"; cat $$tables/headline.md; fi
 
 test: $(STAMP)  ## run the test suite without the slow checks (what CI runs)
@@ -50,7 +52,8 @@ lint: $(STAMP)  ## snakemake --lint and a dry run
 # One uvicorn worker and no background job runner (MLflow's huey consumer serves GenAI jobs this
 # project never submits): a single process instead of a process tree, so it starts faster and
 # holds less memory on a small machine.
-ui: $(STAMP)  ## MLflow UI on 127.0.0.1 against results/mlflow.db (one worker, no job runner)
+ui: $(STAMP)  ## MLflow UI on 127.0.0.1 against results/mlflow.db (one worker, no job runner); prints the runs table's URL
+	@$(BIN)/python -m pipeline.mlflow_ui --config $(CONFIG) --port $(UI_PORT) || true
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --workers 1 \
 	  --backend-store-uri sqlite:///$(abspath results/mlflow.db) --host 127.0.0.1 --port $(UI_PORT)
 

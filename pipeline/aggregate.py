@@ -226,6 +226,63 @@ NORMALISATION_NOTE = ("One row per run, scoring and parameter (DN's λ, NNN's k 
                       "dot product of the same model. delta: difference of the mean metric; p: paired randomization "
                       "test on the per-query metric (mean over seeds), not corrected for the number of rows. " +
                       MDD_NOTE)
+ALPHA = 0.05
+
+
+def classify(p_holm: float, mean_diff: float, mdd: float, alpha: float = ALPHA) -> str:
+    """What one test against the reference can say: "significant" (Holm-adjusted p < alpha),
+    "below MDD" (not significant, and the observed |delta| is under the minimal detectable
+    difference: any true difference is probably smaller than MDD), or "underpowered" (not
+    significant although |delta| >= MDD, or MDD unknown: the data cannot tell)."""
+    if p_holm is not None and not pd.isna(p_holm) and p_holm < alpha:
+        return "significant"
+    if mdd is not None and not pd.isna(mdd) and abs(mean_diff) < mdd:
+        return "below MDD"
+    return "underpowered"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.4f}".replace("-", "−")
+
+
+def verdict_line(sig: pd.DataFrame, dataset: str, reference: str | None, metric: str,
+                 label=lambda row: row["run"]) -> str:
+    """One sentence under a table, generated from its tests: which rows differ from their
+    reference after Holm, which do not and are below their MDD, and which are underpowered.
+    `sig` holds the rows to judge (significance() columns); `label` names a row."""
+    rows = sig[sig.dataset == dataset] if not sig.empty else sig
+    if not len(rows):
+        return (f"Verdict: no test ({'no reference run' if reference is None else 'nothing to compare with ' + reference}"
+                f" in {dataset}).")
+    groups: dict[str, list[str]] = {"significant": [], "below MDD": [], "underpowered": []}
+    for _, row in rows.iterrows():
+        kind = classify(row["p_holm"], row["mean_diff"], row["mdd"])
+        mdd = "unknown" if pd.isna(row["mdd"]) else f"{row['mdd']:.4f}"
+        groups[kind].append(f"{label(row)} (Δ {_signed(row['mean_diff'])}, MDD {mdd}"
+                            + (f", p {row['p_holm']:.3g})" if kind == "significant" else ")"))
+    against = " / ".join(dict.fromkeys(str(r) for r in rows["reference"]))
+    head = (f"no row differs significantly from {against}" if not groups["significant"] else
+            f"{len(groups['significant'])} of {len(rows)} differ significantly from {against}")
+    parts = [f"significant after Holm: {', '.join(groups['significant']) or 'none'}",
+             f"not significant, |Δ| < MDD: {', '.join(groups['below MDD']) or 'none'}",
+             f"underpowered (|Δ| ≥ MDD or MDD unknown): {', '.join(groups['underpowered']) or 'none'}"]
+    return f"Verdict ({metric}, α = {ALPHA:g}): {head}. " + "; ".join(parts) + "."
+
+
+def _dot_tests(sig: pd.DataFrame) -> pd.DataFrame:
+    """The headline's tests: dot product only."""
+    return sig[(sig.scoring == "dot") & sig["lambda"].isna()] if not sig.empty else sig
+
+
+def _scoring_label(row) -> str:
+    lam = row["lambda"]
+    return f"{row['run']} {row['scoring']}" + ("" if pd.isna(lam) else f" λ={lam:g}")
+
+
+def _updates(g: pd.DataFrame) -> str:
+    """Optimizer updates of a run (from train_summary.json), '–' for a zero-shot model."""
+    steps = pd.to_numeric(g.train_steps, errors="coerce").max() if "train_steps" in g else float("nan")
+    return "–" if pd.isna(steps) or steps <= 0 else f"{int(steps)}"
 
 
 def _cost_cells(g: pd.DataFrame) -> str:
@@ -263,17 +320,19 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | No
     for dataset in frame["dataset"].unique():
         shown = protocols[dataset].table_metrics()
         lines += [f"## {dataset}", "",
-                  "| run | scoring | λ | seeds | " + "".join(f"{metric_label(m)} | " for m in shown) + "p vs " +
-                  (reference or "–") + " (Holm) | MDD | peak MB | s/update |",
-                  "|---|---|---|---|" + "---|" * len(shown) + "---|---|---|---|"]
+                  "| run | scoring | λ | seeds | updates | " + "".join(f"{metric_label(m)} | " for m in shown) +
+                  "p vs " + (reference or "–") + " (Holm) | MDD | peak MB | s/update |",
+                  "|---|---|---|---|---|" + "---|" * len(shown) + "---|---|---|---|"]
         for (ds, run, scoring, lam), g in groups:
             if ds != dataset:
                 continue
             cells = [_fmt(g[m].mean(), g[m].std(ddof=1) if len(g) > 1 else 0.0) for m in shown]
             p = _p_cell(sig, reference, ds, run, scoring, lam)
             lam_txt = "–" if pd.isna(lam) else _lambda_text(scoring, lam)
-            lines.append(f"| {run} | {scoring} | {lam_txt} | {len(g)} | {' | '.join(cells)} | {p} | {_cost_cells(g)} |")
-        lines.append("")
+            lines.append(f"| {run} | {scoring} | {lam_txt} | {len(g)} | {_updates(g)} | {' | '.join(cells)} | {p} | "
+                         f"{_cost_cells(g)} |")
+        lines += ["", verdict_line(sig, dataset, reference, f"per-query {metric_label(protocols[dataset].per_query_metric)}"
+                                   " against the reference run with the same scoring", _scoring_label), ""]
     lines.append("Mean ± sample std over seeds (dn* rows: each seed is itself a mean over its repeats). "
                  f"p: paired randomization test on per-query {_per_query_note(protocols)} against the reference "
                  "run with the same "
@@ -314,22 +373,25 @@ def headline_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | N
         main, second = protocols[dataset].headline[:2]
         headers = [f"{metric_label(main)} {header(s)}" for s in others]
         lines += [f"## {dataset}", "",
-                  f"| run | N_total | memory | {metric_label(main)} dot | p vs {reference or '–'} | MDD | " +
-                  "".join(f"{h} | " for h in headers) + f"{metric_label(second)} dot | peak MB | s/update |",
-                  "|---|---|---|---|---|---|" + "---|" * len(headers) + "---|---|---|"]
+                  f"| run | seeds | updates | N_total | memory | {metric_label(main)} dot | p vs {reference or '–'} | "
+                  "MDD | " + "".join(f"{h} | " for h in headers) + f"{metric_label(second)} dot | peak MB | s/update |",
+                  "|---|---|---|---|---|---|---|---|" + "---|" * len(headers) + "---|---|---|"]
         for run, g in by_dataset.groupby("run", sort=False):
             p = _p_cell(sig, reference, dataset, run, "dot", None)
             n_total, memory = int(g.n_total.max()), int(g.memory_size.max())
-            lines.append(f"| {run} | {n_total or '–'} | {memory or '–'} | {cell(g, 'dot', main)} | {p} | " +
+            seeds = g[g.scoring == "dot"].seed.nunique()
+            lines.append(f"| {run} | {seeds} | {_updates(g)} | {n_total or '–'} | {memory or '–'} | "
+                         f"{cell(g, 'dot', main)} | {p} | " +
                          "".join(f"{cell(g, s, main)} | " for s in others) +
                          f"{cell(g, 'dot', second)} | {_cost_cells(g)} |")
-        lines.append("")
-    lines.append(f"Mean ± sample std over seeds. p: paired randomization test on per-query {_per_query_note(protocols)}"
-                 " (dot product, "
-                 "mean over seeds) against the reference run, Holm-corrected; † marks p < 0.05. memory: bank size "
-                 "in samples. peak MB: peak process memory during training (RSS on CPU, allocated on CUDA). " +
-                 MDD_NOTE)
-    return "\n".join(lines) + "\n"
+        lines += ["", verdict_line(_dot_tests(sig), dataset, reference,
+                                   f"per-query {metric_label(protocols[dataset].per_query_metric)}, dot product"), ""]
+    # The legend goes first so that the file (and `make run`'s print of it) ends with the verdict.
+    legend = (f"Mean ± sample std over seeds; updates: optimizer updates per seed. p: paired randomization test on "
+              f"per-query {_per_query_note(protocols)} (dot product, mean over seeds) against the reference run, "
+              "Holm-corrected; † marks p < 0.05. memory: bank size in samples. peak MB: peak process memory during "
+              "training (RSS on CPU, allocated on CUDA). " + MDD_NOTE)
+    return legend + "\n\n" + "\n".join(lines).rstrip("\n") + "\n"
 
 
 def dn_table(frame: pd.DataFrame, per_query: dict, cfg: dict | None = None) -> pd.DataFrame:
@@ -360,6 +422,32 @@ def dn_table(frame: pd.DataFrame, per_query: dict, cfg: dict | None = None) -> p
                         main: h[main].mean(), "delta": h[main].mean() - dot, "p_value": p,
                         "mdd": minimal_detectable_difference(a, b)})
     return pd.DataFrame(out)
+
+
+def dn_markdown(dn: pd.DataFrame) -> str:
+    """The DN table for people: readable headers, λ as written in the config (0.25, not 0.2500),
+    metrics at 4 decimals, p at 3 significant digits; the CSV keeps full precision."""
+    from .scorings import scoring_class
+
+    if dn.empty:
+        return "No scoring other than the dot product in this grid."
+    lines = []
+    for dataset, g in dn.groupby("dataset", sort=False):
+        main = next(c[:-4] for c in g.columns if c.endswith("_dot") and g[c].notna().any())
+        label = metric_label(main)
+        lines += [f"## {dataset}", "", f"| run | scoring | setting | {label} dot | {label} scoring | Δ | p | MDD |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for _, row in g.iterrows():
+            setting = row.get("parameters")
+            lam = setting if isinstance(setting, str) and setting else \
+                ("–" if pd.isna(row["lambda"]) else f"λ={row['lambda']:g}")
+            cells = [f"{row[f'{main}_dot']:.4f}", f"{row[main]:.4f}", _signed(row["delta"]),
+                     "–" if pd.isna(row["p_value"]) else f"{row['p_value']:.3g}",
+                     "–" if pd.isna(row["mdd"]) else f"{row['mdd']:.4f}"]
+            lines.append(f"| {row['run']} | {scoring_class(row['scoring']).label} | {lam} | {' | '.join(cells)} |")
+        lines.append("")
+    lines.append("Δ: scoring minus dot product. " + NORMALISATION_NOTE)
+    return "\n".join(lines)
 
 
 def markdown_to_html(markdown: str) -> str:
@@ -448,8 +536,7 @@ def _write_table_files(tables: Path, grid: GridResults, cfg: dict) -> dict[str, 
         paths["dn.csv"] = tables / "dn.csv"
         atomic_write_text(paths["dn.csv"], dn.to_csv(index=False))
     _write_markdown(paths["dn.md"], f"# Normalisations against the plain dot product ({dn_metrics})\n\n" +
-                    (dn.to_markdown(index=False, floatfmt=".4f") + "\n\n" + NORMALISATION_NOTE if not dn.empty
-                     else "No scoring other than the dot product in this grid.") + "\n")
+                    dn_markdown(dn) + "\n")
     idx = pd.DataFrame(grid.index_rows)
     paths["index.md"] = tables / "index.md"
     if not idx.empty:
@@ -475,20 +562,25 @@ def _own_models(cfg: dict, jobs: list[JobOutputs]) -> list[JobOutputs]:
 
 
 def draw_plots(results: Path, cfg: dict, grid: GridResults, folder: Path | None = None) -> dict[str, Path]:
-    from .plots import draw_all
+    from .plots import PlotData, draw_all, run_colours
 
-    logs: dict[str, list[Path]] = {}
-    examples_per_update: dict[str, int] = {}
+    logs: dict[tuple[str, str], list[Path]] = {}
+    examples_per_update: dict[tuple[str, str], int] = {}
     for out in _own_models(cfg, grid.jobs):
         job = out.job
         if not out.recipe["encoder"].get("tied", True) and out.train_log.is_file():
-            label = job.run if len(cfg["datasets"]) == 1 else f"{job.dataset} {job.run}"
-            logs.setdefault(label, []).append(out.train_log)
-            examples_per_update[label] = int(out.train.get("n_total", out.train.get("examples_per_update", 1)))
+            logs.setdefault((job.dataset, job.run), []).append(out.train_log)
+            examples_per_update[(job.dataset, job.run)] = int(out.train.get("n_total",
+                                                                            out.train.get("examples_per_update", 1)))
     # The metric plots show NDCG@10: they get the qrels-evaluated datasets' rows (answer-evaluated
     # datasets are in the tables and MLflow); the gradient-norm curves get every trained run.
     frame = grid.frame[grid.frame["dataset"].map(lambda d: "ndcg@10" in protocol_of(cfg, d).metric_keys)]
-    return draw_all(frame, logs, folder or Layout.for_config(cfg, results).plots, examples_per_update)
+    # Intervals come from per-query NDCG@10: a dataset whose per-query metric is another one
+    # (MS MARCO's NDCG@20) gets its points without an interval rather than a wrong one.
+    per_query = {key: pq for key, pq in grid.per_query.items()
+                 if protocol_of(cfg, key[0]).per_query_metric == "ndcg@10"}
+    data = PlotData(frame, per_query, cfg.get("evaluation", {}).get("reference_run"), run_colours(list(cfg["runs"])))
+    return draw_all(data, logs, folder or Layout.for_config(cfg, results).plots, examples_per_update)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -497,11 +589,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", default="results", help="results folder (default: results)")
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--config", help="experiment config YAML")
-    group.add_argument("--config-json", help="validated config as JSON (what the Snakemake rule passes)")
+    group.add_argument("--config-json", help="validated config as JSON")
+    group.add_argument("--config-file", help="validated config as a JSON file (what the Snakemake rule passes)")
     parser.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
     parser.add_argument("--grid-stamp", help=argparse.SUPPRESS)  # the workflow's final target (rules/aggregate.smk)
     args = parser.parse_args(argv)
-    cfg = pcfg.load(args.config) if args.config else pcfg.validate(json.loads(args.config_json))
+    if args.config_file:
+        try:
+            text = Path(args.config_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PipelineError(f"{args.config_file}: cannot read the config file ({exc.strerror})") from exc
+        cfg = pcfg.validate(json.loads(text))
+    else:
+        cfg = pcfg.load(args.config) if args.config else pcfg.validate(json.loads(args.config_json))
     results = Path(args.results)
     grid = write_tables(results, cfg)
     for name, path in grid.tables.items():

@@ -17,6 +17,7 @@ that reuse a dataset and a run name never overwrite each other's files:
     <root>/<experiment>/export/<dataset>/<run>/<tag>/   sentence-transformers folder + README.md model card
     <root>/<experiment>/mteb/<dataset>/<run>/<tag>/     MTEB's result JSON of that export on <dataset>'s test split
     <root>/<experiment>/tables/ (+ grid.json), plots/, logs/, mlartifacts/, report.html
+    <root>/<experiment>/config.json        the validated config the aggregate step reads
 
 `tag` is `seed<s>` for a trained model and `base` for a zero-shot one (its weights do not
 depend on the seed, so its corpus is encoded once). Path arguments may be Snakemake wildcard
@@ -173,6 +174,11 @@ class Layout:
     @property
     def downloads(self) -> Path:
         return self.root / "downloads"
+
+    @property
+    def grid_config(self) -> str:
+        """The validated config of the grid as JSON (what the aggregate step reads)."""
+        return str(self.scope / "config.json")
 
     @property
     def mlflow_store(self) -> Path:

@@ -182,3 +182,23 @@ def all_mteb():
 
 def mteb_inputs():
     return all_mteb() if CFG["evaluation"].get("mteb") else []
+
+
+# The report's titles, in reading order by their first label (the report sorts by it).
+REPORT_TITLES = {
+    "headline": "Headline: one line per run, with the verdict",
+    "summary": "Summary: every run, scoring and λ",
+    "dn": "Normalisations (DN, DN*, NNN, QB-Norm) against the dot product",
+    "index": "Approximate indexes against exact search",
+    "diagnostics": "Training diagnostics",
+    "ndcg_per_run": "NDCG@10 per run with 95 % intervals",
+    "ndcg_vs_batch": "NDCG@10 against the effective batch size",
+    "accuracy_vs_cost": "NDCG@10 against training time and memory",
+    "grad_norm_ratio": "Gradient-norm ratio of the two encoders",
+    "dn_lambda": "NDCG@10 of each scoring against its weight (λ, α)",
+}
+
+
+def report_item(path, name, position, category):
+    return report(path, caption=f"../report/{name}.rst", category=category,
+                  labels={"#": f"{position:02d}", "result": REPORT_TITLES.get(name, name)})

@@ -74,13 +74,28 @@ def test_mlflow_runs_and_idempotence(finished_run):
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     children = [r for r in runs if r.data.tags.get("pipeline.level") == "seed"]
     parents = [r for r in runs if r.data.tags.get("pipeline.level") == "parent"]
-    assert len(children) == len(RUNS) * len(SEEDS) and len(parents) == len(RUNS)
+    trained = [run for run, recipe in RUNS.items() if recipe["method"] != "none"]
+    # The zero-shot model does not depend on the seed: one run, no seed children.
+    assert len(children) == len(trained) * len(SEEDS) and len(parents) == len(RUNS)
+    zeroshot = next(r for r in parents if r.data.tags["run"] == "zeroshot")
+    assert {"seed1", "seed2"} <= {a.path for a in client.list_artifacts(zeroshot.info.run_id)}
+    # The UI opens the experiment on its model-training runs table, not the GenAI view.
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     child = next(r for r in children if r.data.tags["run"] == "contaccum-4x2")
     assert child.info.run_name == f"contaccum-4x2 seed{child.data.tags['seed']}"
     assert {"ndcg_10.dot", "recall_100.dot", "ndcg_10.dnstar-0.25", "ndcg_10.dn-0.5", "n_total", "memory_size",
             "cost.peak_mem_mb", "cost.sec_per_update"} <= set(child.data.metrics)
     assert child.data.metrics["n_total"] == 8 and child.data.metrics["memory_size"] == 8
     assert child.data.params["method"] == "contaccum" and child.data.tags["git_commit"]
+    assert child.data.tags["mlflow.source.name"] == "Snakefile"
+    # The evaluated dataset as an MLflow input (the runs table's Dataset column).
+    inputs = client.get_run(child.info.run_id).inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.source_type) for i in inputs] == [("scifact-mini", "local")]
+    assert inputs[0].dataset.digest == child.data.tags["dataset_sha256"][:36]
+    assert "mlflow_colspec" in inputs[0].dataset.schema
+    # Readable precision: what the markdown tables keep (4 decimals; memory to 0.1 MB).
+    assert child.data.metrics["ndcg_10.dot"] == round(child.data.metrics["ndcg_10.dot"], 4)
+    assert child.data.metrics["cost.peak_mem_mb"] == round(child.data.metrics["cost.peak_mem_mb"], 1)
     # The dataset checksum is one real digest, not the '{}' of a misread manifest.
     assert len(child.data.tags["dataset_sha256"]) == 64
     history = client.get_metric_history(child.info.run_id, "train.loss")
@@ -99,15 +114,22 @@ def test_mlflow_runs_and_idempotence(finished_run):
     summary = pd.read_csv(finished_run / "results" / EXPERIMENT / "tables" / "summary.csv")
     row = summary[(summary.run == "contaccum-4x2") & (summary.seed == int(child.data.tags["seed"])) &
                   (summary.scoring == "dot")]
-    assert child.data.metrics["ndcg_10.dot"] == pytest.approx(float(row["ndcg@10"].iloc[0]))
+    assert child.data.metrics["ndcg_10.dot"] == pytest.approx(float(row["ndcg@10"].iloc[0]), abs=5e-5)
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
     assert {"metrics.json", "train_log.jsonl", "resolved_config.json", "runs"} <= artifacts
     # Parents carry the same keys (mean over seeds), std under its own key, the p-value, the tables.
     parent = next(r for r in parents if r.data.tags["run"] == "contaccum-4x2")
     assert parent.info.run_name == "contaccum-4x2"
     dot = summary[(summary.run == "contaccum-4x2") & (summary.scoring == "dot")]["ndcg@10"]
-    assert parent.data.metrics["ndcg_10.dot"] == pytest.approx(float(dot.mean()))
-    assert parent.data.metrics["ndcg_10.dot.std"] == pytest.approx(float(dot.std(ddof=1)))
+    assert parent.data.metrics["ndcg_10.dot"] == pytest.approx(float(dot.mean()), abs=5e-5)
+    assert parent.data.metrics["ndcg_10.dot.std"] == pytest.approx(float(dot.std(ddof=1)), abs=5e-5)
+    # The parent carries the mean training curve over its seeds (the chart view shows it unexpanded).
+    mean_loss = pd.DataFrame([json.loads(line) for seed in SEEDS for line in (
+        finished_run / "results" / EXPERIMENT / "models" / "scifact-mini" / "contaccum-4x2" / f"seed{seed}" / "train_log.jsonl"
+    ).read_text().splitlines()]).groupby("step")["loss"].mean()
+    history = client.get_metric_history(parent.info.run_id, "train.loss")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert [m.value for m in history] == pytest.approx(mean_loss.tolist(), rel=1e-3)
     assert "p.dot" in parent.data.metrics and "ndcg_10.dot.std" not in child.data.metrics
     assert {"tables", "plots"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
 
@@ -147,7 +169,9 @@ def test_store_can_be_read_while_it_is_written(finished_run):
         reads += 1
     assert writer.returncode == 0, writer.stdout.read()
     experiment = client.get_experiment_by_name("e2e-concurrent")
-    assert len(client.search_runs([experiment.experiment_id], max_results=1000)) == len(RUNS) * (len(SEEDS) + 1)
+    trained = sum(recipe["method"] != "none" for recipe in RUNS.values())
+    assert len(client.search_runs([experiment.experiment_id], max_results=1000)) == trained * (len(SEEDS) + 1) + \
+        len(RUNS) - trained
     assert reads > 1
 
 
@@ -198,7 +222,8 @@ def test_mlflow_server_rest_api(finished_run):
                 assert server.poll() is None and time.time() < deadline, "mlflow server did not start"
                 time.sleep(0.5)
         runs = call("/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 1000})["runs"]
-        assert len(runs) == len(RUNS) * len(SEEDS) + len(RUNS)
+        trained = sum(recipe["method"] != "none" for recipe in RUNS.values())
+        assert len(runs) == trained * len(SEEDS) + len(RUNS)  # seed children of trained runs + one parent each
         trained = next(r for r in runs if any(t["key"] == "pipeline.level" and t["value"] == "seed"
                                               for t in r["data"]["tags"])
                        and any(t["key"] == "run" and t["value"] == "dpr-4" for t in r["data"]["tags"]))
@@ -265,3 +290,49 @@ def test_an_entry_evaluates_another_entrys_models_without_retraining(finished_ru
     pd.testing.assert_frame_equal(again[["run", "seed", "scoring", "ndcg@10", "recall@100"]],
                                   base[["run", "seed", "scoring", "ndcg@10", "recall@100"]])
     assert not (repo / "results" / EXPERIMENT / "models" / "mini-again").exists()
+
+
+def test_mlflow_artifacts_survive_moving_results(finished_run, tmp_path):
+    """A copied or moved results folder: `make ui` (pipeline.mlflow_ui) points the store at the
+    artifacts beside it, and the runs' files open from there."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.mlflow_ui import main as mlflow_main
+
+    moved = tmp_path / "elsewhere" / "results"
+    shutil.copytree(finished_run / "results", moved, ignore=shutil.ignore_patterns("models", "index", "shards"))
+    config = (finished_run / "tiny.yaml").read_text()
+    (tmp_path / "elsewhere" / "tiny.yaml").write_text(config)
+    cwd = os.getcwd()
+    os.chdir(tmp_path / "elsewhere")
+    try:
+        mlflow_main(["--config", "tiny.yaml", "--port", "5123"])
+    finally:
+        os.chdir(cwd)
+    client = MlflowClient(tracking_uri=f"sqlite:///{moved / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("e2e-tiny")
+    assert experiment.artifact_location.startswith((moved / "e2e-tiny" / "mlartifacts").as_uri())
+    run = client.search_runs([experiment.experiment_id], "tags.`pipeline.level` = 'seed'", max_results=1)[0]
+    local = client.download_artifacts(run.info.run_id, "metrics.json", str(tmp_path))
+    assert json.loads(open(local).read())["rows"]
+
+
+def test_plots_give_every_run_its_own_colour(finished_run):
+    """Read from the drawn artists (plots/colours.json), not pixels: no two runs share a colour,
+    and a run has the same colour in every plot."""
+    record = json.loads((finished_run / "results" / EXPERIMENT / "plots" / "colours.json").read_text())
+    colours = record["run_colours"]
+    assert set(colours) == set(RUNS) and len(set(colours.values())) == len(RUNS)
+    for plot, drawn in record["plots"].items():
+        for run, shades in drawn.items():
+            assert shades == [colours[run]], f"{plot}: {run} drawn in {shades}, its colour is {colours[run]}"
+    assert set(record["plots"]["ndcg_per_run"]) == set(RUNS)
+    # MLflow draws every run in the same colour as the plots.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{finished_run / 'results' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("e2e-tiny")
+    for run in client.search_runs([experiment.experiment_id], max_results=1000):
+        assert run.data.tags["mlflow.runColor"] == colours[run.data.tags["run"]], run.info.run_name

@@ -49,5 +49,10 @@ def snakemake(repo: Path, *args: str, check: bool = True) -> subprocess.Complete
 def run_tiny_workflow(repo: Path, model_dir: Path) -> Path:
     """Write tiny.yaml into a copy of the workflow at `repo` and run it to the end."""
     (repo / "tiny.yaml").write_text(yaml.safe_dump(tiny_config(model_dir)))
+    # A checkout is a git repository (as a clone is): runs record the commit they came from.
+    if not (repo / ".git").exists():
+        git = ["git", "-c", "user.email=tests@localhost", "-c", "user.name=tests"]
+        for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "tiny workflow"]):
+            subprocess.run(git + args, cwd=repo, check=True, capture_output=True)
     snakemake(repo)
     return repo
