@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import tiny_workflow
 from conftest import REPO, copy_workflow
 
 A, B = "scifact-mini-default", "other-exp"
@@ -35,12 +36,7 @@ def _default_config(model_dir: Path) -> dict:
 
 
 def snakemake(repo: Path, configfile: str, *args: str) -> str:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", configfile, *args],
-                          cwd=repo, env=env, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in (repo / "results").rglob("*.log"))
-        raise AssertionError(f"snakemake {configfile} {args} failed:\n{proc.stderr[-4000:]}\n{logs}")
+    proc = tiny_workflow.snakemake(repo, *args, configfile=configfile)
     return proc.stdout + proc.stderr
 
 

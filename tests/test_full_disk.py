@@ -21,7 +21,7 @@ from pipeline import checkpoint
 from pipeline import config as pcfg
 from pipeline.layout import Layout
 from test_train import mini_dataset, recipe, run_train  # noqa: F401  (fixture and helpers)
-from tiny_beir import make_tiny_beir
+from tiny_beir import evaluate_zero_shot
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,11 +70,6 @@ def test_train_full_disk_keeps_the_last_checkpoint(tiny_model_dir, mini_dataset,
 @pytest.fixture(scope="module")
 def zero_shot_grid(tmp_path_factory, tiny_model_dir):
     """A finished one-job grid (tiny dataset, zero-shot tiny BERT) built by the real steps."""
-    from pipeline import evaluate as ev
-    from pipeline import index as idx
-    from pipeline.aggregate import write_tables
-    from pipeline.train import train
-
     root = tmp_path_factory.mktemp("full-disk")
     config = {"experiment": "full-disk", "datasets": {"tiny": {"source": "embedded"}},
               "encoder": {"model": str(tiny_model_dir)}, "runs": {"zeroshot": {"method": "none"}},
@@ -82,15 +77,7 @@ def zero_shot_grid(tmp_path_factory, tiny_model_dir):
     (root / "grid.yaml").write_text(yaml.safe_dump(config))
     cfg = pcfg.validate(config)
     layout = Layout(root / "results", "full-disk")
-    data = make_tiny_beir(layout.data("tiny"))
-    (data / "manifest.json").write_text(json.dumps({"output_sha256": {"corpus.jsonl": "0" * 64}}))
-    model = layout.model("tiny", "zeroshot", "base")
-    train(str(data), str(model), pcfg.recipe(cfg, "zeroshot", "tiny"), seed=13, progress=False)
-    index = layout.index("tiny", "zeroshot", "base")
-    idx.run(str(model / "model"), str(data), str(index), cfg["index"])
-    ev.run(str(model / "model"), str(data), str(index), str(layout.eval("tiny", "zeroshot", 13)),
-           pcfg.evaluate_params(cfg, "tiny", 13))
-    write_tables(layout.root, cfg)
+    evaluate_zero_shot(layout, cfg)
     return root, cfg, layout
 
 

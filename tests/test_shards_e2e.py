@@ -16,16 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+import tiny_workflow
+
 SHARD_SIZE = 250  # scifact-mini has 1000 docs: 4 shards
 
 
 def snakemake(repo, *args):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tiny.yaml", *args],
-                          cwd=repo, env=env, capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in (repo / "results").rglob("*.log"))
-        raise AssertionError(f"snakemake {args} failed:\n{proc.stderr[-4000:]}\n{logs}")
+    proc = tiny_workflow.snakemake(repo, *args, timeout=1800)
     return proc.stdout + proc.stderr
 
 

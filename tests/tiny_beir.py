@@ -43,3 +43,23 @@ def make_zero_shot_model(model_path: Path, out: Path) -> Path:
 
     BiEncoder.from_spec(EncoderSpec(model=str(model_path))).save(out, weights=False)
     return out
+
+
+def evaluate_zero_shot(layout, cfg: dict, dataset: str = "tiny", seed: int = 13):
+    """A tiny BEIR folder under `layout`, its zero-shot model, index and evaluation, then the
+    grid's tables, through the steps' own functions (no Snakemake); returns write_tables' grid."""
+    from pipeline import config as pcfg
+    from pipeline import evaluate as ev
+    from pipeline import index as idx
+    from pipeline.aggregate import write_tables
+    from pipeline.train import train
+
+    data = make_tiny_beir(layout.data(dataset))
+    (data / "manifest.json").write_text(json.dumps({"output_sha256": {"corpus.jsonl": "0" * 64}}))
+    model = layout.model(dataset, "zeroshot", "base")
+    train(str(data), str(model), pcfg.recipe(cfg, "zeroshot", dataset), seed=seed, progress=False)
+    index = layout.index(dataset, "zeroshot", "base")
+    idx.run(str(model / "model"), str(data), str(index), cfg["index"])
+    ev.run(str(model / "model"), str(data), str(index), str(layout.eval(dataset, "zeroshot", seed)),
+           pcfg.evaluate_params(cfg, dataset, seed))
+    return write_tables(layout.root, cfg)

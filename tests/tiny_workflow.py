@@ -36,13 +36,15 @@ def tiny_config(model_dir: Path) -> dict:
     }
 
 
-def snakemake(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(repo: Path, *args: str, check: bool = True, configfile: str = "tiny.yaml",
+              timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run Snakemake on a copy of the workflow; on failure, the error and every job log."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tiny.yaml", *args],
-                          cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", configfile, *args],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in (repo / "results").rglob("*.log"))
-        raise AssertionError(f"snakemake {args} failed:\n{proc.stderr[-4000:]}\n{logs}")
+        raise AssertionError(f"snakemake {configfile} {args} failed:\n{proc.stderr[-4000:]}\n{logs}")
     return proc
 
 
