@@ -42,7 +42,7 @@ test-slow: $(STAMP)  ## only the slow checks (full-SciFact anchor, gradient-norm
 	$(BIN)/python -m pytest -q -s -m slow tests
 
 docs: $(STAMP)  ## build the manual (MkDocs, --strict: a broken link or missing reference table fails) -> site/
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 	@echo "Docs: site/index.html"
 
 lint: $(STAMP)  ## snakemake --lint and a dry run
