@@ -12,8 +12,8 @@ rule export:
         config=lambda w: json_arg(CFG),
         files=config_file_args,
         seed=lambda w: f"--seed {w.tag[4:]}" if w.tag.startswith("seed") else "",
-        # results/models/<dataset>/<run>/<tag>/train_summary.json -> results
-        results=parent("model", levels=5),
+        # results/<experiment>/models/<dataset>/<run>/<tag>/train_summary.json -> results
+        results=parent("model", levels=6),
         out=parent("output"),
     conda:
         "../environment.yml"
