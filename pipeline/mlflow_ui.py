@@ -41,7 +41,9 @@ def relocate_artifacts(store: Path) -> int:
             for rowid, uri in rows:
                 head, sep, tail = uri.partition(f"/{ARTIFACTS_DIR}")
                 experiment = head.rstrip("/").rsplit("/", 1)[-1]
-                folder = root / experiment if (root / experiment / ARTIFACTS_DIR).is_dir() else root
+                # An experiment's own folder beside the store (it holds its tables before anything
+                # is logged); otherwise the flat layout of older stores, mlartifacts/ itself.
+                folder = root / experiment if (root / experiment).is_dir() else root
                 here = (folder / ARTIFACTS_DIR).as_uri()
                 if sep and head + sep != here:
                     db.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", (here + tail, rowid))

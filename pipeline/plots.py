@@ -211,7 +211,7 @@ def ndcg_vs_batch(data: PlotData, out: Path, record: dict | None = None) -> Path
     varying), so a line never mixes a change of method with a change of batch size."""
     plt = _figure()
     dot = _dot(data.frame)
-    if dot.n_total.max() <= 0:
+    if not dot.n_total.max() > 0:  # NaN too: no NDCG-evaluated run (an answers-only grid)
         return _empty(out, "ndcg_vs_batch", "no trained run in this grid", record)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     _trained_points(ax, data, "n_total")
@@ -235,8 +235,8 @@ def ndcg_vs_batch(data: PlotData, out: Path, record: dict | None = None) -> Path
 
 def accuracy_vs_cost(data: PlotData, out: Path, record: dict | None = None) -> Path:
     plt = _figure()
-    if _dot(data.frame).n_total.max() <= 0:
-        return _empty(out, "accuracy_vs_cost", "no trained run in this grid", record)
+    if not _dot(data.frame).n_total.max() > 0:  # NaN too: no NDCG-evaluated run (an answers-only grid)
+        return _empty(out, "accuracy_vs_cost", "no trained NDCG-evaluated run in this grid", record)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, column, xlabel in zip(axes, ("sec_per_update", "peak_mem_mb"),
                                   ("seconds per optimizer update", "peak training memory (MB)")):
@@ -248,7 +248,8 @@ def accuracy_vs_cost(data: PlotData, out: Path, record: dict | None = None) -> P
     axes[1].set_ylabel("")
     fig.suptitle(data.subtitle(), fontsize=10)
     handles, labels = axes[1].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(labels)))
+    if labels:
+        fig.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(labels)))
     return _save(fig, out, "accuracy_vs_cost", record)
 
 
