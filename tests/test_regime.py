@@ -328,7 +328,9 @@ def test_pilot_time_and_table(tiny_model_dir, small, tmp_path):
                          "evaluation": {"scorings": ["dot"], "compare": {"a": "zs"}}})
     rows = time_runs(cfg, "small", small)
     assert [(r["run"], r["n_total"], r["pairs_per_epoch"], r["updates"]) for r in rows] == [("a", 4, 21, 15)]
-    assert rows[0]["cpu_sec_per_update"] > 0 and "2 seed(s)" in time_markdown(rows, 2)
+    # A tiny model's 3 timed updates can cost less CPU than the noise between two 1-update runs, so
+    # only the sign guard is checked here; the pilot's real encoders take seconds per update.
+    assert rows[0]["cpu_sec_per_update"] >= 0 and "2 seed(s)" in time_markdown(rows, 2)
     tables = Layout.for_config(cfg, tmp_path / "results").tables
     tables.mkdir(parents=True)
     common = {"dataset": "small", "scoring": "dot", "lambda": None}
