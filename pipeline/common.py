@@ -262,6 +262,16 @@ def parse_json_object(text: str, flag: str = "--params-json") -> dict:
     return value
 
 
+def command_parser(prog: str, description: str):
+    """The command line of a tool with subcommands (`python -m pipeline.<tool> <command> ...`):
+    the parser, with the module docstring as help, and its required subcommand group."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser, parser.add_subparsers(dest="command", required=True)
+
+
 def step_parser(prog: str, description: str, folders: dict[str, str], params_defaults: dict):
     """The command line of a step that reads and writes folders (each a required --flag) and
     takes its parameters as one JSON object; the help shows every default."""

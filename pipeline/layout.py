@@ -28,7 +28,6 @@ such a folder's grid under X's experiment.
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,9 +241,9 @@ def migrate(cfg: dict, root: str | os.PathLike = "results", dry_run: bool = Fals
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.layout", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    from .common import command_parser
+
+    parser, sub = command_parser("python -m pipeline.layout", __doc__)
     mig = sub.add_parser("migrate", help="move a config's grid from the flat layout under its experiment")
     mig.add_argument("--config", required=True, help="the experiment config the flat results were produced with")
     mig.add_argument("--results", default="results", help="results folder (default: results)")

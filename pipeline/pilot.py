@@ -14,7 +14,6 @@ regime's large-batch reference. Two subcommands:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import tempfile
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 
 from . import config as pcfg
-from .common import PipelineError, atomic_write_text, log, run_main
+from .common import PipelineError, atomic_write_text, command_parser, log, run_main
 from .layout import Layout
 
 TIMED_UPDATES = 3  # timed after a first update, which pays for lazy initialisation
@@ -115,9 +114,7 @@ def pilot_table(results: Path, cfg: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.pilot", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("python -m pipeline.pilot", __doc__)
     t = sub.add_parser("time", help="time a few updates of every run of the config")
     t.add_argument("--config", required=True, help="the pilot config (YAML)")
     t.add_argument("--data", required=True, help="the dataset's normalised folder (results/data/<dataset>)")

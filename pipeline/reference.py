@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
@@ -24,8 +23,8 @@ import pandas as pd
 
 from . import config as pcfg
 from .aggregate import KEY_COLUMNS
-from .common import (PipelineError, atomic_dir, atomic_write_json, git, git_commit, read_json, run_main,
-                     sha256_file)
+from .common import (PipelineError, atomic_dir, atomic_write_json, command_parser, git, git_commit, read_json,
+                     run_main, sha256_file)
 from .layout import Layout
 
 TABLES = ("grid.json", "summary.md", "summary.csv", "headline.md", "dn.md", "dn.csv", "index.md", "index.csv", "diagnostics.md",
@@ -120,9 +119,7 @@ def _rerun_summary(args) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.reference", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("python -m pipeline.reference", __doc__)
     pub = sub.add_parser("publish", help="copy a finished grid's tables and plots into a reference folder")
     pub.add_argument("--config", required=True, help="the experiment config the grid ran with")
     pub.add_argument("--to", required=True, help="reference folder, e.g. results/reference/scifact")
