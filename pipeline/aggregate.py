@@ -427,7 +427,7 @@ def dn_table(frame: pd.DataFrame, per_query: dict, cfg: dict | None = None) -> p
 def dn_markdown(dn: pd.DataFrame) -> str:
     """The DN table for people: readable headers, λ as written in the config (0.25, not 0.2500),
     metrics at 4 decimals, p at 3 significant digits; the CSV keeps full precision."""
-    from .scorings import scoring_class
+    from .scorings import from_row, scoring_class
 
     if dn.empty:
         return "No scoring other than the dot product in this grid."
@@ -438,9 +438,7 @@ def dn_markdown(dn: pd.DataFrame) -> str:
         lines += [f"## {dataset}", "", f"| run | scoring | setting | {label} dot | {label} scoring | Δ | p | MDD |",
                   "|---|---|---|---|---|---|---|---|"]
         for _, row in g.iterrows():
-            setting = row.get("parameters")
-            lam = setting if isinstance(setting, str) and setting else \
-                ("–" if pd.isna(row["lambda"]) else f"λ={row['lambda']:g}")
+            lam = from_row(row["scoring"], row["lambda"]).parameters or "–"  # the scoring names its own
             cells = [f"{row[f'{main}_dot']:.4f}", f"{row[main]:.4f}", _signed(row["delta"]),
                      "–" if pd.isna(row["p_value"]) else f"{row['p_value']:.3g}",
                      "–" if pd.isna(row["mdd"]) else f"{row['mdd']:.4f}"]
