@@ -234,11 +234,15 @@ def _semantic_checks(config: dict) -> None:
 def _regime_problems(config: dict, run: str) -> list[str]:
     """The encoder's `layers`/`shape` (a depth above the model's fails here, not in the train job)
     and the `pairs` section's crop lengths."""
-    from .encoder_shape import encoder_problems
+    from .encoder_shape import checkpointing_problems, encoder_problems
 
     resolved = recipe(config, run)
     where = f"config key runs.{run}.encoder" if "encoder" in config["runs"][run] else "config key encoder"
     problems = encoder_problems(resolved["encoder"], where)
+    if resolved["gradient_checkpointing"] and is_trained(config, run):
+        key = (f"runs.{run}.gradient_checkpointing" if "gradient_checkpointing" in config["runs"][run]
+               else f"training.gradient_checkpointing (run {run})")
+        problems += checkpointing_problems(resolved["encoder"], f"config key {key}")
     derived = [s for s in (resolved.get("pairs") or {}).get("sources", ()) if s != "qrels"]
     if derived and resolved["hard_negatives"]:
         # Derived pairs carry no mined negatives; a batch mixing both would give some rows an extra

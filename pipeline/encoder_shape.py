@@ -15,7 +15,9 @@ shape fails before any job runs; `BiEncoder.from_spec` applies `config_overrides
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
+import itertools
 import json
 from pathlib import Path
 
@@ -87,6 +89,127 @@ def encoder_problems(enc: dict, where: str = "encoder", depth: int | None = None
     return problems
 
 
+@functools.lru_cache(maxsize=None)
+def checkpointing_support(name: str) -> tuple[bool | None, str]:
+    """Whether the model `name` (packaged alias, local folder or cached hub id) supports gradient
+    checkpointing, decided without torch, and the class it was decided from.
+
+    Config validation must stay torch-free (importing any transformers modeling module, the auto
+    mappings included, imports torch: ~5 s on every `snakemake -n`). So the installed transformers'
+    sources are read instead of imported: config.json's `model_type` -> the base class in
+    `MODEL_MAPPING_NAMES` (models/auto/modeling_auto.py) -> its `supports_gradient_checkpointing`
+    class attribute, followed through the class's bases in its modeling file(s) (PreTrainedModel's
+    default is False), exactly the attribute `BiEncoder.set_gradient_checkpointing` reads at train
+    start. Anything this cannot read (no config.json here, a model type or layout transformers does
+    not have) answers None and leaves the decision to train start, which raises the same error.
+    Checked against the imported classes for 164 of transformers 5.x's 621 base models (all 98 it
+    reads as unsupported, MPNet and XLNet among them); tests/test_config.py keeps a few."""
+    config = model_config_json(name)
+    model_type = (config or {}).get("model_type")
+    if not isinstance(model_type, str):
+        return None, ""
+    root = _transformers_root()
+    if root is None:
+        return None, ""
+    class_name = _base_model_names(root).get(model_type)
+    if class_name is None:
+        return None, ""
+    # The class usually lives in models/<model_type>/; some types share another's folder
+    # (gemma3_text -> gemma3): then the one modeling file that defines it.
+    own = sorted((root / "models" / model_type.replace("-", "_")).glob("modeling_*.py"))
+    defining = (p for p in sorted((root / "models").glob("*/modeling_*.py"))
+                if p not in own and f"class {class_name}(" in p.read_text(encoding="utf-8"))
+    for path in itertools.chain(own, defining):  # lazily: the scan only when its own folder fails
+        try:
+            answer = _class_attribute(path, class_name, "supports_gradient_checkpointing", set())
+        except (OSError, SyntaxError, ValueError):
+            return None, class_name
+        if answer is not None:
+            return answer, class_name
+    return None, class_name
+
+
+def _transformers_root() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("transformers")  # locates the package without importing it
+    return Path(spec.origin).parent if spec and spec.origin else None
+
+
+@functools.lru_cache(maxsize=None)
+def _base_model_names(root: Path) -> dict[str, str]:
+    import ast
+    import re
+
+    source = (root / "models" / "auto" / "modeling_auto.py").read_text(encoding="utf-8")
+    block = re.search(r"^MODEL_MAPPING_NAMES = OrderedDict\(\s*(\[.*?^    \])", source, re.S | re.M)
+    if block is None:
+        return {}
+    try:
+        pairs = ast.literal_eval(block.group(1))
+    except (ValueError, SyntaxError):
+        return {}
+    return {k: v for k, v in pairs if isinstance(k, str) and isinstance(v, str)}
+
+
+def _class_attribute(path: Path, class_name: str, attribute: str, seen: set) -> bool | None:
+    """The value of `attribute` on `class_name` as defined in the module at `path`: its own
+    assignment, else its bases' (in order), following `from .x import Base` within transformers.
+    False when the chain ends at PreTrainedModel; None when the class is not found."""
+    import ast
+
+    if (path, class_name) in seen or not path.is_file():
+        return None
+    seen.add((path, class_name))
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imports = {}
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level:
+            for alias in node.names:
+                module = path.parent
+                for _ in range(node.level - 1):
+                    module = module.parent
+                target = module.joinpath(*(node.module or "").split(".")).with_suffix(".py")
+                imports[alias.asname or alias.name] = (target, alias.name)
+    for node in tree.body:
+        if not (isinstance(node, ast.ClassDef) and node.name == class_name):
+            continue
+        for stmt in node.body:
+            targets = (stmt.targets if isinstance(stmt, ast.Assign)
+                       else [stmt.target] if isinstance(stmt, ast.AnnAssign) else [])
+            if any(isinstance(t, ast.Name) and t.id == attribute for t in targets) and \
+                    isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, bool):
+                return stmt.value.value
+        for base in node.bases:
+            base_name = base.id if isinstance(base, ast.Name) else None
+            if base_name == "PreTrainedModel":
+                return False  # modeling_utils.PreTrainedModel.supports_gradient_checkpointing
+            if base_name is None:
+                continue
+            target, original = imports.get(base_name, (path, base_name))
+            answer = _class_attribute(target, original, attribute, seen)
+            if answer is not None:
+                return answer
+        return None
+    if class_name in imports:  # re-exported from another module
+        target, original = imports[class_name]
+        return _class_attribute(target, original, attribute, seen)
+    return None
+
+
+def checkpointing_problems(enc: dict, where: str) -> list[str]:
+    """A config error when `gradient_checkpointing: true` meets an encoder that cannot do it.
+    A random-init `shape` rebuilds the model's own architecture (BERT for the default MiniLM), so
+    the model's config.json decides in both cases."""
+    name = str(enc.get("model", PACKAGED_MINILM))
+    supported, class_name = checkpointing_support(name)
+    if supported is False:
+        return [f"{where}: the encoder {name!r} ({class_name}) does not support gradient checkpointing "
+                "in this transformers version; set gradient_checkpointing: false or use a model that "
+                "supports it (e.g. BERT, MiniLM, DistilBERT)"]
+    return []
+
+
 def config_overrides(enc: dict) -> dict:
     """The Hugging Face config attributes the section changes ({} for the model as it is)."""
     if enc.get("shape") is not None:
@@ -97,4 +220,4 @@ def config_overrides(enc: dict) -> dict:
 
 
 __all__ = ["PACKAGED_MINILM", "MINILM_ALIASES", "SHAPE_KEYS", "packaged_minilm_path", "model_config_json",
-           "encoder_problems", "config_overrides"]
+           "encoder_problems", "config_overrides", "checkpointing_support", "checkpointing_problems"]

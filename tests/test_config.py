@@ -131,3 +131,86 @@ def test_job_recipe_leaves_new_keys_out_at_their_defaults_and_round_trips():
     changed = resolve_recipe({"method": "sogclr", "batch_size": 8, "gradient_checkpointing": True,
                               "sogclr_gamma": 0.5})
     assert job_recipe(changed)["gradient_checkpointing"] is True and job_recipe(changed)["sogclr_gamma"] == 0.5
+
+
+# ----------------------------------------------------------------------------- issue 24's keys, before any job
+def one_run(run: dict, **top) -> dict:
+    return {"datasets": {"d": {"source": "embedded", "name": "scifact-mini"}}, "runs": {"r": run}, **top}
+
+
+def hf_folder(path, model_type: str):
+    """A model folder as far as validation reads it: config.json only."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({"model_type": model_type, "num_hidden_layers": 2}))
+    return path
+
+
+def test_checkpointing_an_unsupported_model_is_a_config_error(tmp_path):
+    """MPNet (all-mpnet-base-v2's architecture) has no gradient checkpointing in transformers."""
+    mpnet = str(hf_folder(tmp_path / "mpnet", "mpnet"))
+    with pytest.raises(pcfg.ConfigError) as err:
+        pcfg.validate(one_run({"method": "inbatch", "gradient_checkpointing": True, "encoder": {"model": mpnet}}))
+    assert "config key runs.r.gradient_checkpointing: the encoder" in str(err.value)
+    assert "(MPNetModel) does not support gradient checkpointing" in str(err.value)
+    # Set in `training:` for every run: the message names that key and the run.
+    with pytest.raises(pcfg.ConfigError, match=r"config key training.gradient_checkpointing \(run r\): .*MPNetModel"):
+        pcfg.validate(one_run({"method": "contaccum"}, training={"gradient_checkpointing": True},
+                              encoder={"model": mpnet}))
+    # Off, or a zero-shot run (nothing is trained): no error.
+    pcfg.validate(one_run({"method": "inbatch", "encoder": {"model": mpnet}}))
+    pcfg.validate(one_run({"method": "none"}, encoder={"model": mpnet}, training={"gradient_checkpointing": True}))
+
+
+def test_checkpointing_supported_models_validate(tiny_model_dir):
+    shape = {"layers": 2, "hidden": 64, "heads": 2, "intermediate": 128}
+    for encoder in ({}, {"model": str(tiny_model_dir)}, {"random_init": True, "shape": shape}):
+        pcfg.validate(one_run({"method": "inbatch", "gradient_checkpointing": True, "encoder": encoder}))
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "xlm-roberta", "mpnet", "xlnet"])
+def test_checkpointing_support_read_from_sources_equals_the_class_attribute(tmp_path, model_type):
+    """Validation reads transformers' sources (no torch); the train job reads the loaded class's
+    `supports_gradient_checkpointing`. They must agree."""
+    import transformers
+
+    from pipeline.encoder_shape import checkpointing_support
+
+    supported, class_name = checkpointing_support(str(hf_folder(tmp_path / model_type, model_type)))
+    assert supported is getattr(transformers, class_name).supports_gradient_checkpointing
+
+
+def test_checkpointing_check_keeps_validation_torch_free(tmp_path):
+    import subprocess
+    import sys
+
+    mpnet = hf_folder(tmp_path / "mpnet", "mpnet")
+    code = ("import sys, pipeline.config as c\n"
+            "for model in ('all-MiniLM-L6-v2', sys.argv[1]):\n"
+            "    try: c.validate({'datasets': {'d': {'source': 'embedded'}}, 'encoder': {'model': model},\n"
+            "                     'runs': {'r': {'method': 'inbatch', 'gradient_checkpointing': True}}})\n"
+            "    except c.ConfigError: print('rejected', model)\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, str(mpnet)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == [f"rejected {mpnet}", "[]"]
+
+
+def test_bad_recipe_keys_fail_when_snakemake_parses_the_workflow(tmp_path):
+    """`snakemake -n` on such a config exits non-zero with the messages and plans no job."""
+    import os
+    import subprocess
+    import sys
+
+    mpnet = hf_folder(tmp_path / "mpnet", "mpnet")
+    config = one_run({"method": "inbatch", "gradient_checkpointing": True, "encoder": {"model": str(mpnet)}})
+    config["runs"]["s"] = {"method": "sogclr", "negative_filter": {"guide": str(tmp_path / "no-guide")}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--snakefile",
+                           str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                           "--configfile", str(tmp_path / "bad.yaml")], cwd=REPO,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "config key runs.r.gradient_checkpointing: the encoder" in out
+    assert "config key runs.s.negative_filter.guide:" in out and "no such model folder exists" in out
+    assert "Job stats" not in out and not (tmp_path / "results").exists()

@@ -182,6 +182,7 @@ def with_filter(section):
 @pytest.mark.parametrize("section,message", [
     ({"guide": "self", "margins": 0.1}, "negative_filter: unknown key(s) ['margins']"),
     ({"guide": "/no/such/guide"}, "negative_filter.guide: '/no/such/guide' is not 'self' and no such model folder"),
+    ({"guide": str(REPO / "config")}, f"negative_filter.guide: {REPO / 'config'} holds neither a trained model"),
     ({"guide": "self", "margin_type": "percent"}, "negative_filter.margin_type"),
     ({"guide": "self", "margin": 3.0}, "negative_filter.margin"),
     ({"guide": "self", "margin": 1.5, "margin_type": "relative"}, "negative_filter.margin (relative): expected a number in [-1, 1]"),

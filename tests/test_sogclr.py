@@ -143,6 +143,22 @@ def test_examples_without_ids_are_a_clear_error(tiny_model_dir):
         method.accumulate(examples(4, ids=False))
 
 
+def test_every_example_a_config_can_train_on_has_ids(mini_dataset):  # noqa: F811
+    """Why "SogCLR without ids" has no config check: the train job's examples all come from
+    TrainingData over a prepared dataset (BEIR ids; DPR/Tevatron files get ids when prepared),
+    and the derived `pairs` keep ids (`title:<doc>`, `crop:<doc>`). Only a caller that builds
+    Examples itself can lack them, and it gets the error above at its first batch."""
+    from pipeline.datasets import TrainingData, load_dataset
+    from pipeline.methods.sogclr import sample_key
+    from pipeline.params import CropParams
+
+    pairs = {"sources": ["qrels", "title", "crop"], "crop": {"min_words": CropParams.min_words, "max_words": 20}}
+    data = TrainingData(load_dataset(mini_dataset), "train", pairs=pairs, seed=0).epoch(0)
+    keys = [sample_key(ex) for ex in data]
+    assert {k.split(":")[0] for k in keys if ":" in k.split("\t")[0]} == {"title", "crop"}
+    assert len(set(keys)) == len(keys)
+
+
 @pytest.mark.parametrize("gamma", [0, -0.1, 1.5, "0.5"])
 def test_gamma_out_of_range_is_a_clear_error(tiny_model_dir, gamma):
     with pytest.raises(PipelineError, match=r"sogclr_gamma: expected a number in \(0, 1\]"):
