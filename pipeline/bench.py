@@ -156,6 +156,10 @@ def cases(args) -> list[dict]:
     step = args.n_local * args.processes  # one micro-batch over all processes
     if "inbatch" in args.methods:
         out.append({**common, "method": "inbatch", "n_local": args.n_local, "n_total": step, "memory_size": 0})
+    if "sogclr" in args.methods and step not in args.n_totals:
+        # SogCLR's claim is that a small batch suffices: its one-micro-batch run (sogclr-8 at the
+        # default N_local) sits beside in-batch at N_local and the large-N_total rows.
+        out.append({**common, "method": "sogclr", "n_total": step, "memory_size": 0})
     for n_total in args.n_totals:
         for method in args.methods:
             if get_method(method).has_memory:
@@ -215,7 +219,7 @@ def ratios(rows, n_local: int) -> list[str]:
                              f"(delta {row['peak_delta_mb'] / max(base8['peak_delta_mb'], 1e-9):.2f}x)")
             lines.append(" ".join(parts))
         big = find(rows, "inbatch", n_total)
-        if big and base8:
+        if big and base8 and n_total != n_local:
             lines.append(f"N_total={n_total} inbatch@{n_total}: peak/inbatch@{n_local} "
                          f"{big['peak_mem_mb'] / base8['peak_mem_mb']:.2f}x "
                          f"(delta {big['peak_delta_mb'] / max(base8['peak_delta_mb'], 1e-9):.2f}x)")
