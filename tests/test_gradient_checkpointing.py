@@ -95,3 +95,13 @@ def test_bench_puts_checkpointing_beside_each_method(tiny_model_dir, tmp_path):
     assert [(r["method"], r["n_total"], r["gradient_checkpointing"], r["status"]) for r in rows] == [
         ("gradcache", "4", "False", "ok"), ("gradcache", "4", "True", "ok")]
     assert "N_total=4 gradcache+ckpt:" in proc.stdout
+
+
+def test_default_bench_has_inbatch_64_with_checkpointing_and_sogclr_8():
+    """Issue #24's bench rows: in-batch at 64 with and without checkpointing beside the
+    accumulating methods at N_total 64, and SogCLR at one micro-batch of 8 (its small-batch claim)."""
+    from pipeline.bench import cases, parse_args
+
+    rows = {(c["method"], c["n_local"], c["n_total"], c["gradient_checkpointing"]) for c in cases(parse_args([]))}
+    assert {("inbatch", 64, 64, True), ("inbatch", 64, 64, False), ("sogclr", 8, 8, False), ("sogclr", 8, 8, True),
+            ("gradcache", 8, 64, True), ("contaccum", 8, 64, True), ("sogclr", 8, 64, False)} <= rows
