@@ -8,9 +8,9 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
-from pipeline import config as pcfg
-from pipeline.layout import EXPORT_INFO, MODEL, MTEB_RESULT, REPORT_TABLES
-from pipeline.plots import PLOTS
+from pipeline.core import config as pcfg
+from pipeline.core.layout import EXPORT_INFO, MODEL, MTEB_RESULT, REPORT_TABLES
+from pipeline.results.plots import PLOTS
 
 
 # The default experiment applies only when no --configfile is given: Snakemake would otherwise

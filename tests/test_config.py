@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from pipeline import config as pcfg
+from pipeline.core import config as pcfg
 
 BASE = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
@@ -122,7 +122,7 @@ def test_validation_accepts_its_own_output(name):
 def test_job_recipe_leaves_new_keys_out_at_their_defaults_and_round_trips():
     """Keys added after results were published must not change older configs' train-job
     parameters (Snakemake would re-run them), and the step must get the same recipe back."""
-    from pipeline.params import RECIPE_OPTIONAL, job_recipe, resolve_recipe
+    from pipeline.core.params import RECIPE_OPTIONAL, job_recipe, resolve_recipe
 
     recipe = resolve_recipe({"method": "inbatch", "batch_size": 8})
     job = job_recipe(recipe)
