@@ -2,7 +2,7 @@
 #   snakemake --cores 2                          default experiment (config/config.yaml)
 #   snakemake --cores 2 --configfile config/scifact.yaml
 # Stages: data -> (hardneg) -> train -> index -> evaluate -> aggregate. Each rule is a thin
-# call of `python -m pipeline.<step>`; see ARCHITECTURE.md.
+# call of `python -m pipeline.<stage>.<step>`; see ARCHITECTURE.md.
 import sys
 from pathlib import Path
 

@@ -263,7 +263,7 @@ def parse_json_object(text: str, flag: str = "--params-json") -> dict:
 
 
 def command_parser(prog: str, description: str):
-    """The command line of a tool with subcommands (`python -m pipeline.<tool> <command> ...`):
+    """The command line of a tool with subcommands (`python -m pipeline.<stage>.<tool> <command> ...`):
     the parser, with the module docstring as help, and its required subcommand group."""
     import argparse
 
