@@ -26,7 +26,8 @@ def test_tiny_bench_train_runs_both_sides(capsys, tmp_path):
 def test_both_sides_see_the_same_batches(tmp_path):
     # Theirs is fed our update order through a sequential sampler: the flattened plan must be our
     # loop's batches, update by update.
-    from pipeline.sources.datasets import TrainingData, load_dataset
+    from pipeline.sources.datasets import load_dataset
+    from pipeline.training.pairs import TrainingData
     from pipeline.training.sampler import update_plan
 
     data = bench_train.prepare_dataset("scifact-mini", tmp_path / "d")

@@ -90,7 +90,8 @@ def mini(tmp_path_factory):
 
 
 def test_dataset_negatives_are_redrawn_each_epoch_and_replayable(mini):
-    from pipeline.sources.datasets import TrainingData, passage_text
+    from pipeline.sources.datasets import passage_text
+    from pipeline.training.pairs import TrainingData
 
     ds, negatives = mini
     params = {"source": "dataset", "per_query": 1}
@@ -113,7 +114,7 @@ def test_dataset_negatives_are_redrawn_each_epoch_and_replayable(mini):
 
 def test_training_file_negatives_that_name_unknown_passages_are_refused(mini):
     from pipeline.core.common import PipelineError
-    from pipeline.sources.datasets import TrainingData
+    from pipeline.training.pairs import TrainingData
 
     ds, negatives = mini
     bad = {**negatives, next(iter(negatives)): ["no-such-passage"]}

@@ -320,7 +320,7 @@ def test_one_hard_negative_drawn_per_query_per_epoch(mini):
 def test_protocol_streams_texts_when_the_corpus_is_not_in_memory(mini):
     from dataclasses import replace
 
-    from pipeline.evaluation.answer_matching import read_passage_texts
+    from pipeline.sources.answer_matching import read_passage_texts
     from pipeline.evaluation.protocols import get_protocol
 
     out, _ = mini

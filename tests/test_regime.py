@@ -14,10 +14,10 @@ import torch
 from pipeline.core import config as pcfg
 from pipeline.core.common import PipelineError
 from pipeline.core.config import TRAINING_DEFAULTS, ConfigError
-from pipeline.sources.datasets import Dataset, TrainingData, load_dataset
+from pipeline.sources.datasets import Dataset, load_dataset
 from pipeline.models.encoder import BiEncoder, EncoderSpec
 from pipeline.core.layout import Layout
-from pipeline.training.pairs import Cropper, title_pairs
+from pipeline.training.pairs import Cropper, TrainingData, title_pairs
 from pipeline.training.sampler import _ids, update_plan
 from pipeline.training.checkpoint import latest as latest_checkpoint
 from pipeline.training.train import train

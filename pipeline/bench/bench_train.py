@@ -78,7 +78,8 @@ def prepare_dataset(dataset: str, out: Path) -> Path:
 
 def update_examples(case: dict) -> list:
     """The examples of the run's updates in our loop's order (update_plan, seed, shuffle), flattened."""
-    from pipeline.sources.datasets import TrainingData, load_dataset
+    from pipeline.sources.datasets import load_dataset
+    from pipeline.training.pairs import TrainingData
     from pipeline.training.sampler import update_plan
 
     data = TrainingData(load_dataset(case["dataset"]), "train", seed=case["seed"])

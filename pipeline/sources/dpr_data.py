@@ -60,7 +60,9 @@ from typing import Any, Iterator
 from urllib.parse import urlparse
 
 from pipeline.core.common import PipelineError, atomic_dir, atomic_write_text, log, sha256_file
-from pipeline.sources.prepare import INVALID_JSON, decode_line, parse_json_line
+from pipeline.core.layout import MANIFEST_VERSION
+from pipeline.sources.download import download
+from pipeline.sources.lines import INVALID_JSON, decode_line, parse_json_line
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_LOCK = REPO_ROOT / "config" / "checksums.lock"
@@ -452,7 +454,7 @@ def check_tevatron_record(rec: Any, lineno: int, where: str) -> tuple[TrainQuest
 
 def parse_answers_cell(cell: str, regex_mode: bool) -> tuple[list[str] | None, str | None]:
     """The answers column of a DPR QA file (a JSON or Python list literal of strings)."""
-    from pipeline.evaluation.answer_matching import check_answer_regex, tokenize
+    from pipeline.sources.answer_matching import check_answer_regex, tokenize
 
     try:
         value = json.loads(cell)
@@ -553,8 +555,6 @@ def fetch_verified(url: str, cache_dir: Path, lock_path: Path, *, retries: int =
     when the publisher gives one, else the one in the lock file; a file not yet in the lock is
     checked for gzip integrity and then recorded. On any failure nothing is left in the cache and
     the lock file is unchanged."""
-    from pipeline.sources import prepare as D
-
     name = Path(urlparse(url).path).name or "download"
     key = hashlib.sha256(url.encode()).hexdigest()[:10]
     cached = cache_dir / f"{key}-{name}"
@@ -579,7 +579,7 @@ def fetch_verified(url: str, cache_dir: Path, lock_path: Path, *, retries: int =
     staging = Path(staging_name)
     try:
         log.info("downloading %s", url)
-        D.download(url, staging, retries=retries, backoff=backoff, timeout=timeout, progress=progress)
+        download(url, staging, retries=retries, backoff=backoff, timeout=timeout, progress=progress)
         got = sha256_file(staging)
         if expected is not None and got != expected:
             raise PipelineError(f"checksum mismatch for {url}: sha256 expected {expected} ({source}), got {got}. "
@@ -873,8 +873,6 @@ def prepare_dpr(name: str, out: str | os.PathLike, *, dataset: str | None = None
                 retries: int = 3, backoff: float = 1.0, timeout: float = 60.0, progress: bool = True) -> dict:
     """Convert DPR/Tevatron files (paths or URLs) into the normalised folder `out`; return the manifest.
     `dataset` (nq, trivia, webq, curatedtrec) fills in the official URLs of the files not given."""
-    from pipeline.sources.prepare import MANIFEST_VERSION
-
     qa = dict(qa or {})
     for split in qa:
         _check_split(split)

@@ -22,24 +22,23 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import http.client
 import json
 import os
 import re
 import shutil
-import socket
 import stat
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 from pipeline.core.common import PipelineError, atomic_dir, log, run_main, sha256_file
-from pipeline.core.layout import MANIFEST, Layout
+from pipeline.core.layout import MANIFEST, MANIFEST_VERSION, Layout
+from pipeline.sources.download import _human, download
+from pipeline.sources.lines import INVALID_JSON, decode_line, parse_json_line
+from pipeline.sources.dpr_data import parse_qa_args, prepare_dpr
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED_ROOT = REPO_ROOT / "data" / "embedded"
@@ -47,7 +46,6 @@ BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{
 QRELS_HEADER = ("query-id", "corpus-id", "score")
 MAX_LINE_BYTES = 10 * 1024 * 1024
 MAX_ERRORS = 20
-MANIFEST_VERSION = 1
 
 # md5 values are the ones the BEIR README publishes next to each download link. The scifact sha256
 # is the digest independent projects recorded for the same 2,816,079-byte archive; sha256 is
@@ -125,33 +123,6 @@ def _iter_lines(path: Path, label: str, errors: _Errors, digest) -> Iterator[tup
             text = decode_line(raw, lineno, label, errors)
             if text:
                 yield lineno, text
-
-
-INVALID_JSON = object()
-
-
-def parse_json_line(text: str, where: str, errors):
-    """The JSON value of one line, or INVALID_JSON after recording the problem with file:line."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        errors.add(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
-        return INVALID_JSON
-
-
-def decode_line(raw: bytes, lineno: int, label: str, errors) -> str | None:
-    """One raw line as text without its line ending (None when blank or not UTF-8, which is
-    recorded in `errors` with file:line)."""
-    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]  # a UTF-8 byte-order mark is harmless; tools on Windows add it
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        errors.add(f"{label}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte "
-                   f"{exc.start + 1} of the line); save the file as UTF-8")
-        return None
-    text = text.rstrip("\r\n")
-    return text if text.strip() else None
 
 
 def _require_file(path: Path, label: str) -> None:
@@ -358,86 +329,6 @@ def write_dataset_folder(data: BeirData, out: str | os.PathLike, source_info: di
 
 
 # ----------------------------------------------------------------------------- download
-class _Transient(Exception):
-    """A failure worth retrying (server hiccup, dropped connection, timeout)."""
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
-def _fetch_once(url: str, dest: Path, timeout: float, progress: bool) -> None:
-    from tqdm.auto import tqdm
-
-    request = urllib.request.Request(url, headers={"User-Agent": "infonce-bench-data/0.1"})
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        if exc.code >= 500 or exc.code in (408, 429):
-            raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
-        raise PipelineError(f"download failed: {url}: HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        if isinstance(reason, (TimeoutError, socket.timeout, ConnectionResetError, ConnectionAbortedError)):
-            raise _Transient(str(reason)) from None
-        # Refused connections and unknown host names do not heal in seconds: fail now.
-        raise PipelineError(f"cannot reach {url}: {reason}. Check the network (or proxy settings), or "
-                            f"download the zip yourself and use --source local on its extracted folder") from None
-    except (TimeoutError, socket.timeout, ConnectionError, http.client.HTTPException) as exc:
-        raise _Transient(f"{type(exc).__name__}: {exc}") from None
-    with response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        received = 0
-        try:
-            with open(dest, "wb") as fh, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                                                desc=Path(url).name, leave=False,
-                                                # None: only draw on a terminal, not into a Snakemake log
-                                                disable=None if progress else True) as bar:
-                while True:
-                    block = response.read(1 << 16)
-                    if not block:
-                        break
-                    fh.write(block)
-                    received += len(block)
-                    bar.update(len(block))
-        except (TimeoutError, socket.timeout, ConnectionError, http.client.HTTPException) as exc:
-            raise _Transient(f"connection lost after {_human(received)}: {type(exc).__name__}") from None
-    if total is not None and received != total:
-        raise _Transient(f"connection closed after {received} of {total} bytes")
-
-
-def download(url: str, dest: Path, *, retries: int = 3, backoff: float = 1.0, timeout: float = 60.0,
-             progress: bool = True) -> None:
-    """Download `url` to `dest` through a temporary file beside it. Transient failures are retried
-    `retries` times, waiting backoff, 2*backoff, ... seconds; nothing is left at `dest` on failure."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        for attempt in range(retries + 1):
-            try:
-                _fetch_once(url, tmp, timeout, progress)
-                os.replace(tmp, dest)
-                return
-            except _Transient as exc:
-                if attempt == retries:
-                    raise PipelineError(f"download failed: {url}: {exc} (gave up after {retries + 1} "
-                                        f"attempts)") from None
-                wait = backoff * (2 ** attempt)
-                log.warning("download of %s failed (%s); retry %d/%d in %.1fs", url, exc, attempt + 1,
-                            retries, wait)
-                time.sleep(wait)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _digests(path: Path) -> dict[str, str]:
     sha, md5 = hashlib.sha256(), hashlib.md5()
     with open(path, "rb") as fh:
@@ -693,8 +584,6 @@ def main(argv: list[str] | None = None) -> dict:
                                 cache_dir=args.cache_dir, retries=args.retries, backoff=args.backoff,
                                 timeout=args.timeout, progress=not args.no_progress, dev_split=dev_split)
     elif args.source == "dpr":
-        from pipeline.sources.dpr_data import parse_qa_args, prepare_dpr
-
         manifest = prepare_dpr(name, out, dataset=args.dpr_dataset, train=args.dpr_train,
                                tevatron_train=args.tevatron_train, qa=parse_qa_args(args.dpr_qa),
                                passages=args.dpr_passages, regex_answers=args.answer_regex,

@@ -47,7 +47,8 @@ import torch
 from pipeline.training import checkpoint, distributed
 from pipeline.core.common import (PipelineError, atomic_write_json, log, parse_json_object, run_main,
                      seed_everything)
-from pipeline.sources.datasets import TrainingData, load_dataset
+from pipeline.sources.datasets import load_dataset
+from pipeline.training.pairs import TrainingData
 from pipeline.models.encoder import BiEncoder, EncoderSpec, describe
 from pipeline.core.layout import MODEL, TRAIN_LOG, TRAIN_SUMMARY
 from pipeline.core.params import ZERO_SHOT, resolve_recipe

@@ -1,7 +1,7 @@
 """DPR's Top-k answer accuracy for open-domain QA (NQ, TriviaQA, WebQuestions, CuratedTREC).
 
 A question counts as answered at k when one of its k best-ranked passages has an answer
-(`pipeline.evaluation.answer_matching`: token-sequence match after NFD and lower-casing, or regex search for
+(`pipeline.sources.answer_matching`: token-sequence match after NFD and lower-casing, or regex search for
 CuratedTREC). acc@k is the fraction of the split's questions answered at k; a question the
 ranking does not cover counts as unanswered. The per-query value is 0/1 at k = 20.
 
@@ -11,7 +11,7 @@ The split's questions and answers come from `answers/<split>.jsonl` of the norma
 
 from __future__ import annotations
 
-from pipeline.evaluation.answer_matching import AnswerMatcher, load_answers, read_passage_texts
+from pipeline.sources.answer_matching import AnswerMatcher, load_answers, read_passage_texts
 from pipeline.core.common import PipelineError
 from . import register_protocol
 from .base import EvalProtocol, Results
