@@ -333,3 +333,14 @@ def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = N
         print(f"error: {exc.filename or 'a write'}: no space to write it ({exc.strerror}); free space and run the "
               "step again", file=sys.stderr)
         sys.exit(2)
+
+
+def set_threads() -> None:
+    """Honour OMP_NUM_THREADS (what Snakemake's `threads:` sets) for torch and FAISS alike."""
+    value = os.environ.get("OMP_NUM_THREADS")
+    if value and value.isdigit() and int(value) > 0:
+        import faiss
+        import torch
+
+        torch.set_num_threads(int(value))
+        faiss.omp_set_num_threads(int(value))

@@ -15,8 +15,10 @@ import yaml
 
 from pipeline.core import params as P
 from pipeline.core.common import PipelineError
+from pipeline.core.index_params import check_index_type
 from pipeline.core.layout import SHARED_NAMES
 from pipeline.core.layout import model_tag as _tag
+from pipeline.core.registry import lookup
 from pipeline.core.params import TRAINING_DEFAULTS, ZERO_SHOT  # noqa: F401  (re-exported for callers and tests)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
@@ -153,10 +155,9 @@ def _select_runs(config: dict) -> None:
 
 
 def _semantic_checks(config: dict) -> None:
-    from pipeline.retrieval.index import check_index_type
-    from pipeline.training.methods import available
-    from pipeline.evaluation.protocols import available_protocols
-    from pipeline.evaluation.scorings import available_scorings
+    available = lookup("pipeline.training.methods:available")  # the stages' registries, by name (core imports no stage)
+    available_protocols = lookup("pipeline.evaluation.protocols:available_protocols")
+    available_scorings = lookup("pipeline.evaluation.scorings:available_scorings")
 
     known = set(available()) | {ZERO_SHOT}
     problems = []
@@ -201,9 +202,7 @@ def _semantic_checks(config: dict) -> None:
     for i, scoring in enumerate(evaluation["scorings"]):
         if scoring not in available_scorings():
             problems.append(f"config key evaluation.scorings[{i}]: {scoring!r} is not one of {available_scorings()}")
-    from pipeline.evaluation.querybank import config_problems
-
-    problems += config_problems(evaluation, config["datasets"])
+    problems += lookup("pipeline.evaluation.querybank:config_problems")(evaluation, config["datasets"])
     ref = evaluation.get("reference_run")
     if ref is not None and ref not in config["runs"]:
         problems.append(f"config key evaluation.reference_run: {ref!r} is not a run; expected one of "
@@ -234,7 +233,7 @@ def _semantic_checks(config: dict) -> None:
 def _regime_problems(config: dict, run: str) -> list[str]:
     """The encoder's `layers`/`shape` (a depth above the model's fails here, not in the train job)
     and the `pairs` section's crop lengths."""
-    from pipeline.models.encoder_shape import encoder_problems
+    encoder_problems = lookup("pipeline.models.encoder_shape:encoder_problems")
 
     resolved = recipe(config, run)
     where = f"config key runs.{run}.encoder" if "encoder" in config["runs"][run] else "config key encoder"

@@ -50,3 +50,11 @@ class Registry:
         except KeyError:
             raise PipelineError(f"{self.key}: unknown {self.kind} {name!r}; expected one of "
                                 f"{sorted(self.classes)}") from None
+
+
+def lookup(target: str):
+    """The object named by `target` ("package.module:name"), its module imported on first use: how
+    core code (config validation) reaches a stage's registered names and section checks without
+    importing a stage package, so no layer below a stage depends on it at import time."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)

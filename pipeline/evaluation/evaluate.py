@@ -34,7 +34,7 @@ from pipeline.core.params import (DNStarParams, EvalParams, NNNParams, QBNormPar
 # ----------------------------------------------------------------------------- parameters
 def resolve_params(params: dict) -> EvalParams:
     """Validate the step's JSON parameters (every key named on error) and fill the defaults."""
-    from pipeline.retrieval.index import check_index_type, check_index_types
+    from pipeline.core.index_params import check_index_type, check_index_types
     from pipeline.evaluation.protocols import available_protocols
     from pipeline.evaluation.scorings import available_scorings, scoring_class
 

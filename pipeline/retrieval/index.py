@@ -18,28 +18,22 @@ dot product otherwise; Distribution Normalization reuses these indexes by shifti
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from pipeline.core.common import PipelineError, atomic_dir, atomic_path, atomic_write_json, log, parse_json_object, run_main, step_parser
 
 from pipeline.core.layout import DOC_IDS, EMBEDDINGS, INDEX_STATS
-from pipeline.core.params import HNSWParams, IndexParams, IVFParams, check_choice, check_int, check_keys, defaults, merged
-
-ALIASES = ("flat", "hnsw", "ivf")  # short names with tuned parameters; anything else is a factory string
-# Dimension used only to check that a factory string parses: divisible by every usual PQ/SQ split.
-_PROBE_DIM = 3840
-# Inference precision of corpus encoding: CUDA autocast dtype; on the CPU every value computes in
-# fp32 (accepted so one config runs anywhere). Embeddings are always stored as float32.
-PRECISIONS = ("fp32", "fp16", "bf16")
+from pipeline.core.common import set_threads  # noqa: F401  (re-exported: evaluate and scale call it from here)
+from pipeline.core.index_params import ALIASES, check_index_types, default_nlist, resolve_params  # noqa: F401
+from pipeline.core.params import IndexParams, defaults, merged
+from pipeline.retrieval.shards import gather, iter_rows, npy_header, read_plan, read_rows
 
 
-# ----------------------------------------------------------------------------- parameters
+
 def factory_string(kind: str, params: dict) -> str:
     """The FAISS index_factory string of an index type (aliases expand with their parameters)."""
     if kind == "flat":
@@ -56,89 +50,7 @@ def file_name(kind: str) -> str:
     return "".join(c if c.isalnum() or c in "-." else "_" for c in kind) + ".faiss"
 
 
-def check_index_types(types: Any, key: str = "index_types") -> list[str]:
-    if isinstance(types, str):
-        types = [types]
-    if not isinstance(types, list) or not types:
-        raise PipelineError(f"{key}: expected a non-empty list of index types ({list(ALIASES)} or FAISS "
-                            "index_factory strings)")
-    for kind in types:
-        check_index_type(kind, key)
-    return list(dict.fromkeys(types))
-
-
-def check_index_type(kind: Any, key: str) -> str:
-    if kind in ALIASES:
-        return kind
-    problem = "not a string"
-    if isinstance(kind, str) and kind:
-        import faiss
-
-        try:
-            faiss.index_factory(_PROBE_DIM, kind, faiss.METRIC_INNER_PRODUCT)
-            return kind
-        except RuntimeError as exc:
-            problem = "FAISS: " + str(exc).strip().splitlines()[-1].split(": ")[-1][:200]
-    raise PipelineError(f"{key}: unknown index type {kind!r}; allowed: the aliases {list(ALIASES)} or a FAISS "
-                        f"index_factory string such as 'IVF256,PQ16' or 'HNSW32,SQ8' ({problem})")
-
-
-def default_nlist(num_docs: int) -> int:
-    # ~4*sqrt(N) is FAISS's usual starting point; never more lists than points to train on.
-    return max(1, min(num_docs, int(round(4 * math.sqrt(num_docs)))))
-
-
-def resolve_params(params: dict, num_docs: int | None = None) -> dict:
-    """Validate the step's JSON parameters and fill defaults. `num_docs` (when known) sizes IVF."""
-    check_keys(params, defaults(IndexParams), "params")
-    out = merged(IndexParams, params)
-    check_int(out["batch_size"], "batch_size")
-    for key in ("shard_size", "shards"):
-        if out[key] is not None:
-            check_int(out[key], key)
-    if out["shard_size"] is not None and out["shards"] is not None:
-        raise PipelineError("shard_size and shards: set one (passages per shard, or the number of shards), not both")
-    if out["dtype"] not in ("float32", "float16"):
-        raise PipelineError(f"dtype: unknown embedding storage type {out['dtype']!r}; allowed: ['float32', 'float16']")
-    check_int(out["train_size"], "train_size")
-    out["index_types"] = check_index_types(out["index_types"])
-    check_choice(out["precision"], "precision", PRECISIONS)
-    hnsw = merged(HNSWParams, check_keys(out["hnsw"], defaults(HNSWParams), "hnsw"))
-    for k in hnsw:
-        check_int(hnsw[k], f"hnsw.{k}")
-    out["hnsw"] = hnsw
-    ivf = merged(IVFParams, check_keys(out["ivf"], defaults(IVFParams), "ivf"))
-    for k in ("nlist", "nprobe"):
-        if ivf[k] is None:  # "use the default"
-            ivf.pop(k)
-        else:
-            check_int(ivf[k], f"ivf.{k}")
-    check_int(ivf["seed"], "ivf.seed", minimum=0)
-    if num_docs is not None:
-        ivf.setdefault("nlist", default_nlist(num_docs))
-        if ivf["nlist"] > num_docs:
-            raise PipelineError(f"ivf.nlist: {ivf['nlist']} lists need at least as many documents; "
-                                f"the corpus has {num_docs}")
-        # A quarter of the lists: recall@100 0.956 on SciFact (nlist 288) while still pruning 3/4
-        # of the corpus; nprobe = nlist/2 gives 0.994 for callers who want near-exact IVF.
-        ivf.setdefault("nprobe", max(1, ivf["nlist"] // 4))
-        ivf["nprobe"] = min(ivf["nprobe"], ivf["nlist"])
-    out["ivf"] = ivf
-    return out
-
-
 # ----------------------------------------------------------------------------- FAISS
-def set_threads() -> None:
-    """Honour OMP_NUM_THREADS (what Snakemake's `threads:` sets) for torch and FAISS alike."""
-    value = os.environ.get("OMP_NUM_THREADS")
-    if value and value.isdigit() and int(value) > 0:
-        import faiss
-        import torch
-
-        torch.set_num_threads(int(value))
-        faiss.omp_set_num_threads(int(value))
-
-
 def new_index(kind: str, dim: int, params: dict):
     """An empty inner-product index of type `kind` with its build-time parameters set."""
     import faiss
@@ -259,8 +171,6 @@ def build_index_streaming(kind: str, emb_path: Path, params: dict):
     vectors are added CHUNK rows at a time, so only the index itself grows in memory."""
     import faiss
 
-    from pipeline.retrieval.shards import iter_rows, npy_header, read_rows
-
     header = npy_header(emb_path)
     num_docs, dim = header[0]
     index = new_index(kind, dim, params)
@@ -308,16 +218,12 @@ class MemmapFlat:
     # 256 queries x 16,384 rows keep the per-block temporaries (scores, their negation, the
     # argpartition indices) near 64 MB whatever the corpus size.
     def __init__(self, path: str | os.PathLike, chunk: int = 16384, query_batch: int = 256):
-        from pipeline.retrieval.shards import npy_header
-
         self.path = Path(path)
         self.header = npy_header(self.path)
         self.ntotal, self.d = self.header[0]
         self.chunk, self.query_batch = chunk, query_batch
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        from pipeline.retrieval.shards import read_rows
-
         q = np.ascontiguousarray(q, dtype=np.float32)
         k = min(k, self.ntotal)
         best_s = np.full((len(q), k), -np.inf, dtype=np.float32)
@@ -383,8 +289,6 @@ def load_embeddings(index_dir: str | os.PathLike, doc_ids_expected=None) -> tupl
 def run_gather(dataset_dir: str, shards_dir: str, plan_path: str, out_dir: str, params: dict) -> dict:
     """The index step over a sharded corpus: gather the shards (pipeline.retrieval.shards) and build the
     indexes from the gathered file without loading it."""
-    from pipeline.retrieval.shards import gather, read_plan
-
     plan = read_plan(plan_path)
     params = resolve_params(params, num_docs=plan["num_docs"])
     set_threads()

@@ -167,7 +167,8 @@ def write_npy_stream(path: str | Path, shape: tuple[int, int], dtype: str, block
 # ----------------------------------------------------------------------------- encode one shard
 def encode_shard(model_dir: str, dataset_dir: str, plan_path: str, shard: int, out_embeddings: str, out_ids: str,
                  params: dict) -> dict:
-    from pipeline.retrieval.index import resolve_params, set_threads
+    from pipeline.core.common import set_threads
+    from pipeline.core.index_params import resolve_params
 
     p = resolve_params(params)
     plan = read_plan(plan_path)
