@@ -31,7 +31,8 @@ def pipeline_metrics(model: BiEncoder, dataset_dir: Path) -> dict:
 
 
 def test_mteb_ndcg_equals_the_pipelines(tmp_path, tiny_model_dir):
-    from pipeline.export.mteb_eval import RUN_INFO, evaluate, ndcg_at_10
+    from pipeline.core.layout import mteb_ndcg_at_10 as ndcg_at_10
+    from pipeline.export.mteb_eval import RUN_INFO, evaluate
 
     # Mean pooling: a random BERT's [CLS] vector is nearly constant (every score within ~1e-6), so
     # its rankings are float noise that any two implementations order differently.
@@ -67,7 +68,8 @@ def test_mteb_ndcg_equals_the_pipelines(tmp_path, tiny_model_dir):
 
 
 def test_bad_inputs(tmp_path):
-    from pipeline.export.mteb_eval import evaluate, ndcg_at_10
+    from pipeline.core.layout import mteb_ndcg_at_10 as ndcg_at_10
+    from pipeline.export.mteb_eval import evaluate
 
     with pytest.raises(PipelineError, match="missing modules.json"):
         evaluate(tmp_path, MINI, "test", tmp_path / "out")

@@ -32,6 +32,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core.common import PipelineError, command_parser, read_json, run_main
+
 ZERO_SHOT_TAG = "base"
 
 # File names inside the folders above.
@@ -196,7 +198,7 @@ class Layout:
 def _grid_paths(old: Layout, new: Layout, cfg: dict) -> list[tuple[Path, Path]]:
     """(old, new) of every file or folder a config's grid owns, from the flat layout to its
     experiment's folder; per-job paths only, so another experiment's leftovers stay where they are."""
-    from pipeline.core import config as pcfg
+    from pipeline.core import config as pcfg  # why: config imports layout at module level (the migration tool's circle)
 
     pairs: list[tuple[Path, Path]] = []
 
@@ -227,8 +229,6 @@ def migrate(cfg: dict, root: str | os.PathLike = "results", dry_run: bool = Fals
     """Move a config's grid from the flat layout (results/models/..., results/tables/...) under its
     experiment (results/<experiment>/...). Nothing is overwritten: if any destination exists, nothing
     moves. Renames keep modification times, so Snakemake sees the moved outputs as up to date."""
-    from pipeline.core.common import PipelineError
-
     moves = _grid_paths(Layout(root), Layout.for_config(cfg, root), cfg)
     taken = [str(dst) for _, dst in moves if dst.exists()]
     if taken:
@@ -242,15 +242,13 @@ def migrate(cfg: dict, root: str | os.PathLike = "results", dry_run: bool = Fals
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipeline.core.common import command_parser
-
     parser, sub = command_parser("python -m pipeline.core.layout", __doc__)
     mig = sub.add_parser("migrate", help="move a config's grid from the flat layout under its experiment")
     mig.add_argument("--config", required=True, help="the experiment config the flat results were produced with")
     mig.add_argument("--results", default="results", help="results folder (default: results)")
     mig.add_argument("--dry-run", action="store_true", help="only list what would move")
     args = parser.parse_args(argv)
-    from pipeline.core import config as pcfg
+    from pipeline.core import config as pcfg  # why: config imports layout at module level (the migration tool's circle)
 
     cfg = pcfg.load(args.config)
     moves = migrate(cfg, args.results, dry_run=args.dry_run)
@@ -260,6 +258,17 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from pipeline.core.common import run_main
-
     run_main(main)
+
+
+def mteb_ndcg_at_10(result_dir: str | Path) -> float | None:
+    """MTEB's NDCG@10 from a result folder written by `pipeline.export.mteb_eval` (None if there is none)."""
+    path = Path(result_dir) / MTEB_RESULT
+    if not path.is_file():
+        return None
+    scores = read_json(path).get("scores", {})
+    for rows in scores.values():
+        for row in rows:
+            if "ndcg_at_10" in row:
+                return float(row["ndcg_at_10"])
+    raise PipelineError(f"{path}: no ndcg_at_10 in MTEB's scores")

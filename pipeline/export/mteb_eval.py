@@ -150,19 +150,6 @@ def evaluate(model_dir: str | Path, dataset_dir: str | Path, split: str, out: st
     return main
 
 
-def ndcg_at_10(result_dir: str | Path) -> float | None:
-    """MTEB's NDCG@10 from a result folder written by `evaluate` (None if there is none)."""
-    path = Path(result_dir) / RESULT
-    if not path.is_file():
-        return None
-    scores = read_json(path).get("scores", {})
-    for rows in scores.values():
-        for row in rows:
-            if "ndcg_at_10" in row:
-                return float(row["ndcg_at_10"])
-    raise PipelineError(f"{path}: no ndcg_at_10 in MTEB's scores")
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m pipeline.export.mteb_eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

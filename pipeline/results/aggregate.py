@@ -102,9 +102,7 @@ def _mteb_ndcg(layout: Layout, job: pcfg.Job, tag: str) -> float | None:
     """MTEB's NDCG@10 of the job's exported model (evaluation.mteb), shown beside the pipeline's
     dot-product NDCG@10 so that a disagreement is visible; None when MTEB did not run. Read only
     when the config asks for MTEB, whose rule then keeps the file current with the model."""
-    from pipeline.export.mteb_eval import ndcg_at_10
-
-    return ndcg_at_10(layout.mteb(job.dataset, job.run, tag))
+    return mteb_ndcg_at_10(layout.mteb(job.dataset, job.run, tag))
 
 
 def collect(results: Path, cfg: dict) -> GridResults:
