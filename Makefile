@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test test-slow docs lint dry-run ui report bench bench-encode reference check-reference pilot pilot-time lock clean help export gpu-check bench-train
+.PHONY: install run test test-slow docs lint lint-imports dry-run ui report bench bench-encode reference check-reference pilot pilot-time lock clean help export gpu-check bench-train
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -45,9 +45,12 @@ docs: $(STAMP)  ## build the manual (MkDocs, --strict: a broken link or missing 
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 	@echo "Docs: site/index.html"
 
-lint: $(STAMP)  ## snakemake --lint and a dry run
+lint: lint-imports  ## snakemake --lint, a dry run and the import layering
 	$(BIN)/snakemake --lint --configfile $(CONFIG)
 	$(BIN)/snakemake -n --configfile $(CONFIG) --quiet
+
+lint-imports: $(STAMP)  ## the stages' import layering (pyproject [tool.importlinter]; docs/architecture.md)
+	PYTHONPATH=$(CURDIR) $(BIN)/lint-imports
 
 # One uvicorn worker and no background job runner (MLflow's huey consumer serves GenAI jobs this
 # project never submits): a single process instead of a process tree, so it starts faster and
