@@ -11,10 +11,14 @@ with PYTHONPATH set to the copy), so it works at any commit before or after modu
 
 Normalisation: table columns that measure the machine rather than the method (wall-clock
 seconds, throughput, peak memory, dates, commits; see VOLATILE) are dropped from each CSV before
-hashing, and a Markdown table is hashed with the same columns dropped from its header/rows. JSON
-files are hashed with keys of the same names removed at any depth. Everything else is raw bytes.
+hashing (the index table's build_seconds, ms_per_query, search_seconds), and a Markdown table is
+hashed with the same columns dropped from its header/rows. JSON files are hashed with keys of the
+same names removed at any depth. Everything else is raw bytes. MLflow's artifact copies
+(`mlartifacts/<run id>/...`) are left out: their folder is a random run id and their content is a
+copy of the eval/ and tables/ files already hashed.
 
     python scripts/behaviour_digest.py [--repo DIR] [--out FILE] [--keep DIR]
+    python scripts/behaviour_digest.py --results DIR   # only hash an existing results folder
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ import tempfile
 from pathlib import Path
 
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "pipeline", "profiles", "data", "report", "environment.yml")
-VOLATILE = re.compile(r"(second|\bsec\b|time|duration|commit|date|peak|mem_mb|memory|throughput|/s\b|per sec|\bms\b)",
-                      re.IGNORECASE)
+VOLATILE = re.compile(r"(second|\bsec\b|time|duration|commit|date|peak|mem_mb|memory|throughput|/s\b|per sec|"
+                      r"(?<![a-z])ms(?![a-z]))", re.IGNORECASE)
 
 
 def make_tiny_bert(out: Path) -> Path:
@@ -97,6 +101,8 @@ def digest_bytes(path: Path) -> bytes:
 
 
 def wanted(rel: Path) -> bool:
+    if "mlartifacts" in rel.parts:
+        return False
     if rel.name in ("metrics.json", "per_query.json") or rel.suffix == ".safetensors":
         return True
     return rel.parent.name == "tables" and rel.suffix in (".csv", ".md")
@@ -136,8 +142,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="the checkout whose workflow to run (default: this script's)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--keep", type=Path, help="run in this (new) folder and keep it, instead of a temp dir")
+    parser.add_argument("--results", type=Path, help="hash this existing results folder instead of running the grid")
     args = parser.parse_args(argv)
-    if args.keep:
+    if args.results:
+        results = args.results
+    elif args.keep:
         args.keep.mkdir(parents=True)
         results = run(args.repo.resolve(), args.keep)
     else:
