@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.common import PipelineError, atomic_write_json, run_main
+from pipeline.sources.datasets import passage_text
 
 
 def read_passages(dataset: str | Path, limit: int | None = None) -> list[str]:
     """Passages of a BEIR-style folder's corpus.jsonl (title and text joined, as the index step does)."""
-    from pipeline.sources.datasets import passage_text
-
     path = Path(dataset) / "corpus.jsonl"
     if not path.is_file():
         raise PipelineError(f"{dataset}: no corpus.jsonl")
@@ -46,7 +45,7 @@ def load_both(model: str, max_length: int, device: str = "cpu"):
     from the same weights folder."""
     from sentence_transformers import SentenceTransformer
 
-    from pipeline.models.encoder import BiEncoder, EncoderSpec, resolve_model_path
+    from pipeline.models.encoder import BiEncoder, EncoderSpec, resolve_model_path  # why: loads torch; kept out of this module's import
 
     ours = BiEncoder.from_spec(EncoderSpec(model=model, pooling="mean", normalize=True, tied=True,
                                            passage_max_length=max_length)).to(device).eval()

@@ -36,6 +36,10 @@ import time
 from pathlib import Path
 
 from pipeline.core.common import PipelineError, atomic_write_json, run_main
+from pipeline.sources.prepare import main as prepare
+from pipeline.sources.datasets import load_dataset
+from pipeline.training.pairs import TrainingData
+from pipeline.training.sampler import update_plan
 
 SIDES = ("ours", "sentence-transformers")
 METHODS = ("inbatch", "gradcache")
@@ -50,7 +54,7 @@ def make_tiny_model(out: Path, hidden: int = 32, layers: int = 2) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from pipeline.models.encoder import packaged_minilm_path
+    from pipeline.models.encoder import packaged_minilm_path  # why: loads torch; kept out of this module's import
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(str(packaged_minilm_path()))
@@ -64,8 +68,6 @@ def make_tiny_model(out: Path, hidden: int = 32, layers: int = 2) -> Path:
 def prepare_dataset(dataset: str, out: Path) -> Path:
     """A normalised dataset folder: a name under data/embedded/ (e.g. scifact-mini), a BEIR folder
     (e.g. ../shared/data/scifact), or an already normalised folder (has manifest.json)."""
-    from pipeline.sources.prepare import main as prepare
-
     path = Path(dataset)
     if (path / "manifest.json").is_file():
         return path
@@ -78,10 +80,6 @@ def prepare_dataset(dataset: str, out: Path) -> Path:
 
 def update_examples(case: dict) -> list:
     """The examples of the run's updates in our loop's order (update_plan, seed, shuffle), flattened."""
-    from pipeline.sources.datasets import load_dataset
-    from pipeline.training.pairs import TrainingData
-    from pipeline.training.sampler import update_plan
-
     data = TrainingData(load_dataset(case["dataset"]), "train", seed=case["seed"])
     plan = update_plan(data.epoch, case["batch_size"], case["seed"], "shuffle")
     out = []
@@ -123,7 +121,7 @@ class Clock:
 
 # ----------------------------------------------------------------------------- the two sides
 def run_ours(case: dict) -> dict:
-    from pipeline.training.train import train
+    from pipeline.training.train import train  # why: loads torch; kept out of this module's import
 
     recipe = {"method": case["method"], "batch_size": case["chunk"] if case["method"] == "gradcache" else case["batch_size"],
               "accumulation_steps": case["batch_size"] // case["chunk"] if case["method"] == "gradcache" else 1,
@@ -154,7 +152,7 @@ def run_theirs(case: dict) -> dict:
     from sentence_transformers.sentence_transformer import losses
     from transformers import TrainerCallback
 
-    from pipeline.models.encoder import resolve_model_path
+    from pipeline.models.encoder import resolve_model_path  # why: loads torch; kept out of this module's import
 
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
     examples = update_examples(case)

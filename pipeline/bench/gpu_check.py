@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.core.common import PipelineError, atomic_write_text, log, run_main
+from pipeline.bench.memory import synthetic_examples
+from pipeline.training.methods import get_method, available
 
 COLUMNS = ["part", "method", "precision", "checkpointing", "n_local", "n_total", "status", "sec_per_update",
            "peak_mem_mb", "note"]
@@ -71,7 +73,7 @@ def random_bert_dir(out: Path, tiny: bool) -> Path:
     vocabulary), for `random_init: true`: BERT-base-sized, or tiny for the dry run."""
     from transformers import AutoTokenizer, BertConfig
 
-    from pipeline.models.encoder import packaged_minilm_path
+    from pipeline.models.encoder import packaged_minilm_path  # why: loads torch; kept out of this module's import
 
     size = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64) if tiny else {}
     BertConfig(**size).save_pretrained(out)
@@ -80,7 +82,7 @@ def random_bert_dir(out: Path, tiny: bool) -> Path:
 
 
 def build_model(path: str, random_init: bool, query_length: int, passage_length: int, device):
-    from pipeline.models.encoder import BiEncoder, EncoderSpec
+    from pipeline.models.encoder import BiEncoder, EncoderSpec  # why: loads torch; kept out of this module's import
 
     spec = EncoderSpec(model=path, tied=False, random_init=random_init, query_max_length=query_length,
                        passage_max_length=passage_length)
@@ -103,9 +105,6 @@ def train_updates(model, method_name: str, recipe: dict, updates: int, device) -
     """Allocate gradients and AdamW state, then `updates` optimizer updates on synthetic
     examples; the first is warm-up and not timed."""
     import torch
-
-    from pipeline.bench.memory import synthetic_examples
-    from pipeline.training.methods import get_method
 
     method = get_method(method_name)(model, recipe)
     scaler = torch.amp.GradScaler(device.type) if recipe["precision"] == "fp16" else None
@@ -147,8 +146,6 @@ def fresh_peak(device) -> None:
 
 # ----------------------------------------------------------------------------- the three parts
 def train_part(settings: Settings, model_path: str, random_init: bool, device, deadline: float) -> list[dict]:
-    from pipeline.training.methods import available
-
     rows = []
     n_total = settings.n_local * settings.accumulation_steps
     for method in available():
@@ -219,8 +216,6 @@ def cap_part(settings: Settings, model_dir: Path, device, deadline: float) -> li
 
 def encode_part(settings: Settings, model_path: str, random_init: bool, device) -> list[dict]:
     import numpy as np
-
-    from pipeline.bench.memory import synthetic_examples
 
     model = build_model(model_path, random_init, 32, 256, device).eval()
     texts = [ex.positive for ex in synthetic_examples(model.tokenizer, settings.encode_passages, 4, 512, seed=1)]

@@ -42,7 +42,8 @@ import time
 from pathlib import Path
 
 from pipeline.core.common import PipelineError, atomic_path, atomic_write_text, log, run_main
-from pipeline.training.methods import available
+from pipeline.training.methods import available, get_method
+from pipeline.sources.datasets import Example
 
 COLUMNS = ["method", "n_local", "n_total", "memory_size", "peak_mem_mb", "sec_per_update",
            "peak_delta_mb", "baseline_mb", "updates", "device", "query_length", "passage_length", "status",
@@ -52,8 +53,6 @@ RESULT_TAG = "BENCH_RESULT "
 
 # ----------------------------------------------------------------------------- child process
 def synthetic_examples(tokenizer, n: int, query_words: int, passage_words: int, seed: int):
-    from pipeline.sources.datasets import Example
-
     vocab = sorted(w for w in tokenizer.get_vocab() if w.isalpha() and w.isascii() and len(w) > 2)
     rng = random.Random(seed)
     words = lambda k: " ".join(rng.choices(vocab, k=k))  # noqa: E731
@@ -76,9 +75,8 @@ def peak_mb(device) -> float:
 def run_case(case: dict) -> dict:
     import torch
 
-    from pipeline.training import distributed
-    from pipeline.models.encoder import BiEncoder, EncoderSpec
-    from pipeline.training.methods import get_method
+    from pipeline.training import distributed  # why: loads torch; kept out of this module's import
+    from pipeline.models.encoder import BiEncoder, EncoderSpec  # why: loads torch; kept out of this module's import
 
     device = torch.device(case["device"])
     processes = int(case.get("processes", 1))
@@ -150,8 +148,6 @@ def cases(args) -> list[dict]:
     common = {"n_local": args.n_local, "updates": args.updates, "device": args.device, "model": args.model,
               "query_length": args.query_length, "passage_length": args.passage_length,
               "processes": args.processes, "precision": args.precision}
-    from pipeline.training.methods import get_method
-
     out = []
     step = args.n_local * args.processes  # one micro-batch over all processes
     if "inbatch" in args.methods:

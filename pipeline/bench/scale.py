@@ -26,7 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.common import atomic_write_json, atomic_write_text, log, run_main
+from pipeline.core.common import atomic_write_json, atomic_write_text, log, run_main, sha256_file
+from pipeline.evaluation import distribution_normalization as dnlib
+from pipeline.retrieval.index import load_embeddings, load_index, set_threads
+from pipeline.evaluation import evaluate  # noqa: F401
+from pipeline.retrieval import index, shards
 
 STEPS = ("encode", "index", "search", "evaluate")
 THREADS = 1  # per child (--threads): on a shared machine one thread gives steadier timings
@@ -38,8 +42,6 @@ def make_corpus(out: Path, num_docs: int, num_queries: int = 200, words: int = 1
     """A normalised dataset folder of `num_docs` synthetic passages (Zipf-distributed words drawn
     from a made-up vocabulary), `num_queries` test queries built from words of one passage each,
     and qrels naming that passage."""
-    from pipeline.core.common import sha256_file
-
     rng = np.random.default_rng(seed)
     syllables = ["ka", "lo", "mi", "ne", "ru", "ta", "vi", "so", "pe", "du", "ga", "zo", "fi", "be", "xu", "ha"]
     lex = ["".join(syllables[j] for j in rng.integers(0, len(syllables), size=rng.integers(2, 5)))
@@ -79,7 +81,7 @@ def make_tiny_encoder(out: Path, hidden: int = 64, layers: int = 1, max_length: 
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from pipeline.models.encoder import BiEncoder, EncoderSpec, packaged_minilm_path
+    from pipeline.models.encoder import BiEncoder, EncoderSpec, packaged_minilm_path  # why: loads torch; kept out of this module's import
 
     if (out / "model").exists():
         return out / "model"
@@ -126,9 +128,7 @@ def measure(cmd: list[str], log_path: Path) -> dict:
 def search_child(index_dir: str, dataset_dir: str, model_dir: str, top_k: int) -> None:
     """The `search` step measured by `run`: encode the test queries, DN corpus mean over the
     memory-mapped embeddings, exact top-k over embeddings.npy (query batches, corpus blocks)."""
-    from pipeline.evaluation import distribution_normalization as dnlib
-    from pipeline.models.encoder import BiEncoder
-    from pipeline.retrieval.index import load_embeddings, load_index, set_threads
+    from pipeline.models.encoder import BiEncoder  # why: loads torch; kept out of this module's import
 
     set_threads()
     emb, _, stats = load_embeddings(index_dir)
@@ -143,10 +143,6 @@ def overhead_child() -> None:
     import faiss  # noqa: F401
     import torch  # noqa: F401
     import transformers  # noqa: F401
-
-    from pipeline.evaluation import evaluate  # noqa: F401
-
-    from pipeline.retrieval import index, shards
 
 
 # ----------------------------------------------------------------------------- benchmark

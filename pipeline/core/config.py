@@ -16,8 +16,7 @@ import yaml
 from pipeline.core import params as P
 from pipeline.core.common import PipelineError
 from pipeline.core.index_params import check_index_type
-from pipeline.core.layout import SHARED_NAMES
-from pipeline.core.layout import model_tag as _tag
+from pipeline.core.layout import SHARED_NAMES, model_tag as _tag
 from pipeline.core.registry import lookup
 from pipeline.core.params import TRAINING_DEFAULTS, ZERO_SHOT  # noqa: F401  (re-exported for callers and tests)
 

@@ -29,15 +29,17 @@ from pipeline.core.common import (PipelineError, atomic_dir, atomic_write_json, 
 from pipeline.core.layout import INDEX_REPORT, METRICS, PER_QUERY
 from pipeline.core.params import (DNStarParams, EvalParams, NNNParams, QBNormParams, QueryBankParams, as_list, check_int,
                      check_keys, defaults, merged)
+from pipeline.core.index_params import check_index_type, check_index_types
+from pipeline.evaluation.protocols import available_protocols, get_protocol
+from pipeline.evaluation.scorings import available_scorings, scoring_class, ScoringInputs, expand
+from pipeline.evaluation.querybank import check_bank
+from pipeline.retrieval.index import load_index, load_embeddings, set_threads
+from pipeline.sources.datasets import corpus_digest, iter_corpus_ids, load_dataset
 
 
 # ----------------------------------------------------------------------------- parameters
 def resolve_params(params: dict) -> EvalParams:
     """Validate the step's JSON parameters (every key named on error) and fill the defaults."""
-    from pipeline.core.index_params import check_index_type, check_index_types
-    from pipeline.evaluation.protocols import available_protocols
-    from pipeline.evaluation.scorings import available_scorings, scoring_class
-
     check_keys(params, defaults(EvalParams), "params")
     out = merged(EvalParams, params)
     if not isinstance(out["split"], str) or not out["split"]:
@@ -72,8 +74,6 @@ def resolve_params(params: dict) -> EvalParams:
 
 def _resolve_bank_params(out: dict) -> None:
     """The NNN / QB-Norm sections (each a list of values, like lambdas) and the shared reference bank."""
-    from pipeline.evaluation.querybank import check_bank
-
     for key, cls in (("nnn", NNNParams), ("qbnorm", QBNormParams), ("query_bank", QueryBankParams)):
         out[key] = merged(cls, check_keys(out[key], defaults(cls), key))
     for key in ("k", "alpha"):
@@ -102,8 +102,6 @@ def index_recall(index_dir: Path, stats: dict, kinds: list[str], q: np.ndarray, 
     """Recall@k of each index's dot-product top-k against the flat index (exact search when no
     flat index was built), plus search time and the build cost recorded by the index step.
     The key names the requested k even when the corpus is smaller, so tables line up."""
-    from pipeline.retrieval.index import load_index
-
     key = f"recall@{k}_vs_flat"
     k = min(k, len(emb))
     qf = np.ascontiguousarray(q, dtype=np.float32)
@@ -151,8 +149,6 @@ def check_same_corpus(ds, index_dir: Path, doc_ids: list[str], stats: dict) -> N
     """The index must hold this dataset's corpus, row for row. The corpus digest recorded at index
     time settles it at once; an index without one (built by an older version) is checked by
     streaming corpus.jsonl's ids against its rows, never holding the passages."""
-    from pipeline.sources.datasets import corpus_digest, iter_corpus_ids
-
     expected = corpus_digest(ds.manifest)
     count = ds.manifest.get("counts", {}).get("docs")
     if stats.get("corpus_sha256") and expected:
@@ -197,11 +193,7 @@ def score_all(scorings, index, inputs, protocol, doc_ids: list[str]) -> tuple[li
 def run(model_dir: str, dataset_dir: str, index_dir: str, out_dir: str, params: dict) -> dict:
     p = resolve_params(params)  # before the slow torch import, so config errors come back at once
     started_at = time.time()
-    from pipeline.sources.datasets import load_dataset
-    from pipeline.models.encoder import BiEncoder
-    from pipeline.retrieval.index import load_embeddings, load_index, set_threads
-    from pipeline.evaluation.protocols import get_protocol
-    from pipeline.evaluation.scorings import ScoringInputs, expand
+    from pipeline.models.encoder import BiEncoder  # why: loads torch; kept out of this module's import
 
     seed_everything(p.seed)
     set_threads()

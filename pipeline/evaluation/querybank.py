@@ -24,6 +24,7 @@ import numpy as np
 
 from pipeline.core.common import PipelineError
 from pipeline.core.params import check_int, check_number
+from pipeline.sources.datasets import read_qrels
 
 CHUNK = 16384       # document rows per block: ~50 MB of float64 at dim 384
 QUERY_BATCH = 256   # queries per block product, with CHUNK rows: 32 MB of scores
@@ -260,8 +261,6 @@ def _bank_size_on_disk(ds: dict, split: str) -> int | str | None:
     """Queries in a local dataset's bank split (outside its test split), a problem as text, or
     None when the data is only made by a job (downloads, embedded) and the evaluate step checks."""
     from pathlib import Path
-
-    from pipeline.sources.datasets import read_qrels
 
     if ds.get("source") != "local" or not ds.get("path"):
         return None

@@ -30,6 +30,8 @@ from pathlib import Path
 from pipeline.core import config as pcfg
 from pipeline.core.common import PipelineError, atomic_dir, atomic_write_json, git_commit, log, read_json, run_main, sha256_file
 from pipeline.core.layout import EXPORT_INFO, MODEL, Layout, ZERO_SHOT_TAG
+from pipeline.export.model_card import model_card
+from pipeline.models.encoder_shape import MINILM_ALIASES as _MINILM_ALIASES
 
 TOLERANCE = 1e-5
 HUB_MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -138,8 +140,6 @@ def check_model_folder(model_dir: Path) -> dict:
 def base_model_id(name: str, random_init: bool = False) -> str | None:
     """The Hugging Face id of the model training started from, when it has one (a local folder,
     or the architecture with fresh weights, has none)."""
-    from pipeline.models.encoder import _MINILM_ALIASES
-
     if random_init:
         return None
     if name in _MINILM_ALIASES:
@@ -200,8 +200,7 @@ def export(job: ExportJob, out: str | Path) -> Path:
     replaced only by a complete, checked one)."""
     from sentence_transformers import SentenceTransformer
 
-    from pipeline.models.encoder import BiEncoder
-    from pipeline.export.model_card import model_card
+    from pipeline.models.encoder import BiEncoder  # why: loads torch; kept out of this module's import
 
     out = Path(out)
     meta = check_model_folder(job.model_dir)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 
 import yaml
+from pipeline.training.methods import get_method
+from pipeline.core.params import ZERO_SHOT
 
 # metrics.json keys -> the model-index metric type the Hub understands (ndcg@10 -> ndcg_at_10).
 SKIP_ROW_KEYS = ("scoring", "lambda", "index", "repeats")
@@ -95,9 +97,6 @@ def usage_section(info: dict, one_tower: bool) -> list[str]:
 
 
 def training_section(job) -> list[str]:
-    from pipeline.training.methods import get_method
-    from pipeline.core.params import ZERO_SHOT
-
     recipe, summary = job.recipe, job.train_summary
     method = recipe["method"]
     if method == ZERO_SHOT:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from pipeline.core.common import PipelineError, atomic_dir, atomic_write_json, log, read_json, run_main
 from pipeline.core.layout import MTEB_RESULT as RESULT
+from pipeline.sources.datasets import load_dataset
+from pipeline.retrieval.index import load_embeddings
 
 RUN_INFO = "mteb_run.json"
 TASK_NAME = "PipelineLocalRetrieval"
@@ -33,8 +35,6 @@ def read_split(dataset_dir: Path, split: str):
     corpus rows {id, title, text}, query rows {id, text}, qrels {qid: {docid: grade}}; only the
     split's queries are kept (MTEB also drops queries without a relevant document)."""
     from datasets import Dataset
-
-    from pipeline.sources.datasets import load_dataset
 
     ds = load_dataset(dataset_dir)
     qrels = ds.split(split)
@@ -89,9 +89,6 @@ def indexed_corpus_model(model, index_dir: Path, dataset_dir: Path, sample: int 
     import numpy as np
     from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
     from mteb.types import PromptType
-
-    from pipeline.sources.datasets import load_dataset
-    from pipeline.retrieval.index import load_embeddings
 
     emb, doc_ids, _ = load_embeddings(index_dir)
     row_of = {d: i for i, d in enumerate(doc_ids)}

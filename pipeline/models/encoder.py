@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 from pipeline.core.common import PipelineError, atomic_dir
-from pipeline.models.encoder_shape import MINILM_ALIASES as _MINILM_ALIASES
-from pipeline.models.encoder_shape import PACKAGED_MINILM, config_overrides, encoder_problems, packaged_minilm_path
+from pipeline.models.encoder_shape import MINILM_ALIASES as _MINILM_ALIASES, PACKAGED_MINILM, config_overrides, encoder_problems, packaged_minilm_path
 from pipeline.core.params import EncoderParams
 SPEC_FILE = "bi_encoder.json"
 QUERY, PASSAGE = "query", "passage"

@@ -28,8 +28,11 @@ import pandas as pd
 from pipeline.core import config as pcfg
 from pipeline.core.common import PipelineError, atomic_dir, atomic_write_json, atomic_write_text, log, read_json, run_main
 from pipeline.core.layout import GRID, INDEX_REPORT, METRICS, PER_QUERY, TRAIN_LOG, Layout
-from pipeline.evaluation.protocols import metric_label
-from pipeline.evaluation.scorings import available_scorings, from_row
+from pipeline.evaluation.protocols import metric_label, get_protocol
+from pipeline.evaluation.scorings import available_scorings, from_row, scoring_class
+from pipeline.evaluation.significance import compare_pairs, marker, minimal_detectable_difference, paired_randomization
+from pipeline.results.diagnostics import diagnostics_markdown, diagnostics_table
+from pipeline.results.plots import PlotData, draw_all, run_colours
 
 KEY_COLUMNS = ["dataset", "run", "seed", "scoring", "lambda"]
 HEADLINE = ["ndcg@10", "recall@100", "mrr@10"]  # the qrels protocol's; each dataset's come from its protocol
@@ -37,23 +40,17 @@ HEADLINE = ["ndcg@10", "recall@100", "mrr@10"]  # the qrels protocol's; each dat
 
 def protocol_of(cfg: dict, dataset: str):
     """The evaluation protocol class of a dataset (its headline metrics, per-query metric)."""
-    from pipeline.evaluation.protocols import get_protocol
-
     return get_protocol(cfg["datasets"][dataset]["protocol"])
 
 
 def _protocols(frame: pd.DataFrame, cfg: dict | None) -> dict:
     """dataset -> protocol class; without a config every dataset is a qrels one (today's tables)."""
-    from pipeline.evaluation.protocols import get_protocol
-
     if cfg is None:
         return {d: get_protocol("qrels") for d in frame["dataset"].unique()}
     return {d: protocol_of(cfg, d) for d in frame["dataset"].unique()}
 
 
 def _per_query_note(protocols: dict) -> str:
-    from pipeline.evaluation.protocols import metric_label
-
     return " / ".join(dict.fromkeys(metric_label(p.per_query_metric) for p in protocols.values()))
 
 
@@ -161,8 +158,6 @@ def significance(frame: pd.DataFrame, per_query: dict, reference: str | None, pe
                  compare: dict[str, str] | None = None) -> pd.DataFrame:
     """Paired randomization test of each run against its reference (`compare[run]`, else the
     reference run), per dataset and scoring, Holm-corrected within a dataset."""
-    from pipeline.evaluation.significance import compare_pairs
-
     compare = compare or {}
     out = []
     for dataset, group in frame.groupby("dataset"):
@@ -203,8 +198,6 @@ def _fmt(mean: float, std: float) -> str:
 def _p_cell(sig: pd.DataFrame, reference: str | None, dataset: str, run: str, scoring: str, lam) -> str:
     """Holm-adjusted p against the reference run and the minimal detectable difference for one
     table row, as two cells ("ref | –" on the reference itself)."""
-    from pipeline.evaluation.significance import marker
-
     hit = sig[(sig.dataset == dataset) & (sig.run == run) & (sig.scoring == scoring) &
               ((sig["lambda"] == lam) | (sig["lambda"].isna() & pd.isna(lam)))] if not sig.empty else sig
     if not len(hit):
@@ -289,8 +282,6 @@ def _cost_cells(g: pd.DataFrame) -> str:
 
 def _scoring_rank(column: str) -> tuple:
     """Table order of a `scoring` value: the family's order, then its setting (k, beta) numerically."""
-    from pipeline.evaluation.scorings import scoring_class
-
     setting = column.partition("[")[2].rstrip("]")
     value = setting.partition("=")[2]
     number = float(value) if value.replace(".", "", 1).isdigit() else float("inf")
@@ -299,15 +290,11 @@ def _scoring_rank(column: str) -> tuple:
 
 def _lambda_text(scoring: str, lam) -> str:
     """The `lambda` cell: DN's λ as a number, another scoring's swept parameter named (α=0.5)."""
-    from pipeline.evaluation.scorings import scoring_class
-
     parameter = scoring_class(scoring).parameter
     return f"{lam:g}" if parameter == "λ" else f"{parameter}={lam:g}"
 
 
 def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | None, cfg: dict | None = None) -> str:
-    from pipeline.evaluation.protocols import metric_label
-
     protocols = _protocols(frame, cfg)
     # Rows follow the config's run order, then dot, dn, dn*, then lambda.
     frame = frame.assign(_run=pd.Categorical(frame.run, categories=list(dict.fromkeys(frame.run))),
@@ -344,9 +331,6 @@ def headline_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | N
     scoring (lambda scorings at the headline lambda), its second metric (Recall@100; Top-100)
     under the dot product, the dot-product p-value against the reference run, and the training
     cost (the headline table)."""
-    from pipeline.evaluation.protocols import metric_label
-    from pipeline.evaluation.scorings import scoring_class
-
     protocols = _protocols(frame, cfg)
 
     evaluation = (cfg or {}).get("evaluation")
@@ -397,8 +381,6 @@ def dn_table(frame: pd.DataFrame, per_query: dict, cfg: dict | None = None) -> p
     QB-Norm, ...), one row per run, scoring and parameter, against the dot product of the same
     model: delta of the protocol's main metric (NDCG@10; Top-20 for answers), the paired
     randomization p on its per-query metric and the minimal detectable difference."""
-    from pipeline.evaluation.significance import minimal_detectable_difference, paired_randomization
-
     protocols = _protocols(frame, cfg)
     out = []
     for (dataset, run), g in frame.groupby(["dataset", "run"], sort=False):
@@ -425,8 +407,6 @@ def dn_table(frame: pd.DataFrame, per_query: dict, cfg: dict | None = None) -> p
 def dn_markdown(dn: pd.DataFrame) -> str:
     """The DN table for people: readable headers, λ as written in the config (0.25, not 0.2500),
     metrics at 4 decimals, p at 3 significant digits; the CSV keeps full precision."""
-    from pipeline.evaluation.scorings import from_row, scoring_class
-
     if dn.empty:
         return "No scoring other than the dot product in this grid."
     lines = []
@@ -540,8 +520,6 @@ def _write_table_files(tables: Path, grid: GridResults, cfg: dict) -> dict[str, 
         atomic_write_text(paths["index.csv"], idx.to_csv(index=False))
     _write_markdown(paths["index.md"], "# Indexes\n\n" + (idx.to_markdown(index=False, floatfmt=".4g")
                                                            if not idx.empty else "No index report.") + "\n")
-    from pipeline.results.diagnostics import diagnostics_markdown, diagnostics_table
-
     diag = diagnostics_table((out.job.dataset, out.job.run, out.train_log) for out in _own_models(cfg, grid.jobs))
     paths["diagnostics.md"] = tables / "diagnostics.md"
     if not diag.empty:
@@ -558,8 +536,6 @@ def _own_models(cfg: dict, jobs: list[JobOutputs]) -> list[JobOutputs]:
 
 
 def draw_plots(results: Path, cfg: dict, grid: GridResults, folder: Path | None = None) -> dict[str, Path]:
-    from pipeline.results.plots import PlotData, draw_all, run_colours
-
     logs: dict[tuple[str, str], list[Path]] = {}
     examples_per_update: dict[tuple[str, str], int] = {}
     for out in _own_models(cfg, grid.jobs):
@@ -603,7 +579,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, path in grid.tables.items():
         log.info("wrote %s", path)
     if cfg["mlflow"]["enabled"] and not args.no_mlflow:
-        from pipeline.results.mlflow_log import log_experiment
+        from pipeline.results.mlflow_log import log_experiment  # why: loads mlflow, scipy; kept out of this module's import
 
         log_experiment(grid, cfg)
     if args.grid_stamp:

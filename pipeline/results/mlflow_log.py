@@ -50,6 +50,7 @@ from pipeline.core.common import git_commit, log
 from pipeline.results.mlflow_ui import ARTIFACTS_DIR, PER_METHOD_VIEW, per_method_view, relocate_artifacts, runs_path
 from pipeline.core.layout import INDEX_REPORT, METRICS, PER_QUERY, TRAIN_SUMMARY
 from pipeline.evaluation.scorings import from_row
+from pipeline.results.plots import run_colours
 
 # Headline metrics logged per scoring; every metric stays in the metrics.json artifact. A row
 # carries those of its dataset's protocol: qrels NDCG/Recall, answers Top-k accuracy (acc_20.dot).
@@ -191,8 +192,6 @@ def log_experiment(grid, cfg: dict) -> dict[str, int]:
         client.set_experiment_tag(experiment_id, "pipeline.grid_digest", grid.grid_digest)
     commit = git_commit()
     # The UI draws each run in the colour its plots use (MLflow's own run-colour tag).
-    from pipeline.results.plots import run_colours
-
     colours = run_colours(list(cfg["runs"]))
     counts = {"created": 0, "skipped": 0}
     by_run: dict[tuple[str, str], list] = {}

@@ -67,7 +67,7 @@ def per_method_view(metric_keys, lam: float | None) -> dict:
     shows what the headline table shows, one parent row per run: dataset, version, the main metric
     under dot (and DN at the headline λ) with its p and MDD, the second metric, N_total, bank size
     and cost."""
-    from pipeline.results.mlflow_log import LOGGED_METRICS, metric_key
+    from pipeline.results.mlflow_log import LOGGED_METRICS, metric_key  # why: loads mlflow, pandas, scipy; kept out of this module's import
 
     wanted = [f"{metric_key(m)}.dot" for m in LOGGED_METRICS] + ["p.dot", "mdd.dot"]
     if lam is not None:

@@ -34,7 +34,7 @@ def planned_updates(recipe: dict, examples: int, per_update: int) -> int:
 
 def _train_cpu_seconds(data_dir: Path, recipe: dict, seed: int, updates: int) -> tuple[float, dict]:
     """CPU seconds of this process for a training run of `updates` updates, and its summary."""
-    from pipeline.training.train import train
+    from pipeline.training.train import train  # why: loads torch; kept out of this module's import
 
     timed = {**recipe, "max_steps": updates, "checkpoint_every": 0, "warmup_steps": 0}
     with tempfile.TemporaryDirectory(prefix="pilot-time.") as tmp:

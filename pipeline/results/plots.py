@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pipeline.core.common import atomic_path, atomic_write_text
+from pipeline.evaluation.scorings import from_row, scoring_class
 
 PLOTS = ("ndcg_per_run", "ndcg_vs_batch", "accuracy_vs_cost", "grad_norm_ratio", "dn_lambda")
 COLOURS_FILE = "colours.json"
@@ -125,8 +127,6 @@ def drawn_colours(fig) -> dict[str, list[str]]:
 
 
 def _save(fig, out: Path, name: str, record: dict | None = None) -> Path:
-    from pipeline.core.common import atomic_path
-
     if record is not None:
         record[name] = drawn_colours(fig)
     out.mkdir(parents=True, exist_ok=True)
@@ -318,8 +318,6 @@ def dn_lambda(data: PlotData, out: Path, record: dict | None = None) -> Path:
     k; 0 is the dot product), in the run's colour, with intervals; a line only where a scoring
     has two or more weights (three points with the dot product), and scorings without a weight
     (DN*'s repeats aside, QB-Norm per β) as dotted levels."""
-    from pipeline.evaluation.scorings import from_row, scoring_class
-
     plt = _figure()
     frame = data.frame
     shifted = frame[frame.scoring != "dot"]
@@ -361,8 +359,6 @@ def dn_lambda(data: PlotData, out: Path, record: dict | None = None) -> Path:
 def draw_all(data: PlotData, train_logs: dict[tuple[str, str], list[Path]], out: Path,
              examples_per_update: dict[tuple[str, str], int] | None = None) -> dict[str, Path]:
     """Every plot, plus colours.json: {plot: {run: [colours drawn for it]}} and the grid's map."""
-    from pipeline.core.common import atomic_write_text
-
     record: dict = {}
     paths = {
         "ndcg_per_run": ndcg_per_run(data, out, record),

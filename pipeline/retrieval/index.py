@@ -24,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.common import PipelineError, atomic_dir, atomic_path, atomic_write_json, log, parse_json_object, run_main, step_parser
+from pipeline.core.common import PipelineError, atomic_dir, atomic_path, atomic_write_json, log, parse_json_object, run_main, step_parser, read_json
 
 from pipeline.core.layout import DOC_IDS, EMBEDDINGS, INDEX_STATS
 from pipeline.core.common import set_threads  # noqa: F401  (re-exported: evaluate and scale call it from here)
 from pipeline.core.index_params import ALIASES, check_index_types, default_nlist, resolve_params  # noqa: F401
 from pipeline.core.params import IndexParams, defaults, merged
 from pipeline.retrieval.shards import gather, iter_rows, npy_header, read_plan, read_rows
+from pipeline.sources.datasets import corpus_digest, load_dataset
 
 
 
@@ -245,8 +246,6 @@ class MemmapFlat:
 
 
 def read_stats(index_dir: str | os.PathLike) -> dict:
-    from pipeline.core.common import read_json
-
     index_dir = Path(index_dir)
     if not (index_dir / INDEX_STATS).is_file():
         raise PipelineError(f"{index_dir}: not an index folder (missing {INDEX_STATS})")
@@ -272,8 +271,6 @@ def load_index(index_dir: str | os.PathLike, kind: str, stats: dict | None = Non
 def load_embeddings(index_dir: str | os.PathLike, doc_ids_expected=None) -> tuple[np.ndarray, list[str], dict]:
     """(memory-mapped embeddings, doc ids in row order, index_stats) of an index folder, checked
     for consistency (and against the dataset's doc ids when given)."""
-    from pipeline.core.common import read_json
-
     index_dir = Path(index_dir)
     stats = read_stats(index_dir)
     doc_ids = read_json(index_dir / DOC_IDS)
@@ -305,8 +302,7 @@ def run_gather(dataset_dir: str, shards_dir: str, plan_path: str, out_dir: str, 
 
 def run(model_dir: str, dataset_dir: str, out_dir: str, params: dict) -> dict:
     resolve_params(params)  # fail on bad config before the slow torch import and model load
-    from pipeline.sources.datasets import corpus_digest, load_dataset
-    from pipeline.models.encoder import BiEncoder, describe
+    from pipeline.models.encoder import BiEncoder, describe  # why: loads torch; kept out of this module's import
 
     set_threads()
     ds = load_dataset(dataset_dir)

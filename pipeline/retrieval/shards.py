@@ -32,7 +32,11 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.core.common import PipelineError, atomic_path, atomic_write_json, log, parse_json_object, read_json, run_main
+from pipeline.core.common import PipelineError, atomic_path, atomic_write_json, log, parse_json_object, read_json, run_main, set_threads
+from pipeline.sources.datasets import corpus_digest, passage_text
+from pipeline.core.layout import MANIFEST, DOC_IDS, EMBEDDINGS
+from pipeline.core.params import check_int, IndexParams, defaults
+from pipeline.core.index_params import resolve_params
 
 DTYPES = ("float32", "float16")
 ENCODE_BLOCK = 32768  # texts per encode_texts call inside a shard
@@ -57,10 +61,6 @@ def make_plan_count(num_docs: int, shards: int) -> list[list[int]]:
 
 def write_plan(dataset_dir: str | Path, out: str | Path, shard_size: int | None = None,
                shards: int | None = None) -> dict:
-    from pipeline.sources.datasets import corpus_digest
-    from pipeline.core.layout import MANIFEST
-    from pipeline.core.params import check_int
-
     if (shard_size is None) == (shards is None):
         raise PipelineError("shard plan: give either a shard size or a number of shards")
     if shards is None:
@@ -94,8 +94,6 @@ def num_shards(plan_path: str | Path) -> int:
 def corpus_rows(dataset_dir: str | Path, start: int, end: int) -> tuple[list[str], list[str]]:
     """(doc ids, passage texts) of rows [start, end) of corpus.jsonl, in file order (the row
     order of `datasets.load_dataset`), reading only up to row `end`."""
-    from pipeline.sources.datasets import passage_text
-
     ids, texts, row = [], [], 0
     with open(Path(dataset_dir) / "corpus.jsonl", encoding="utf-8") as fh:
         for line in fh:
@@ -167,16 +165,13 @@ def write_npy_stream(path: str | Path, shape: tuple[int, int], dtype: str, block
 # ----------------------------------------------------------------------------- encode one shard
 def encode_shard(model_dir: str, dataset_dir: str, plan_path: str, shard: int, out_embeddings: str, out_ids: str,
                  params: dict) -> dict:
-    from pipeline.core.common import set_threads
-    from pipeline.core.index_params import resolve_params
-
     p = resolve_params(params)
     plan = read_plan(plan_path)
     if not 0 <= shard < len(plan["shards"]):
         raise PipelineError(f"--shard: {shard} is not in the plan's {len(plan['shards'])} shards ({plan_path})")
     start, end = plan["shards"][shard]
     ids, texts = corpus_rows(dataset_dir, start, end)
-    from pipeline.models.encoder import BiEncoder, describe
+    from pipeline.models.encoder import BiEncoder, describe  # why: loads torch; kept out of this module's import
 
     set_threads()
     model = BiEncoder.load(model_dir)
@@ -215,8 +210,6 @@ def shard_files(shards_dir: str | Path, plan: dict) -> list[tuple[Path, Path]]:
 def gather(shards_dir: str | Path, plan_path: str | Path, out_dir: Path, dtype: str) -> dict:
     """Concatenate the shards into out_dir/embeddings.npy (+ docids.json), streamed. Returns the
     merged shard facts (num_docs, dim, encode_seconds summed over shards, model, normalized)."""
-    from pipeline.core.layout import DOC_IDS, EMBEDDINGS
-
     plan = read_plan(plan_path)
     files = shard_files(shards_dir, plan)
     metas, doc_ids = [], []
@@ -247,8 +240,6 @@ def gather(shards_dir: str | Path, plan_path: str | Path, out_dir: Path, dtype: 
 # ----------------------------------------------------------------------------- entry points
 def main(argv: list[str] | None = None) -> dict:
     import argparse
-
-    from pipeline.core.params import IndexParams, defaults
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.retrieval.shards",
                                      description="Sharded corpus encoding: plan the shards, encode one shard.")

@@ -27,6 +27,7 @@ import unicodedata
 from typing import Iterable, Sequence
 
 import regex
+from pipeline.core.common import PipelineError, iter_keyed_jsonl
 
 # A run of letters/digits/marks, or one character that is not a separator (Z*) or control (C*).
 _TOKEN_RE = regex.compile(r"[\p{L}\p{N}\p{M}]+|[^\p{Z}\p{C}]", flags=regex.UNICODE)
@@ -121,8 +122,6 @@ def load_answers(root, split: str) -> dict[str, tuple[list[str], bool]]:
     """Read `<root>/answers/<split>.jsonl` of a normalised dataset folder (written by
     pipeline.sources.dpr_data): question id -> (answers, regex?), in file order."""
     from pathlib import Path
-
-    from pipeline.core.common import PipelineError, iter_keyed_jsonl
 
     path = Path(root) / "answers" / f"{split}.jsonl"
     if not path.is_file():

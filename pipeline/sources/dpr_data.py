@@ -63,6 +63,7 @@ from pipeline.core.common import PipelineError, atomic_dir, atomic_write_text, l
 from pipeline.core.layout import MANIFEST_VERSION
 from pipeline.sources.download import download
 from pipeline.sources.lines import INVALID_JSON, decode_line, parse_json_line
+from pipeline.sources.answer_matching import check_answer_regex, tokenize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_LOCK = REPO_ROOT / "config" / "checksums.lock"
@@ -454,8 +455,6 @@ def check_tevatron_record(rec: Any, lineno: int, where: str) -> tuple[TrainQuest
 
 def parse_answers_cell(cell: str, regex_mode: bool) -> tuple[list[str] | None, str | None]:
     """The answers column of a DPR QA file (a JSON or Python list literal of strings)."""
-    from pipeline.sources.answer_matching import check_answer_regex, tokenize
-
     try:
         value = json.loads(cell)
     except json.JSONDecodeError:

@@ -39,6 +39,7 @@ from pipeline.core.layout import MANIFEST, MANIFEST_VERSION, Layout
 from pipeline.sources.download import _human, download
 from pipeline.sources.lines import INVALID_JSON, decode_line, parse_json_line
 from pipeline.sources.dpr_data import parse_qa_args, prepare_dpr
+from pipeline.sources.dev_split import carve, parse
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED_ROOT = REPO_ROOT / "data" / "embedded"
@@ -315,8 +316,6 @@ def write_dataset_folder(data: BeirData, out: str | os.PathLike, source_info: di
     """Write the normalised folder and its manifest atomically; return the manifest. `dev_split`
     (pipeline.sources.dev_split.parse) first moves a seeded set of training queries into a split of their own."""
     if dev_split:
-        from pipeline.sources.dev_split import carve
-
         source_info = {**source_info, "dev_split": carve(data.qrels, dev_split)}
     with atomic_dir(out) as tmp:
         output_sha = write_normalized(data, tmp)
@@ -573,8 +572,6 @@ def main(argv: list[str] | None = None) -> dict:
         raise PipelineError("--retries and --backoff must be >= 0 and --timeout > 0")
     dev_split = None
     if args.dev_split:
-        from pipeline.sources.dev_split import parse
-
         if args.source == "dpr":
             raise PipelineError("--dev-split: not available for --source dpr (its QA files already give dev splits)")
         dev_split = parse(args.dev_split)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.common import PipelineError, atomic_write_text, iter_keyed_jsonl, log, run_main
+from pipeline.sources.datasets import passage_text, load_dataset
 
 
 def _tokenize(texts: list[str]) -> list[list[str]]:
@@ -37,8 +38,6 @@ def mine(corpus: dict[str, dict], queries: dict[str, str], split: dict[str, dict
          k1: float = 1.5, b: float = 0.75) -> list[dict]:
     """Return [{"query_id", "negatives"}] for every query of `split`, in split order."""
     import bm25s
-
-    from pipeline.sources.datasets import passage_text
 
     if top_k < 1:
         raise PipelineError(f"--top-k must be >= 1, got {top_k}")
@@ -119,8 +118,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--k1", type=float, default=1.5, help="BM25 k1 (default 1.5)")
     p.add_argument("--b", type=float, default=0.75, help="BM25 b (default 0.75)")
     args = p.parse_args(argv)
-
-    from pipeline.sources.datasets import load_dataset
 
     t0 = time.perf_counter()
     ds = load_dataset(args.dataset)

@@ -53,6 +53,9 @@ from pipeline.models.encoder import BiEncoder, EncoderSpec, describe
 from pipeline.core.layout import MODEL, TRAIN_LOG, TRAIN_SUMMARY
 from pipeline.core.params import ZERO_SHOT, resolve_recipe
 from pipeline.training.sampler import update_plan
+from pipeline.training.fanoise import FANoise
+from pipeline.training.methods import get_method
+from pipeline.training.hardneg import load_hard_negatives
 
 MAX_SKIPPED = 20  # fp16: this many overflow-skipped updates in a row means the values are broken
 # A bank holding this share of the training pairs holds recent queries' positives often enough to
@@ -127,9 +130,6 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
         atomic_write_json(out / TRAIN_SUMMARY, summary)
         return summary
 
-    from pipeline.training.fanoise import FANoise
-    from pipeline.training.methods import get_method
-
     seed_everything(seed)
     device = pick_device(recipe["device"])
     processes = int(recipe["processes"])
@@ -154,8 +154,6 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
     if hn_cfg:
         if not hard_negatives:
             raise PipelineError("hard_negatives is set in the recipe but no --hard-negatives file was given")
-        from pipeline.training.hardneg import load_hard_negatives
-
         negatives = load_hard_negatives(hard_negatives)
     # The examples of each epoch (the dataset's own hard negatives are redrawn per epoch).
     data = TrainingData(ds, recipe["train_split"], negatives, hn_cfg, seed, pairs=recipe.get("pairs"))

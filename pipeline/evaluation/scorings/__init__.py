@@ -16,6 +16,7 @@ import math
 
 from pipeline.core.registry import Registry
 from .base import Scoring, ScoringInputs
+from pipeline.core.params import EvalParams
 
 
 def _named(cls: type[Scoring], family: str) -> None:
@@ -44,8 +45,6 @@ def expand(families: list[str], lambdas: list[float], params=None) -> list[Scori
     each setting for scorings with their own parameters (`params`: the evaluate step's
     EvalParams; the defaults when None)."""
     from dataclasses import replace
-
-    from pipeline.core.params import EvalParams
 
     params = replace(params or EvalParams(), lambdas=list(lambdas))
     return [s for family in families for s in scoring_class(family).variants(params)]

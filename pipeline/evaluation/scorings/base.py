@@ -7,7 +7,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from pipeline.evaluation.distribution_normalization import DNMeans
+from pipeline.evaluation.distribution_normalization import DNMeans, dn_search
 
 
 @dataclass
@@ -115,8 +115,6 @@ class Scoring:
     def rankings(self, index, inputs: ScoringInputs, top_k: int):
         """(scores, rows) per repeat: float64 scores and int64 document rows, best first, ties to
         the lower row, -1 where an approximate index found fewer than top_k."""
-        from pipeline.evaluation.distribution_normalization import dn_search
-
         for means in self.means(inputs):
             yield dn_search(index, inputs.queries, top_k, means, self.search_lambda, inputs.params.dn_order,
                             doc_emb=inputs.docs)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from pipeline.training import distributed
+from pipeline.training.guide import GuideFilter
 from pipeline.sources.datasets import Example, false_negative_mask
 from pipeline.core.params import resolve_recipe
 
@@ -73,8 +74,6 @@ class TrainingMethod(ABC):
         model.set_gradient_checkpointing(bool(self.recipe["gradient_checkpointing"]))
         self.guide = None
         if self.recipe["negative_filter"]:
-            from pipeline.training.guide import GuideFilter
-
             self.guide = GuideFilter(self.recipe["negative_filter"], model, self.autocast_dtype,
                                      chunk=int(self.recipe["batch_size"]))
             # An instance attribute: the filter's stats exist only when a guide does.
