@@ -9,12 +9,12 @@ CONFIG ?= config/config.yaml
 SNAKEMAKE_ARGS ?=
 UI_PORT ?= 5000
 # results/<experiment>/ of a config (its `experiment` key): evaluated only by the recipes that use it.
-experiment_dir = results/$(shell $(BIN)/python -c "import sys; from pipeline import config; print(config.load(sys.argv[1])['experiment'])" $(1))
+experiment_dir = results/$(shell $(BIN)/python -c "import sys; from pipeline.core import config; print(config.load(sys.argv[1])['experiment'])" $(1))
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test test-slow docs lint dry-run ui report bench bench-encode reference check-reference pilot pilot-time lock clean help export gpu-check bench-train
+.PHONY: install run test test-slow docs lint lint-imports dry-run ui report bench bench-encode reference check-reference pilot pilot-time lock clean help export gpu-check bench-train
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -31,7 +31,7 @@ run: $(STAMP)  ## run the default experiment end to end (embedded scifact-mini)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --profile profiles/default $(SNAKEMAKE_ARGS)
 	@tables=$(call experiment_dir,$(CONFIG))/tables; \
 	  echo "Summary table: $$tables/summary.md (CSV: $$tables/summary.csv)"
-	@$(BIN)/python -m pipeline.mlflow_ui --config $(CONFIG) --port $(UI_PORT) 2>/dev/null | sed 's/$$/ (after `make ui`)/' || true
+	@$(BIN)/python -m pipeline.results.mlflow_ui --config $(CONFIG) --port $(UI_PORT) 2>/dev/null | sed 's/$$/ (after `make ui`)/' || true
 	@tables=$(call experiment_dir,$(CONFIG))/tables; \
 	  if [ -f $$tables/headline.md ]; then echo; echo "Headline ($$tables/headline.md):"; cat $$tables/headline.md; fi
 
@@ -45,15 +45,18 @@ docs: $(STAMP)  ## build the manual (MkDocs, --strict: a broken link or missing 
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 	@echo "Docs: site/index.html"
 
-lint: $(STAMP)  ## snakemake --lint and a dry run
+lint: lint-imports  ## snakemake --lint, a dry run and the import layering
 	$(BIN)/snakemake --lint --configfile $(CONFIG)
 	$(BIN)/snakemake -n --configfile $(CONFIG) --quiet
+
+lint-imports: $(STAMP)  ## the stages' import layering (pyproject [tool.importlinter]; docs/architecture.md)
+	PYTHONPATH=$(CURDIR) $(BIN)/lint-imports
 
 # One uvicorn worker and no background job runner (MLflow's huey consumer serves GenAI jobs this
 # project never submits): a single process instead of a process tree, so it starts faster and
 # holds less memory on a small machine.
 ui: $(STAMP)  ## MLflow UI on 127.0.0.1 against results/mlflow.db (one worker, no job runner); prints the runs table's URL
-	@$(BIN)/python -m pipeline.mlflow_ui --config $(CONFIG) --port $(UI_PORT) || true
+	@$(BIN)/python -m pipeline.results.mlflow_ui --config $(CONFIG) --port $(UI_PORT) || true
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --workers 1 \
 	  --backend-store-uri sqlite:///$(abspath results/mlflow.db) --host 127.0.0.1 --port $(UI_PORT)
 
@@ -62,22 +65,22 @@ report: $(STAMP)  ## Snakemake report of the last run (headline, summary, DN and
 	@echo "Report: $(call experiment_dir,$(CONFIG))/report.html"
 
 bench: $(STAMP)  ## memory/time benchmark of the training methods
-	$(BIN)/python -m pipeline.bench
+	$(BIN)/python -m pipeline.bench.memory
 
 GPU_CHECK_ARGS ?=
 gpu-check: $(STAMP)  ## one-GPU check: every method x fp32/bf16/fp16 x checkpointing, a memory cap, encoding (DRY_RUN=1: on the CPU)
-	$(BIN)/python -m pipeline.gpu_check $(if $(DRY_RUN),--dry-run) $(GPU_CHECK_ARGS)
+	$(BIN)/python -m pipeline.bench.gpu_check $(if $(DRY_RUN),--dry-run) $(GPU_CHECK_ARGS)
 
 BENCH_DATASET ?= ../shared/data/scifact
 BENCH_MAX_LENGTH ?= 256
 
 bench-encode: $(STAMP)  ## corpus-encoding throughput: ours vs sentence-transformers (BENCH_DATASET=..., BENCH_MAX_LENGTH=...)
-	$(BIN)/python -m pipeline.bench_encode --dataset $(BENCH_DATASET) --max-length $(BENCH_MAX_LENGTH)
+	$(BIN)/python -m pipeline.bench.bench_encode --dataset $(BENCH_DATASET) --max-length $(BENCH_MAX_LENGTH)
 
 BENCH_TRAIN_ARGS ?= --batch-size 16 --chunk 4 --max-length 128 --updates 8 --repeats 2 --threads 1
 
 bench-train: $(STAMP)  ## training throughput and peak RSS: ours vs SentenceTransformerTrainer (BENCH_TRAIN_ARGS=...)
-	$(BIN)/python -m pipeline.bench_train $(BENCH_TRAIN_ARGS)
+	$(BIN)/python -m pipeline.bench.bench_train $(BENCH_TRAIN_ARGS)
 
 REFERENCE_CONFIG ?= config/scifact.yaml
 REFERENCE_DIR ?= results/reference/scifact
@@ -86,12 +89,12 @@ SEED ?= 13
 
 reference: $(STAMP)  ## run the full SciFact grid (~2 h on 2 cores) and publish its tables to results/reference/scifact
 	$(BIN)/snakemake --cores $(CORES) --configfile $(REFERENCE_CONFIG) --profile profiles/default $(SNAKEMAKE_ARGS)
-	$(BIN)/python -m pipeline.reference publish --config $(REFERENCE_CONFIG) --to $(REFERENCE_DIR)
+	$(BIN)/python -m pipeline.results.reference publish --config $(REFERENCE_CONFIG) --to $(REFERENCE_DIR)
 
 check-reference: $(STAMP)  ## re-run one row of the reference grid (RUN=contaccum-8x8 SEED=13) and compare it with the committed table
 	$(BIN)/snakemake --cores $(CORES) --configfile $(REFERENCE_CONFIG) --profile profiles/default \
 	  --config 'only_runs=[$(RUN)]' 'seeds=[$(SEED)]' $(SNAKEMAKE_ARGS)
-	$(BIN)/python -m pipeline.reference check --config $(REFERENCE_CONFIG) --reference $(REFERENCE_DIR)/summary.csv \
+	$(BIN)/python -m pipeline.results.reference check --config $(REFERENCE_CONFIG) --reference $(REFERENCE_DIR)/summary.csv \
 	  --metric ndcg@10 --metric recall@100
 
 PILOT_CONFIG ?= config/separation-pilot.yaml
@@ -99,15 +102,15 @@ PILOT_DATASET ?= scifact
 
 pilot: $(STAMP)  ## run a pilot grid on its dev split (PILOT_CONFIG=config/separation-pilot.yaml) and tabulate each regime's effect and MDD -> results/<experiment>/tables/pilot.md
 	$(BIN)/snakemake --cores $(CORES) --configfile $(PILOT_CONFIG) --profile profiles/default $(SNAKEMAKE_ARGS)
-	$(BIN)/python -m pipeline.pilot table --config $(PILOT_CONFIG)
+	$(BIN)/python -m pipeline.results.pilot table --config $(PILOT_CONFIG)
 
 pilot-time: $(STAMP)  ## CPU seconds of one update of every run of PILOT_CONFIG, and the grid's training time
 	$(BIN)/snakemake --cores 1 --configfile $(PILOT_CONFIG) --profile profiles/default results/data/$(PILOT_DATASET)/manifest.json
-	OMP_NUM_THREADS=1 $(BIN)/python -m pipeline.pilot time --config $(PILOT_CONFIG) --data results/data/$(PILOT_DATASET)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pipeline.results.pilot time --config $(PILOT_CONFIG) --data results/data/$(PILOT_DATASET)
 EXPORT_DATASET ?=
 
 export: $(STAMP)  ## export a finished run as a sentence-transformers folder + model card (CONFIG=... RUN=... SEED=...) -> results/export/<dataset>/<run>/<seed tag>
-	$(BIN)/python -m pipeline.export --config $(CONFIG) --run $(RUN) --seed $(SEED) \
+	$(BIN)/python -m pipeline.export.export --config $(CONFIG) --run $(RUN) --seed $(SEED) \
 	  $(if $(EXPORT_DATASET),--dataset $(EXPORT_DATASET))
 
 lock:  ## re-resolve requirements.lock from pyproject.toml (needs a registry)

@@ -2,15 +2,15 @@
 #   snakemake --cores 2                          default experiment (config/config.yaml)
 #   snakemake --cores 2 --configfile config/scifact.yaml
 # Stages: data -> (hardneg) -> train -> index -> evaluate -> aggregate. Each rule is a thin
-# call of `python -m pipeline.<step>`; see ARCHITECTURE.md.
+# call of `python -m pipeline.<stage>.<step>`; see ARCHITECTURE.md.
 import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
-from pipeline import config as pcfg
-from pipeline.layout import EXPORT_INFO, MODEL, MTEB_RESULT, REPORT_TABLES
-from pipeline.plots import PLOTS
+from pipeline.core import config as pcfg
+from pipeline.core.layout import EXPORT_INFO, MODEL, MTEB_RESULT, REPORT_TABLES
+from pipeline.results.plots import PLOTS
 
 
 # The default experiment applies only when no --configfile is given: Snakemake would otherwise

@@ -1,4 +1,5 @@
 """infonce-bench: memory-efficient InfoNCE training and Distribution-Normalized evaluation
-of dense retrievers on BEIR-format data. Each pipeline stage is `python -m pipeline.<step>`."""
+of dense retrievers on BEIR-format data. Each stage is a package (core <- sources, models <- training, retrieval <- evaluation <- results <- export, bench;
+docs/architecture.md); its step runs as `python -m pipeline.<stage>.<step>`."""
 
 __version__ = "0.1.0"

@@ -53,4 +53,4 @@ rule aggregate:
         mem_mb=2000,
         runtime=30,
     shell:
-        "python -m pipeline.aggregate --results {params.results} --config-file {input.config} --grid-stamp {output.stamp} > {log} 2>&1"
+        "python -m pipeline.results.aggregate --results {params.results} --config-file {input.config} --grid-stamp {output.stamp} > {log} 2>&1"

@@ -1,9 +1,9 @@
-# Helpers shared by the rules: paths of the grid's outputs (all from pipeline.layout) and the
+# Helpers shared by the rules: paths of the grid's outputs (all from pipeline.core.layout) and the
 # parameters each step gets.
 import os
 import shlex
 
-from pipeline.layout import Layout
+from pipeline.core.layout import Layout
 
 # Shared, recipe-independent work (data, BM25 negatives) under RESULTS; everything the recipes decide
 # under RESULTS/<experiment>/, so two configs never rewrite each other's models, tables or plots.
@@ -47,7 +47,7 @@ def dataset_args(wildcards):
 
 
 def dpr_args(ds):
-    """The `dpr` source's config keys as `python -m pipeline.prepare --source dpr` flags."""
+    """The `dpr` source's config keys as `python -m pipeline.sources.prepare --source dpr` flags."""
     flags = {"dpr_dataset": "--dpr-dataset", "train": "--dpr-train", "tevatron_train": "--tevatron-train",
              "passages": "--dpr-passages", "positives": "--dpr-positives"}
     args = [f"{flag} {shlex.quote(str(ds[key]))}" for key, flag in flags.items() if key in ds]
@@ -114,7 +114,7 @@ def index_inputs(wildcards):
     inputs = {"model": str(LAYOUT.train_summary(wildcards.dataset, wildcards.run, wildcards.tag)),
               "data": str(LAYOUT.manifest(wildcards.dataset))}
     if sharded():
-        from pipeline.shards import num_shards
+        from pipeline.retrieval.shards import num_shards
 
         if CFG["index"]["shards"] is not None:  # the count is known: no need to wait for the plan
             plan, count = str(LAYOUT.shard_plan(wildcards.dataset)), CFG["index"]["shards"]

@@ -17,7 +17,7 @@ rule data:
         mem_mb=2000,
         runtime=30,
     shell:
-        "python -m pipeline.prepare {params.args} --cache-dir {params.cache} --out {params.out} > {log} 2>&1"
+        "python -m pipeline.sources.prepare {params.args} --cache-dir {params.cache} --out {params.out} > {log} 2>&1"
 
 
 rule hard_negatives:
@@ -38,5 +38,5 @@ rule hard_negatives:
         mem_mb=4000,
         runtime=30,
     shell:
-        "python -m pipeline.hardneg --dataset {params.data} --split {params.split} --top-k {params.top_k} "
+        "python -m pipeline.training.hardneg --dataset {params.data} --split {params.split} --top-k {params.top_k} "
         "--out {output} > {log} 2>&1"

@@ -26,5 +26,5 @@ rule evaluate:
         mem_mb=8000,
         runtime=60,
     shell:
-        "python -m pipeline.evaluate --model {params.model} --dataset {params.data} --index {params.index} "
+        "python -m pipeline.evaluation.evaluate --model {params.model} --dataset {params.data} --index {params.index} "
         "--out {params.out} --params-json {params.evaluation} > {log} 2>&1"

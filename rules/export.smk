@@ -26,7 +26,7 @@ rule export:
         mem_mb=4000,
         runtime=30,
     shell:
-        "python -m pipeline.export --config-json {params.config} {params.files} --run {wildcards.run} {params.seed} "
+        "python -m pipeline.export.export --config-json {params.config} {params.files} --run {wildcards.run} {params.seed} "
         "--dataset {wildcards.dataset} --results {params.results} --out {params.out} > {log} 2>&1"
 
 
@@ -52,6 +52,6 @@ rule mteb:
         mem_mb=8000,
         runtime=120,
     shell:
-        "python -m pipeline.mteb_eval --model {params.model} --dataset {params.data} --split {params.split} "
+        "python -m pipeline.export.mteb_eval --model {params.model} --dataset {params.data} --split {params.split} "
         "--out {params.out} > {log} 2>&1"
 

@@ -1,7 +1,7 @@
 # Index stage: encode the corpus once per model and build the configured FAISS indexes.
 # With index.shards (or index.shard_size) set, the corpus is encoded by one `encode_shard` job per block of rows
 # (scatter) and `index` gathers them; the block count comes from the `shard_plan` checkpoint,
-# which reads the corpus count the data step recorded (see pipeline/shards.py).
+# which reads the corpus count the data step recorded (see pipeline/retrieval/shards.py).
 
 
 checkpoint shard_plan:
@@ -22,7 +22,7 @@ checkpoint shard_plan:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python -m pipeline.shards plan --dataset {params.data} {params.size} "
+        "python -m pipeline.retrieval.shards plan --dataset {params.data} {params.size} "
         "--out {output} > {log} 2>&1"
 
 
@@ -50,7 +50,7 @@ rule encode_shard:
         mem_mb=8000,
         runtime=120,
     shell:
-        "python -m pipeline.shards encode --model {params.model} --dataset {params.data} --plan {input.plan} "
+        "python -m pipeline.retrieval.shards encode --model {params.model} --dataset {params.data} --plan {input.plan} "
         "--shard {wildcards.shard} --out-embeddings {output.embeddings} --out-ids {output.ids} "
         "--params-json {params.encode} > {log} 2>&1"
 
@@ -79,5 +79,5 @@ rule index:
         mem_mb=8000,
         runtime=120,
     shell:
-        "python -m pipeline.index --model {params.model} --dataset {params.data} --out {params.out} "
+        "python -m pipeline.retrieval.index --model {params.model} --dataset {params.data} --out {params.out} "
         "--params-json {params.index} {params.gather} > {log} 2>&1"

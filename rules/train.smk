@@ -3,7 +3,7 @@
 # CPU), asks the cluster for P GPUs and splits the job's threads between them.
 
 
-from pipeline import launch as plaunch
+from pipeline.core import launch as plaunch
 
 
 rule train:
@@ -30,5 +30,5 @@ rule train:
         runtime=240,
         gpu=lambda w: plaunch.processes(pcfg.recipe(CFG, w.run)),
     shell:
-        "{params.launch} -m pipeline.train --dataset {params.data} --out {params.out} --seed {params.seed} "
+        "{params.launch} -m pipeline.training.train --dataset {params.data} --out {params.out} --seed {params.seed} "
         "--recipe-json {params.recipe} {params.extra} > {log} 2>&1"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.answers import has_answer  # noqa: E402
+from pipeline.sources.answer_matching import has_answer  # noqa: E402
 
 OUT = ROOT / "data" / "embedded" / "dpr-mini"
 

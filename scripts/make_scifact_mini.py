@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.common import PipelineError, atomic_dir, run_main  # noqa: E402
-from pipeline.prepare import BeirData, counts, read_beir_folder, write_normalized  # noqa: E402
+from pipeline.core.common import PipelineError, atomic_dir, run_main  # noqa: E402
+from pipeline.sources.prepare import BeirData, counts, read_beir_folder, write_normalized  # noqa: E402
 
 LICENSE_TEXT = """\
 The files in this folder are a subset of SciFact as redistributed by BEIR.

@@ -21,7 +21,7 @@ def make_tiny_bert(out: Path, hidden: int = 32, layers: int = 2, dropout: float 
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from pipeline.encoder import packaged_minilm_path
+    from pipeline.models.encoder import packaged_minilm_path
 
     torch.manual_seed(seed)
     tok = AutoTokenizer.from_pretrained(str(packaged_minilm_path()))

@@ -26,7 +26,7 @@ def examples(n, negatives, ids=False):
     """With `ids`, examples i and i + 2 of each group of four share a query (so with two
     processes a query's other positive sits in the other process's rows), and a hard negative
     is the positive of the example three places on (sometimes a known positive of the row)."""
-    from pipeline.methods import Example
+    from pipeline.training.methods import Example
 
     out = [Example(f"question {i} about subject {i * 7} and more", f"passage {i} on subject {i * 7} " * (1 + i % 3),
                    [f"unrelated text {i} number {j}" for j in range(negatives)]) for i in range(n)]
@@ -40,10 +40,10 @@ def examples(n, negatives, ids=False):
 def run_case(model_dir: str, case: dict) -> dict:
     import torch
 
-    from pipeline import distributed
-    from pipeline.encoder import BiEncoder, EncoderSpec
-    from pipeline.fanoise import FANoise
-    from pipeline.methods import get_method
+    from pipeline.training import distributed
+    from pipeline.models.encoder import BiEncoder, EncoderSpec
+    from pipeline.training.fanoise import FANoise
+    from pipeline.training.methods import get_method
 
     torch.manual_seed(0)
     model = BiEncoder.from_spec(EncoderSpec(model=model_dir, tied=case.get("tied", False), query_max_length=16,
@@ -80,7 +80,7 @@ def run_case(model_dir: str, case: dict) -> dict:
 def main(cases_path: str, out_path: str) -> None:
     import torch
 
-    from pipeline import distributed
+    from pipeline.training import distributed
 
     spec = json.loads(open(cases_path).read())
     distributed.init_from_env("cpu")

@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from pipeline import evaluate as ev
-from pipeline import index as idx
-from pipeline.encoder import BiEncoder, EncoderSpec
+from pipeline.evaluation import evaluate as ev
+from pipeline.retrieval import index as idx
+from pipeline.models.encoder import BiEncoder, EncoderSpec
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 

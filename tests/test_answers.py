@@ -1,4 +1,4 @@
-"""pipeline.answers: DPR's has_answer on hand-checked cases (unicode, case, punctuation, token
+"""pipeline.sources.answer_matching: DPR's has_answer on hand-checked cases (unicode, case, punctuation, token
 boundaries, regex answers). Each expectation was worked out by hand from DPR's definition:
 NFD, tokens = letter/digit/mark runs or single non-space characters, lower-case, token-sequence
 containment; regex answers are searched case-insensitively in the NFD text."""
@@ -9,7 +9,7 @@ import unicodedata
 
 import pytest
 
-from pipeline.answers import AnswerMatcher, check_answer_regex, first_hit, has_answer, tokenize
+from pipeline.sources.answer_matching import AnswerMatcher, check_answer_regex, first_hit, has_answer, tokenize
 
 DECOMPOSED_ZURICH = "Zu\u0308rich"  # "u" + COMBINING DIAERESIS
 assert unicodedata.normalize("NFC", DECOMPOSED_ZURICH) == "Z\u00fcrich"

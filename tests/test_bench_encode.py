@@ -13,7 +13,7 @@ TEXTS = ["a short one", "a much longer passage about protein folding and the imm
 
 
 def test_bench_encode_matches_sentence_transformers(tiny_model_dir, tmp_path, capsys):
-    from pipeline import bench_encode
+    from pipeline.bench import bench_encode
 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"_id": str(i), "title": "", "text": t}) + "\n" for i, t in enumerate(TEXTS)))
@@ -32,7 +32,7 @@ def test_bench_encode_matches_sentence_transformers(tiny_model_dir, tmp_path, ca
 def test_encode_texts_restores_order_and_matches_single_texts(tiny_model_dir, precision):
     import torch
 
-    from pipeline.encoder import BiEncoder, EncoderSpec
+    from pipeline.models.encoder import BiEncoder, EncoderSpec
 
     model = BiEncoder.from_spec(EncoderSpec(model=str(tiny_model_dir), passage_max_length=12, tied=False))
     batched = model.encode_texts(TEXTS, "passage", batch_size=3, progress=False, precision=precision)
@@ -44,8 +44,8 @@ def test_encode_texts_restores_order_and_matches_single_texts(tiny_model_dir, pr
 
 
 def test_encode_texts_rejects_unknown_precision(tiny_model_dir):
-    from pipeline.common import PipelineError
-    from pipeline.encoder import BiEncoder, EncoderSpec
+    from pipeline.core.common import PipelineError
+    from pipeline.models.encoder import BiEncoder, EncoderSpec
 
     model = BiEncoder.from_spec(EncoderSpec(model=str(tiny_model_dir)))
     with pytest.raises(PipelineError, match="index.precision"):

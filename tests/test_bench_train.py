@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import bench_train
-from pipeline.common import PipelineError
+from pipeline.bench import bench_train
+from pipeline.core.common import PipelineError
 
 
 def test_tiny_bench_train_runs_both_sides(capsys, tmp_path):
@@ -19,15 +19,16 @@ def test_tiny_bench_train_runs_both_sides(capsys, tmp_path):
     assert row["throughput_ratio"] == pytest.approx(row["ours"]["updates_per_s"] /
                                                     row["sentence-transformers"]["updates_per_s"])
     out = capsys.readouterr().out
-    assert "| inbatch | ours (pipeline.train) |" in out and "MultipleNegativesRankingLoss" in out
+    assert "| inbatch | ours (pipeline.training.train) |" in out and "MultipleNegativesRankingLoss" in out
     assert (tmp_path / "r.json").is_file()
 
 
 def test_both_sides_see_the_same_batches(tmp_path):
     # Theirs is fed our update order through a sequential sampler: the flattened plan must be our
     # loop's batches, update by update.
-    from pipeline.datasets import TrainingData, load_dataset
-    from pipeline.sampler import update_plan
+    from pipeline.sources.datasets import load_dataset
+    from pipeline.training.pairs import TrainingData
+    from pipeline.training.sampler import update_plan
 
     data = bench_train.prepare_dataset("scifact-mini", tmp_path / "d")
     case = {"dataset": str(data), "batch_size": 16, "updates": 30, "seed": 5}

@@ -330,7 +330,7 @@ def test_printed_url_opens_the_model_training_runs_table(browser, mlflow_ui, sto
     prints opens its runs table in the model-training view, not the GenAI overview."""
     import yaml
 
-    from pipeline.mlflow_ui import runs_url
+    from pipeline.results.mlflow_ui import runs_url
 
     experiment = api(mlflow_ui, "/experiments/get-by-name?experiment_name=" + EXPERIMENT)["experiment"]
     kind = {t["key"]: t["value"] for t in experiment.get("tags", [])}.get("mlflow.experimentKind")

@@ -1,4 +1,4 @@
-"""Every stage is a `python -m pipeline.<step>` entry point with a usable --help."""
+"""Every stage is a `python -m pipeline.<stage>.<step>` entry point with a usable --help."""
 
 import os
 import subprocess
@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-STEPS = ["prepare", "hardneg", "train", "index", "evaluate", "aggregate", "bench", "shards", "scale", "pilot", "export", "mteb_eval", "gpu_check"]
+STEPS = ["sources.prepare", "training.hardneg", "training.train", "retrieval.index", "evaluation.evaluate",
+         "results.aggregate", "bench.memory", "retrieval.shards", "bench.scale", "results.pilot", "export.export",
+         "export.mteb_eval", "bench.gpu_check"]
 
 
 @pytest.mark.parametrize("step", STEPS)

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from pipeline import config as pcfg
+from pipeline.core import config as pcfg
 
 BASE = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
@@ -122,7 +122,7 @@ def test_validation_accepts_its_own_output(name):
 def test_job_recipe_leaves_new_keys_out_at_their_defaults_and_round_trips():
     """Keys added after results were published must not change older configs' train-job
     parameters (Snakemake would re-run them), and the step must get the same recipe back."""
-    from pipeline.params import RECIPE_OPTIONAL, job_recipe, resolve_recipe
+    from pipeline.core.params import RECIPE_OPTIONAL, job_recipe, resolve_recipe
 
     recipe = resolve_recipe({"method": "inbatch", "batch_size": 8})
     job = job_recipe(recipe)
@@ -173,7 +173,7 @@ def test_checkpointing_support_read_from_sources_equals_the_class_attribute(tmp_
     `supports_gradient_checkpointing`. They must agree."""
     import transformers
 
-    from pipeline.encoder_shape import checkpointing_support
+    from pipeline.models.encoder_shape import checkpointing_support
 
     supported, class_name = checkpointing_support(str(hf_folder(tmp_path / model_type, model_type)))
     assert supported is getattr(transformers, class_name).supports_gradient_checkpointing
@@ -184,7 +184,7 @@ def test_checkpointing_check_keeps_validation_torch_free(tmp_path):
     import sys
 
     mpnet = hf_folder(tmp_path / "mpnet", "mpnet")
-    code = ("import sys, pipeline.config as c\n"
+    code = ("import sys, pipeline.core.config as c\n"
             "for model in ('all-MiniLM-L6-v2', sys.argv[1]):\n"
             "    try: c.validate({'datasets': {'d': {'source': 'embedded'}}, 'encoder': {'model': model},\n"
             "                     'runs': {'r': {'method': 'inbatch', 'gradient_checkpointing': True}}})\n"

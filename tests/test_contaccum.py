@@ -6,9 +6,9 @@ import functools
 import pytest
 import torch
 
-from pipeline.encoder import BiEncoder, EncoderSpec
-from pipeline.methods import Example, get_method
-from pipeline.methods.contaccum import ContAccum, FifoBank
+from pipeline.models.encoder import BiEncoder, EncoderSpec
+from pipeline.training.methods import Example, get_method
+from pipeline.training.methods.contaccum import ContAccum, FifoBank
 
 DIM = 32
 
@@ -97,7 +97,7 @@ def test_embedding_gradients_match_eq8_eq9(tiny_model_dir, query_bank):
 
 
 def test_banks_hold_detached_clean_embeddings(tiny_model_dir):
-    from pipeline.fanoise import FANoise
+    from pipeline.training.fanoise import FANoise
 
     model = build(tiny_model_dir)
     method = ContAccum(model, recipe(memory_size=8), noise=FANoise(0.5))

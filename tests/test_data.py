@@ -1,4 +1,4 @@
-"""pipeline.prepare: validation of BEIR-format input (every error names file:line), normalised output,
+"""pipeline.sources.prepare: validation of BEIR-format input (every error names file:line), normalised output,
 manifest, atomic replacement, and the local / embedded sources."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import prepare as D
-from pipeline.common import PipelineError, sha256_file
-from pipeline.datasets import load_dataset
+from pipeline.sources import prepare as D
+from pipeline.core.common import PipelineError, sha256_file
+from pipeline.sources.datasets import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -246,13 +246,13 @@ def test_cli_argument_errors(tmp_path, argv, words):
 
 def test_cli_exit_code_and_help(tmp_path):
     root = make_beir(tmp_path / "ds", **{"corpus.jsonl": corpus_with("oops")})
-    run = subprocess.run([sys.executable, "-m", "pipeline.prepare", "--name", "toy", "--source", "local",
+    run = subprocess.run([sys.executable, "-m", "pipeline.sources.prepare", "--name", "toy", "--source", "local",
                           "--path", str(root), "--out", str(tmp_path / "out")],
                          cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 2
     assert f"error: {root}/corpus.jsonl:2: invalid JSON" in run.stderr
     assert "Traceback" not in run.stderr
-    help_text = subprocess.run([sys.executable, "-m", "pipeline.prepare", "--help"], cwd=REPO,
+    help_text = subprocess.run([sys.executable, "-m", "pipeline.sources.prepare", "--help"], cwd=REPO,
                                capture_output=True, text=True).stdout
     assert "{beir,local,embedded,dpr}" in help_text and "--cache-dir" in help_text
 

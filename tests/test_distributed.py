@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import distributed
+from pipeline.training import distributed
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 N = 2  # per-process micro-batch of the two-process run

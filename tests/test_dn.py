@@ -7,8 +7,8 @@ import faiss
 import numpy as np
 import pytest
 
-from pipeline import dn
-from pipeline.common import PipelineError
+from pipeline.evaluation import distribution_normalization as dn
+from pipeline.core.common import PipelineError
 
 
 def _unit(x):

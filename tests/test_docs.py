@@ -16,7 +16,7 @@ import yaml
 
 from conftest import REPO
 
-from pipeline import config as pcfg
+from pipeline.core import config as pcfg
 
 MKDOCS = [sys.executable, "-m", "mkdocs"]
 DOC_PAGES = sorted((REPO / "docs").rglob("*.md"))

@@ -1,4 +1,4 @@
-"""pipeline.prepare's beir source against a real HTTP server on 127.0.0.1: checksums, caching,
+"""pipeline.sources.prepare's beir source against a real HTTP server on 127.0.0.1: checksums, caching,
 retries, unsafe and damaged archives, unreachable hosts. Nothing here touches the internet."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import prepare as D
-from pipeline.common import PipelineError
+from pipeline.sources import prepare as D
+from pipeline.core.common import PipelineError
 
 CORPUS = [{"_id": "d1", "title": "Apples", "text": "Apples are red."},
           {"_id": "d2", "title": "Bananas", "text": "Bananas are yellow."},

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from pipeline import config as pcfg
+from pipeline.core import config as pcfg
 
 MINI = REPO / "data" / "embedded" / "dpr-mini"
 BASE = {
@@ -79,9 +79,9 @@ def test_dn_star_source_split_must_differ_from_the_test_split():
 
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
-    from pipeline import prepare as D
-    from pipeline.datasets import load_dataset
-    from pipeline.hardneg import load_hard_negatives
+    from pipeline.sources import prepare as D
+    from pipeline.sources.datasets import load_dataset
+    from pipeline.training.hardneg import load_hard_negatives
 
     out = tmp_path_factory.mktemp("dpr") / "dpr-mini"
     D.main(["--name", "dpr-mini", "--source", "dpr", "--out", str(out), "--dpr-train", str(MINI / "train.json"),
@@ -90,7 +90,8 @@ def mini(tmp_path_factory):
 
 
 def test_dataset_negatives_are_redrawn_each_epoch_and_replayable(mini):
-    from pipeline.datasets import TrainingData, passage_text
+    from pipeline.sources.datasets import passage_text
+    from pipeline.training.pairs import TrainingData
 
     ds, negatives = mini
     params = {"source": "dataset", "per_query": 1}
@@ -112,8 +113,8 @@ def test_dataset_negatives_are_redrawn_each_epoch_and_replayable(mini):
 
 
 def test_training_file_negatives_that_name_unknown_passages_are_refused(mini):
-    from pipeline.common import PipelineError
-    from pipeline.datasets import TrainingData
+    from pipeline.core.common import PipelineError
+    from pipeline.training.pairs import TrainingData
 
     ds, negatives = mini
     bad = {**negatives, next(iter(negatives)): ["no-such-passage"]}
@@ -154,7 +155,7 @@ def test_paper_grid_dry_run_lists_every_job_without_data(tmp_path):
 
 
 def test_paper_grid_uses_the_official_files():
-    from pipeline.dpr_data import OFFICIAL, PASSAGES_URL
+    from pipeline.sources.dpr_data import OFFICIAL, PASSAGES_URL
 
     raw = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     for name, ds in raw["datasets"].items():
@@ -182,7 +183,7 @@ def test_msmarco_protocol_reports_the_table1_cutoffs():
     the qrels protocol; graded judgements can make NDCG@20 exceed NDCG@100 (TREC-DL 2019)."""
     from types import SimpleNamespace
 
-    from pipeline.protocols import get_protocol, metric_label
+    from pipeline.evaluation.protocols import get_protocol, metric_label
 
     qrels = {"q1": {"d1": 3, "d2": 1, "d30": 2}, "q2": {"d5": 1}}
     ds = SimpleNamespace(root="mem", queries={"q1": "a", "q2": "b"}, split=lambda name: qrels)

@@ -1,4 +1,4 @@
-"""pipeline.dpr_data: DPR-format and Tevatron files -> the normalised layout (+ answers, hard
+"""pipeline.sources.dpr_data: DPR-format and Tevatron files -> the normalised layout (+ answers, hard
 negatives), the streaming readers, and the answer-accuracy protocol on the committed fixture."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import prepare as D
-from pipeline import dpr_data as P
-from pipeline.common import PipelineError
-from pipeline.datasets import load_dataset
+from pipeline.sources import prepare as D
+from pipeline.sources import dpr_data as P
+from pipeline.core.common import PipelineError
+from pipeline.sources.datasets import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = REPO / "data" / "embedded" / "dpr-mini"
@@ -73,8 +73,8 @@ def test_dpr_fixture_counts_and_layout(mini):
 
 
 def test_hard_negatives_in_pipeline_hardneg_format(mini):
-    from pipeline.datasets import training_examples
-    from pipeline.hardneg import load_hard_negatives
+    from pipeline.sources.datasets import training_examples
+    from pipeline.training.hardneg import load_hard_negatives
 
     out, _ = mini
     hn = load_hard_negatives(out / "hard_negatives" / "train.jsonl")
@@ -244,7 +244,7 @@ def test_official_dataset_fills_in_urls(monkeypatch, tmp_path):
 
 # ----------------------------------------------------------------------------- protocol
 def test_answer_accuracy_protocol(mini):
-    from pipeline.protocols import get_protocol
+    from pipeline.evaluation.protocols import get_protocol
 
     out, _ = mini
     ds = load_dataset(out)
@@ -276,7 +276,7 @@ def test_answer_accuracy_protocol(mini):
 
 
 def test_answer_protocol_regex_and_missing_split(tmp_path):
-    from pipeline.protocols import get_protocol
+    from pipeline.evaluation.protocols import get_protocol
 
     convert(tmp_path / "out", "--dpr-qa", str(MINI / "curatedtrec-test.qa.csv"), "--dpr-passages",
             str(MINI / "psgs.tsv"), "--answer-regex")
@@ -303,7 +303,7 @@ def test_hard_negative_fallback_to_negative_ctxs(tmp_path):
 
 
 def test_one_hard_negative_drawn_per_query_per_epoch(mini):
-    from pipeline.hardneg import draw_per_epoch, load_hard_negatives
+    from pipeline.training.hardneg import draw_per_epoch, load_hard_negatives
 
     out, _ = mini
     hn = load_hard_negatives(out / "hard_negatives" / "train.jsonl")
@@ -320,8 +320,8 @@ def test_one_hard_negative_drawn_per_query_per_epoch(mini):
 def test_protocol_streams_texts_when_the_corpus_is_not_in_memory(mini):
     from dataclasses import replace
 
-    from pipeline.answers import read_passage_texts
-    from pipeline.protocols import get_protocol
+    from pipeline.sources.answer_matching import read_passage_texts
+    from pipeline.evaluation.protocols import get_protocol
 
     out, _ = mini
     ds = load_dataset(out)
@@ -338,7 +338,7 @@ def test_fixture_is_answerable_by_bm25(mini):
     an answer-bearing passage in the top 20 for most of them (what a retriever is measured on)."""
     import bm25s
 
-    from pipeline.protocols import get_protocol
+    from pipeline.evaluation.protocols import get_protocol
 
     out, _ = mini
     ds = load_dataset(out)

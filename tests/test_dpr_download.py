@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import dpr_data as P
-from pipeline.common import PipelineError
+from pipeline.sources import dpr_data as P
+from pipeline.core.common import PipelineError
 from test_download import server  # noqa: F401  (the 127.0.0.1 server fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def test_checksum_mismatch_against_the_lock_leaves_nothing(server, tmp_path):
 def test_pinned_checksum_wins_over_the_lock(server, tmp_path, monkeypatch):
     url = server.url("/pinned/psgs_w100.tsv.gz", PSGS_GZ)
     monkeypatch.setitem(P.PINNED_SHA256, url, "f" * 64)
-    with pytest.raises(PipelineError, match=r"sha256 expected f{64} \(pinned in pipeline/dpr_data.py\)"):
+    with pytest.raises(PipelineError, match=r"sha256 expected f{64} \(pinned in pipeline/sources/dpr_data.py\)"):
         run(tmp_path, url)
     monkeypatch.setitem(P.PINNED_SHA256, url, hashlib.sha256(PSGS_GZ).hexdigest())
     run(tmp_path, url)

@@ -14,7 +14,7 @@ MINI = __import__("conftest").REPO / "data" / "embedded" / "dpr-mini"
 
 @pytest.fixture(scope="module")
 def dpr_mini(tmp_path_factory):
-    from pipeline.prepare import main as data_main
+    from pipeline.sources.prepare import main as data_main
 
     out = tmp_path_factory.mktemp("data") / "dpr-mini"
     data_main(["--name", "dpr-mini", "--source", "dpr", "--out", str(out), "--dpr-train", str(MINI / "train.json"),

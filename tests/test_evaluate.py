@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import evaluate as ev
-from pipeline import index as idx
-from pipeline.common import PipelineError
+from pipeline.evaluation import evaluate as ev
+from pipeline.retrieval import index as idx
+from pipeline.core.common import PipelineError
 from tiny_beir import make_tiny_beir, make_zero_shot_model
 
 METRICS = ["ndcg@1", "ndcg@3", "ndcg@5", "ndcg@10", "ndcg@100", "recall@10", "recall@100", "mrr@10"]
@@ -90,8 +90,8 @@ def test_trec_run_files(evaluated):
 
 
 def test_run_scores_are_true_dn_scores(built, evaluated):
-    from pipeline.datasets import load_dataset
-    from pipeline.encoder import BiEncoder
+    from pipeline.sources.datasets import load_dataset
+    from pipeline.models.encoder import BiEncoder
 
     out, _ = evaluated
     ds = load_dataset(built["ds"])
@@ -136,17 +136,17 @@ def test_bad_config_names_the_key(built, tmp_path, params, key):
 
 
 def test_cli_error_exit_code(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pipeline.evaluate", "--model", "m", "--dataset", "d", "--index", "i",
+    proc = subprocess.run([sys.executable, "-m", "pipeline.evaluation.evaluate", "--model", "m", "--dataset", "d", "--index", "i",
                            "--out", str(tmp_path / "o"), "--params-json", '{"lambdas": [2]}'],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: lambdas:")
-    helped = subprocess.run([sys.executable, "-m", "pipeline.evaluate", "--help"], capture_output=True, text=True)
+    helped = subprocess.run([sys.executable, "-m", "pipeline.evaluation.evaluate", "--help"], capture_output=True, text=True)
     assert helped.returncode == 0 and "--params-json" in helped.stdout
 
 
 def test_accepts_the_parameters_the_rule_passes(built, tmp_path):
-    # What rules/evaluate.smk sends: pipeline.config.evaluate_params of a validated config.
-    from pipeline import config as pcfg
+    # What rules/evaluate.smk sends: pipeline.core.config.evaluate_params of a validated config.
+    from pipeline.core import config as pcfg
 
     cfg = pcfg.validate({"datasets": {"tiny": {"source": "embedded"}}, "runs": {"zeroshot": {"method": "none"}},
                          "index": {"index_types": ["flat", "hnsw"]},
@@ -166,7 +166,7 @@ def test_accepts_the_parameters_the_rule_passes(built, tmp_path):
 def test_the_index_must_hold_this_corpus_row_for_row(built):
     """Evaluation never loads the passages: the corpus digest recorded at index time decides,
     or (an index without one) the ids streamed from corpus.jsonl against the index rows."""
-    from pipeline.datasets import Dataset, iter_corpus_ids, load_dataset
+    from pipeline.sources.datasets import Dataset, iter_corpus_ids, load_dataset
 
     ds = load_dataset(built["ds"], corpus=False)
     assert ds.corpus == {} and ds.queries and ds.qrels

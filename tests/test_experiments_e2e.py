@@ -132,7 +132,7 @@ def test_a_hand_run_aggregate_is_rebuilt_by_the_next_grid_run(two_experiments):
     sub = yaml.safe_load((repo / "a.yaml").read_text())
     sub["only_runs"] = ["zeroshot", "dpr-8"]
     (repo / "a-sub.yaml").write_text(yaml.safe_dump(sub, sort_keys=False))
-    hand = subprocess.run([sys.executable, "-m", "pipeline.aggregate", "--config", "a-sub.yaml", "--no-mlflow"],
+    hand = subprocess.run([sys.executable, "-m", "pipeline.results.aggregate", "--config", "a-sub.yaml", "--no-mlflow"],
                           cwd=repo, env=env, capture_output=True, text=True)
     assert hand.returncode == 0, hand.stderr
     tables = repo / "results" / A / "tables"
@@ -159,7 +159,7 @@ def test_a_migrated_flat_results_folder_is_up_to_date(two_experiments, tmp_path)
         elif child.name != "mlartifacts":
             os.replace(child, results / child.name)
     shutil.rmtree(results / A)
-    proc = subprocess.run([sys.executable, "-m", "pipeline.layout", "migrate", "--config", "a.yaml"], cwd=old,
+    proc = subprocess.run([sys.executable, "-m", "pipeline.core.layout", "migrate", "--config", "a.yaml"], cwd=old,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (results / A / "models/scifact-mini/dpr-8/seed13/model").is_dir()

@@ -1,4 +1,4 @@
-"""pipeline.export: a trained model as a sentence-transformers folder that encodes exactly as the
+"""pipeline.export.export: a trained model as a sentence-transformers folder that encodes exactly as the
 pipeline does (tied and untied towers, mean and CLS pooling, normalised or not), and its failure
 modes (incomplete folders, unknown runs and seeds, untrained runs, atomic replacement)."""
 
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.common import PipelineError
-from pipeline.datasets import load_dataset
-from pipeline.encoder import BiEncoder, EncoderSpec
-from pipeline.export import ExportJob, check_model_folder, export, resolve_job
+from pipeline.core.common import PipelineError
+from pipeline.sources.datasets import load_dataset
+from pipeline.models.encoder import BiEncoder, EncoderSpec
+from pipeline.export.export import ExportJob, check_model_folder, export, resolve_job
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = REPO / "data" / "embedded" / "scifact-mini"
@@ -116,8 +116,8 @@ def test_reexport_replaces_the_whole_folder(tmp_path, tiny_model_dir):
 
 
 def _grid(tmp_path: Path, tiny: Path) -> tuple[dict, Path]:
-    from pipeline import config as pcfg
-    from pipeline.layout import Layout
+    from pipeline.core import config as pcfg
+    from pipeline.core.layout import Layout
 
     cfg = pcfg.validate({"datasets": {"scifact-mini": {"source": "embedded"}}, "seeds": [1, 2],
                          "encoder": {"model": str(tiny)},
@@ -146,8 +146,8 @@ def test_resolve_job_errors_name_the_problem(tmp_path, tiny_model_dir):
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, tiny_model_dir, capsys):
-    from pipeline.common import run_main
-    from pipeline.export import main
+    from pipeline.core.common import run_main
+    from pipeline.export.export import main
 
     cfg, results = _grid(tmp_path, tiny_model_dir)
     capsys.readouterr()  # the fixture's own loading output

@@ -60,7 +60,7 @@ def test_mteb_agrees_with_the_pipeline(exported_grid):
 
 
 def test_model_card_metrics_are_the_runs(exported_grid):
-    from pipeline.model_card import read_front_matter
+    from pipeline.export.model_card import read_front_matter
 
     results = exported_grid / "results"
     summary = pd.read_csv(results / EXPERIMENT / "tables" / "summary.csv")
@@ -115,8 +115,8 @@ def test_exports_load_offline_without_the_pipeline(exported_grid, tmp_path):
 
 def test_make_export_path_reproduces_the_rules_card(exported_grid, tmp_path):
     """`make export` (the --config path) writes the same metadata as the Snakemake rule."""
-    from pipeline.export import main
-    from pipeline.model_card import read_front_matter
+    from pipeline.export.export import main
+    from pipeline.export.model_card import read_front_matter
 
     out = main(["--config", str(exported_grid / "tiny.yaml"), "--run", "dpr-4", "--seed", str(SEED),
                 "--results", str(exported_grid / "results"), "--out", str(tmp_path / "export")])

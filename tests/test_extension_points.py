@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import config as pcfg
-from pipeline import index as idx
-from pipeline.dn import DNMeans
-from pipeline.layout import Layout
-from pipeline.scorings import Scoring, register_scoring
+from pipeline.core import config as pcfg
+from pipeline.retrieval import index as idx
+from pipeline.evaluation.distribution_normalization import DNMeans
+from pipeline.core.layout import Layout
+from pipeline.evaluation.scorings import Scoring, register_scoring
 from tiny_beir import evaluate_zero_shot
 
 FACTORY = "HNSW16,SQ8"
@@ -67,7 +67,7 @@ def test_new_scoring_reaches_every_output(grid):
 
     from mlflow.tracking import MlflowClient
 
-    from pipeline.mlflow_log import log_experiment
+    from pipeline.results.mlflow_log import log_experiment
 
     log_experiment(result, cfg)
     client = MlflowClient(tracking_uri=f"sqlite:///{layout.mlflow_store}")
@@ -97,7 +97,7 @@ def test_nnn_and_qbnorm_reach_every_output(grid):
 
     from mlflow.tracking import MlflowClient
 
-    from pipeline.mlflow_log import log_experiment
+    from pipeline.results.mlflow_log import log_experiment
 
     log_experiment(result, cfg)
     client = MlflowClient(tracking_uri=f"sqlite:///{layout.mlflow_store}")
@@ -140,7 +140,7 @@ def test_aliases_equal_their_factory_strings(tmp_path):
 
 
 def test_config_validation_does_not_import_torch():
-    code = ("import sys, pipeline.config as c; c.load('config/config.yaml'); c.load('config/scifact.yaml'); "
+    code = ("import sys, pipeline.core.config as c; c.load('config/config.yaml'); c.load('config/scifact.yaml'); "
             "print(sorted(m for m in ('torch', 'transformers', 'mlflow') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=pcfg.SCHEMA_PATH.parents[1])
     assert proc.returncode == 0, proc.stderr
@@ -149,8 +149,8 @@ def test_config_validation_does_not_import_torch():
 
 def test_every_report_item_has_one_caption():
     """Captions live in report/<name>.rst only: one per plot and per report table, none stale."""
-    from pipeline.layout import REPORT_TABLES
-    from pipeline.plots import PLOTS
+    from pipeline.core.layout import REPORT_TABLES
+    from pipeline.results.plots import PLOTS
 
     report = pcfg.SCHEMA_PATH.parents[1] / "report"
     expected = {*PLOTS, *REPORT_TABLES, "workflow"}

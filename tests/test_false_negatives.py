@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.checkpoint import latest as latest_checkpoint
-from pipeline.datasets import Example, false_negative_mask, known_positives, load_dataset, training_examples
-from pipeline.losses import InfoNCE
-from pipeline.sampler import distinct_updates, epoch_order
+from pipeline.training.checkpoint import latest as latest_checkpoint
+from pipeline.sources.datasets import Example, false_negative_mask, known_positives, load_dataset, training_examples
+from pipeline.training.losses import InfoNCE
+from pipeline.training.sampler import distinct_updates, epoch_order
 from tiny_beir import make_tiny_beir
 
 
@@ -80,8 +80,8 @@ def test_sampler_never_repeats_a_query_or_passage_within_an_update_and_replays()
 
 # ----------------------------------------------------------------------------- in the methods
 def _method(tiny_model_dir, name="inbatch", **recipe):
-    from pipeline.encoder import BiEncoder, EncoderSpec
-    from pipeline.methods import get_method
+    from pipeline.models.encoder import BiEncoder, EncoderSpec
+    from pipeline.training.methods import get_method
 
     model = BiEncoder.from_spec(EncoderSpec(model=str(tiny_model_dir), tied=False, query_max_length=16,
                                             passage_max_length=24)).train()
@@ -181,7 +181,7 @@ def test_resumed_run_replays_the_distinct_sampler_and_masked_banks(tiny_model_di
     takes the same updates as an uninterrupted one: same loss, same masks, same weights."""
     from test_train import recipe, run_train, weights
 
-    from pipeline.prepare import main as prepare
+    from pipeline.sources.prepare import main as prepare
 
     dataset = tmp_path / "data"
     prepare(["--name", "scifact-mini", "--source", "embedded", "--out", str(dataset), "--no-progress"])
@@ -211,7 +211,7 @@ def test_resumed_run_replays_the_distinct_sampler_and_masked_banks(tiny_model_di
 
 
 def test_diagnostics_reduce_each_log_then_average_seeds(tmp_path):
-    from pipeline.diagnostics import diagnostics_table, run_diagnostics
+    from pipeline.results.diagnostics import diagnostics_table, run_diagnostics
 
     rows = [{"step": s, "grad_norm_ratio": float(s), "masked_per_row": 0.5, "false_negatives_per_row": 0.5,
              "effective_negatives_per_row": 10.0, "bank_age_mean": s / 2, "bank_age_max": float(s)}

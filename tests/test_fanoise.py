@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pipeline.fanoise import SCALINGS, FANoise
+from pipeline.training.fanoise import SCALINGS, FANoise
 
 
 def spectrum(x, scaling):

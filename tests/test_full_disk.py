@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import checkpoint
-from pipeline import config as pcfg
-from pipeline.layout import Layout
+from pipeline.training import checkpoint
+from pipeline.core import config as pcfg
+from pipeline.core.layout import Layout
 from test_train import mini_dataset, recipe, run_train  # noqa: F401  (fixture and helpers)
 from tiny_beir import evaluate_zero_shot
 
@@ -53,7 +53,7 @@ def test_train_full_disk_keeps_the_last_checkpoint(tiny_model_dir, mini_dataset,
     rec = recipe(tiny_model_dir, max_steps=8, checkpoint_every=3)
     assert run_train(mini_dataset, out, rec, env={"PIPELINE_FAIL_AT_STEP": "5"}).returncode == 2
     before = snapshot(out)
-    proc = step(["pipeline.train", "--dataset", str(mini_dataset), "--out", str(out), "--recipe-json", json.dumps(rec),
+    proc = step(["pipeline.training.train", "--dataset", str(mini_dataset), "--out", str(out), "--recipe-json", json.dumps(rec),
                  "--seed", "3", "--no-progress"], limit=2**20)  # the log fits, a checkpoint (~24 MB) does not
     assert proc.returncode == 2, proc.stderr[-3000:]
     error = proc.stderr.strip().splitlines()[-1]
@@ -85,7 +85,7 @@ def test_index_full_disk_keeps_the_previous_index(zero_shot_grid):
     root, cfg, layout = zero_shot_grid
     index, model = layout.index("tiny", "zeroshot", "base"), layout.model("tiny", "zeroshot", "base") / "model"
     before = snapshot(index)
-    proc = step(["pipeline.index", "--model", str(model), "--dataset", str(layout.data("tiny")), "--out", str(index),
+    proc = step(["pipeline.retrieval.index", "--model", str(model), "--dataset", str(layout.data("tiny")), "--out", str(index),
                  "--params-json", json.dumps(cfg["index"])], limit=1000)
     assert proc.returncode == 2, proc.stderr[-3000:]
     # 40 passages x 32 dimensions x 4 bytes + the .npy header.
@@ -97,7 +97,7 @@ def test_aggregate_full_disk_keeps_the_previous_tables_and_plots(zero_shot_grid)
     root, cfg, layout = zero_shot_grid
     before = {name: snapshot(folder) for name, folder in (("tables", layout.tables), ("plots", layout.plots))}
     assert before["tables"] and before["plots"]
-    proc = step(["pipeline.aggregate", "--results", str(layout.root), "--config", str(root / "grid.yaml")], limit=400)
+    proc = step(["pipeline.results.aggregate", "--results", str(layout.root), "--config", str(root / "grid.yaml")], limit=400)
     assert proc.returncode == 2, proc.stderr[-3000:]
     error = proc.stderr.strip().splitlines()[-1]
     assert error.startswith(f"error: {layout.tables}/") and "bytes needed" in error, error

@@ -11,15 +11,15 @@ import sys
 
 import pytest
 
-from pipeline.gpu_check import CAP_CASES, PRECISIONS, Settings
-from pipeline.methods import available
+from pipeline.bench.gpu_check import CAP_CASES, PRECISIONS, Settings
+from pipeline.training.methods import available
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def test_dry_run_covers_every_case(tmp_path):
     out = tmp_path / "gpu"
-    proc = subprocess.run([sys.executable, "-m", "pipeline.gpu_check", "--dry-run", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "pipeline.bench.gpu_check", "--dry-run", "--out", str(out)],
                           env=ENV, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = list(csv.DictReader((out / "gpu_check.csv").open()))
@@ -36,6 +36,6 @@ def test_dry_run_covers_every_case(tmp_path):
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is present")
 def test_without_cuda_the_real_run_is_a_clear_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pipeline.gpu_check", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "pipeline.bench.gpu_check", "--out", str(tmp_path)],
                           env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr and "--dry-run" in proc.stderr

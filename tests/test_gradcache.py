@@ -5,9 +5,9 @@ import functools
 import pytest
 import torch
 
-from pipeline.encoder import BiEncoder, EncoderSpec
-from pipeline.fanoise import FANoise
-from pipeline.methods import Example, get_method
+from pipeline.models.encoder import BiEncoder, EncoderSpec
+from pipeline.training.fanoise import FANoise
+from pipeline.training.methods import Example, get_method
 
 
 def examples(n, negatives=0):

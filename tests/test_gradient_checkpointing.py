@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.common import PipelineError
-from pipeline.encoder import BiEncoder, EncoderSpec
-from pipeline.methods import Example, available, get_method
+from pipeline.core.common import PipelineError
+from pipeline.models.encoder import BiEncoder, EncoderSpec
+from pipeline.training.methods import Example, available, get_method
 
 RECIPES = {
     "inbatch": {"batch_size": 6},
@@ -67,7 +67,7 @@ def test_a_model_without_checkpointing_support_is_a_clear_error(tiny_model_dir):
 
 
 def test_config_rejects_a_non_boolean(tmp_path):
-    from pipeline.config import ConfigError, validate
+    from pipeline.core.config import ConfigError, validate
 
     config = {"datasets": {"d": {"source": "embedded"}},
               "runs": {"r": {"method": "inbatch", "gradient_checkpointing": "often"}}}
@@ -85,7 +85,7 @@ def test_bench_puts_checkpointing_beside_each_method(tiny_model_dir, tmp_path):
 
     out = tmp_path / "bench"
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.bench", "--out", str(out), "--methods", "gradcache", "--n-local", "2",
+        [sys.executable, "-m", "pipeline.bench.memory", "--out", str(out), "--methods", "gradcache", "--n-local", "2",
          "--n-totals", "4", "--updates", "1", "--model", str(tiny_model_dir), "--query-length", "8",
          "--passage-length", "16"],
         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
@@ -100,7 +100,7 @@ def test_bench_puts_checkpointing_beside_each_method(tiny_model_dir, tmp_path):
 def test_default_bench_has_inbatch_64_with_checkpointing_and_sogclr_8():
     """Issue #24's bench rows: in-batch at 64 with and without checkpointing beside the
     accumulating methods at N_total 64, and SogCLR at one micro-batch of 8 (its small-batch claim)."""
-    from pipeline.bench import cases, parse_args
+    from pipeline.bench.memory import cases, parse_args
 
     rows = {(c["method"], c["n_local"], c["n_total"], c["gradient_checkpointing"]) for c in cases(parse_args([]))}
     assert {("inbatch", 64, 64, True), ("inbatch", 64, 64, False), ("sogclr", 8, 8, False), ("sogclr", 8, 8, True),

@@ -14,15 +14,15 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.config import TRAINING_DEFAULTS
+from pipeline.core.config import TRAINING_DEFAULTS
 
 pytestmark = pytest.mark.slow
 
 
 def test_passage_only_bank_ratio_drifts_above_dual_banks(tmp_path):
-    from pipeline.prepare import prepare_embedded
-    from pipeline.plots import grad_norm_ratio
-    from pipeline.train import train
+    from pipeline.sources.prepare import prepare_embedded
+    from pipeline.results.plots import grad_norm_ratio
+    from pipeline.training.train import train
 
     data = tmp_path / "data"
     prepare_embedded("scifact-mini", data)

@@ -11,9 +11,9 @@ import torch
 import yaml
 
 from conftest import REPO, make_tiny_bert
-from pipeline import config as pcfg
-from pipeline.encoder import BiEncoder, EncoderSpec
-from pipeline.methods import Example, get_method
+from pipeline.core import config as pcfg
+from pipeline.models.encoder import BiEncoder, EncoderSpec
+from pipeline.training.methods import Example, get_method
 
 LENGTH = 16
 TAU = 0.05
@@ -206,10 +206,10 @@ def test_good_negative_filter_validates(tiny_model_dir):
 def test_training_reports_the_guide_cost_and_filtered_columns(tiny_model_dir, guide_dir, tmp_path):
     import json
 
-    from pipeline.config import TRAINING_DEFAULTS
-    from pipeline.diagnostics import run_diagnostics
-    from pipeline.prepare import main as data_main
-    from pipeline.train import train
+    from pipeline.core.config import TRAINING_DEFAULTS
+    from pipeline.results.diagnostics import run_diagnostics
+    from pipeline.sources.prepare import main as data_main
+    from pipeline.training.train import train
 
     data = tmp_path / "scifact-mini"
     data_main(["--name", "scifact-mini", "--source", "embedded", "--out", str(data), "--no-progress"])

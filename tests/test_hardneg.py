@@ -1,4 +1,4 @@
-"""pipeline.hardneg: BM25 hard negatives exclude relevant docs, follow BM25 order, are
+"""pipeline.training.hardneg: BM25 hard negatives exclude relevant docs, follow BM25 order, are
 deterministic, and round-trip through load_hard_negatives."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from pipeline import prepare as D
-from pipeline import hardneg as H
-from pipeline.common import PipelineError
-from pipeline.datasets import load_dataset, training_examples
+from pipeline.sources import prepare as D
+from pipeline.training import hardneg as H
+from pipeline.core.common import PipelineError
+from pipeline.sources.datasets import load_dataset, training_examples
 
 
 @pytest.fixture(scope="module")

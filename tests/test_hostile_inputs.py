@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.common import PipelineError
+from pipeline.core.common import PipelineError
 from test_download import GOOD, Server, beir_zip, jsonl
 
 CORPUS = [{"_id": "d1", "title": "A", "text": "apples are red"}, {"_id": "d2", "title": "B", "text": "bananas"}]
@@ -39,7 +39,7 @@ def dataset(root: Path, corpus=None, queries=None, qrels=None) -> Path:
 def cfg_case(mutation: dict, results):
     import yaml
 
-    from pipeline import config as pcfg
+    from pipeline.core import config as pcfg
     from conftest import REPO
 
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -55,7 +55,7 @@ def cfg_case(mutation: dict, results):
 
 
 def yaml_syntax(results):
-    from pipeline import config as pcfg
+    from pipeline.core import config as pcfg
 
     target = results.parent / "broken.yaml"
     target.write_text("runs:\n  dpr-8: {method: inbatch\n")
@@ -63,14 +63,14 @@ def yaml_syntax(results):
 
 
 def local_data(results, **files):
-    from pipeline.prepare import main
+    from pipeline.sources.prepare import main
 
     src = dataset(results.parent / "src", **files)
     main(["--name", "finished", "--source", "local", "--path", str(src), "--out", str(results / "data" / "finished")])
 
 
 def archive(results, body: bytes, sha: str | None = None):
-    from pipeline.prepare import prepare_beir
+    from pipeline.sources.prepare import prepare_beir
 
     server = Server()
     try:
@@ -91,7 +91,7 @@ def traversal_zip() -> bytes:
 
 
 def model_path(results, value: str):
-    from pipeline.encoder import BiEncoder, EncoderSpec
+    from pipeline.models.encoder import BiEncoder, EncoderSpec
 
     BiEncoder.from_spec(EncoderSpec(model=value))
 
@@ -113,7 +113,7 @@ def dpr_data(results, train=None, qa=None, passages=None, tevatron=None, regex=F
     files to store gzipped."""
     import gzip
 
-    from pipeline.prepare import main
+    from pipeline.sources.prepare import main
 
     src = results.parent / "dprsrc"
     src.mkdir(exist_ok=True)
@@ -224,7 +224,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 @pytest.fixture
 def finished_results(tmp_path) -> Path:
     """A results/ folder holding finished outputs that no failure may touch."""
-    from pipeline.prepare import prepare_local
+    from pipeline.sources.prepare import prepare_local
 
     results = tmp_path / "results"
     prepare_local("finished", dataset(tmp_path / "good"), results / "data" / "finished")
@@ -251,7 +251,7 @@ def test_table_has_at_least_twenty_rows():
 
 def test_cli_prints_one_line_error_and_exits_2(tmp_path):
     src = dataset(tmp_path / "src", corpus='{"_id": "d1"}\n')
-    proc = subprocess.run([sys.executable, "-m", "pipeline.prepare", "--name", "x", "--source", "local", "--path",
+    proc = subprocess.run([sys.executable, "-m", "pipeline.sources.prepare", "--name", "x", "--source", "local", "--path",
                            str(src), "--out", str(tmp_path / "out")], capture_output=True, text=True,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
     assert proc.returncode == 2

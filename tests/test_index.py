@@ -11,8 +11,8 @@ import faiss
 import numpy as np
 import pytest
 
-from pipeline import index as idx
-from pipeline.common import PipelineError
+from pipeline.retrieval import index as idx
+from pipeline.core.common import PipelineError
 from tiny_beir import make_tiny_beir, make_zero_shot_model
 
 
@@ -87,7 +87,7 @@ def test_entry_point_on_tiny_dataset(tmp_path, tiny_model_dir):
 
 
 def test_cli_reports_unknown_type(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pipeline.index", "--model", "m", "--dataset", "d",
+    proc = subprocess.run([sys.executable, "-m", "pipeline.retrieval.index", "--model", "m", "--dataset", "d",
                            "--out", str(tmp_path / "o"), "--params-json", '{"index_types": ["lsh"]}'],
                           capture_output=True, text=True)
     assert proc.returncode == 2

@@ -1,4 +1,4 @@
-"""Results scoped per experiment (pipeline.layout): shared, recipe-independent folders, every
+"""Results scoped per experiment (pipeline.core.layout): shared, recipe-independent folders, every
 recipe-dependent path under results/<experiment>/, and the migration of a flat results folder."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import config as pcfg
-from pipeline.common import PipelineError
-from pipeline.layout import Layout, migrate
+from pipeline.core import config as pcfg
+from pipeline.core.common import PipelineError
+from pipeline.core.layout import Layout, migrate
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = {"experiment": "exp-a", "datasets": {"mini": {"source": "embedded"}}, "seeds": [1, 2],
@@ -59,7 +59,7 @@ def test_migrate_moves_the_grid_under_its_experiment_and_nothing_else(tmp_path):
     files = _flat_results(root)
     config = tmp_path / "a.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
-    proc = subprocess.run([sys.executable, "-m", "pipeline.layout", "migrate", "--config", str(config),
+    proc = subprocess.run([sys.executable, "-m", "pipeline.core.layout", "migrate", "--config", str(config),
                            "--results", str(root)], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     shared = {"data/mini/manifest.json", "hardneg/mini.jsonl", "logs/data/mini.log",

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipeline.losses import InfoNCE
+from pipeline.training.losses import InfoNCE
 
 
 def manual(q, p, tau):

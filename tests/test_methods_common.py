@@ -5,10 +5,10 @@ import functools
 import pytest
 import torch
 
-from pipeline.encoder import BiEncoder, EncoderSpec
-from pipeline.fanoise import FANoise
-from pipeline.losses import InfoNCE
-from pipeline.methods import Example, available, get_method
+from pipeline.models.encoder import BiEncoder, EncoderSpec
+from pipeline.training.fanoise import FANoise
+from pipeline.training.losses import InfoNCE
+from pipeline.training.methods import Example, available, get_method
 
 METHODS = ["inbatch", "gradaccum", "gradcache", "contaccum"]
 
@@ -30,7 +30,7 @@ def grads(model):
 
 def test_registry_lists_every_method():
     assert set(METHODS) <= set(available())
-    from pipeline.common import PipelineError
+    from pipeline.core.common import PipelineError
 
     with pytest.raises(PipelineError, match="unknown training method"):
         get_method("nope")

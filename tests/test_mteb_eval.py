@@ -1,4 +1,4 @@
-"""pipeline.mteb_eval: MTEB, run on an export over the embedded scifact-mini folder (no download),
+"""pipeline.export.mteb_eval: MTEB, run on an export over the embedded scifact-mini folder (no download),
 computes the same NDCG@10 as the pipeline's own encoding, search and qrels metrics."""
 
 from __future__ import annotations
@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.common import PipelineError
-from pipeline.datasets import load_dataset
-from pipeline.encoder import BiEncoder, EncoderSpec
-from pipeline.export import ExportJob, export
+from pipeline.core.common import PipelineError
+from pipeline.sources.datasets import load_dataset
+from pipeline.models.encoder import BiEncoder, EncoderSpec
+from pipeline.export.export import ExportJob, export
 
 MINI = Path(__file__).resolve().parents[1] / "data" / "embedded" / "scifact-mini"
 
 
 def pipeline_metrics(model: BiEncoder, dataset_dir: Path) -> dict:
     """The evaluate step's numbers (dot product, exact search, the qrels protocol), computed in-process."""
-    from pipeline import dn
-    from pipeline.protocols import get_protocol
+    from pipeline.evaluation import distribution_normalization as dn
+    from pipeline.evaluation.protocols import get_protocol
 
     ds = load_dataset(dataset_dir)
     protocol = get_protocol("qrels")(ds, "test")
@@ -31,7 +31,8 @@ def pipeline_metrics(model: BiEncoder, dataset_dir: Path) -> dict:
 
 
 def test_mteb_ndcg_equals_the_pipelines(tmp_path, tiny_model_dir):
-    from pipeline.mteb_eval import RUN_INFO, evaluate, ndcg_at_10
+    from pipeline.core.layout import mteb_ndcg_at_10 as ndcg_at_10
+    from pipeline.export.mteb_eval import RUN_INFO, evaluate
 
     # Mean pooling: a random BERT's [CLS] vector is nearly constant (every score within ~1e-6), so
     # its rankings are float noise that any two implementations order differently.
@@ -52,7 +53,7 @@ def test_mteb_ndcg_equals_the_pipelines(tmp_path, tiny_model_dir):
     assert info["split"] == "test" and info["mteb_version"]
 
     # The same scores when the documents' embeddings come from the pipeline's index of the model.
-    from pipeline.index import run as build_index
+    from pipeline.retrieval.index import run as build_index
 
     build_index(str(tmp_path / "model"), str(MINI), str(tmp_path / "index"), {"index_types": ["flat"]})
     reused = evaluate(out, MINI, "test", tmp_path / "mteb-index", batch_size=16, corpus_index=tmp_path / "index")
@@ -67,7 +68,8 @@ def test_mteb_ndcg_equals_the_pipelines(tmp_path, tiny_model_dir):
 
 
 def test_bad_inputs(tmp_path):
-    from pipeline.mteb_eval import evaluate, ndcg_at_10
+    from pipeline.core.layout import mteb_ndcg_at_10 as ndcg_at_10
+    from pipeline.export.mteb_eval import evaluate
 
     with pytest.raises(PipelineError, match="missing modules.json"):
         evaluate(tmp_path, MINI, "test", tmp_path / "out")

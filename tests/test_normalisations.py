@@ -12,14 +12,14 @@ import faiss
 import numpy as np
 import pytest
 
-from pipeline import config as pcfg
-from pipeline import dn as dnlib
-from pipeline import evaluate as ev
-from pipeline import querybank as qb
-from pipeline.common import PipelineError
-from pipeline.datasets import Dataset
-from pipeline.index import MemmapFlat, build_index, resolve_params
-from pipeline.scorings import ScoringInputs, expand
+from pipeline.core import config as pcfg
+from pipeline.evaluation import distribution_normalization as dnlib
+from pipeline.evaluation import evaluate as ev
+from pipeline.evaluation import querybank as qb
+from pipeline.core.common import PipelineError
+from pipeline.sources.datasets import Dataset
+from pipeline.retrieval.index import MemmapFlat, build_index, resolve_params
+from pipeline.evaluation.scorings import ScoringInputs, expand
 
 DIM, N_DOCS, N_BANK, N_TEST = 16, 400, 60, 25
 

@@ -149,7 +149,7 @@ def test_store_can_be_read_while_it_is_written(finished_run):
 
     config = _yaml.safe_load((finished_run / "tiny.yaml").read_text())
     config["experiment"] = "e2e-concurrent"
-    from pipeline import config as pcfg
+    from pipeline.core import config as pcfg
 
     # Another experiment reads its own folder (results/<experiment>/): give it a copy of the grid's outputs.
     import shutil
@@ -157,7 +157,7 @@ def test_store_can_be_read_while_it_is_written(finished_run):
     shutil.copytree(finished_run / "results" / EXPERIMENT, finished_run / "results" / "e2e-concurrent",
                     ignore=shutil.ignore_patterns("tables", "plots", "mlartifacts"), dirs_exist_ok=True)
 
-    writer = subprocess.Popen([sys.executable, "-m", "pipeline.aggregate", "--results", "results", "--config-json",
+    writer = subprocess.Popen([sys.executable, "-m", "pipeline.results.aggregate", "--results", "results", "--config-json",
                                _json.dumps(pcfg.validate(config))], cwd=finished_run,
                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
@@ -181,7 +181,7 @@ def test_rerun_is_a_no_op(finished_run):
 
 
 def test_snakemake_report_has_every_table_and_plot(finished_run):
-    from pipeline.plots import PLOTS
+    from pipeline.results.plots import PLOTS
 
     snakemake(finished_run, "--report", f"results/{EXPERIMENT}/report.html")
     html = (finished_run / "results" / EXPERIMENT / "report.html").read_text(errors="replace")
@@ -243,7 +243,7 @@ def test_published_row_reproduces_in_a_fresh_copy(finished_run, tmp_path):
     from conftest import copy_workflow
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    published = subprocess.run([sys.executable, "-m", "pipeline.reference", "publish", "--config", "tiny.yaml",
+    published = subprocess.run([sys.executable, "-m", "pipeline.results.reference", "publish", "--config", "tiny.yaml",
                                 "--to", "results/reference/e2e"], cwd=finished_run, env=env,
                                capture_output=True, text=True)
     assert published.returncode == 0, published.stderr
@@ -256,7 +256,7 @@ def test_published_row_reproduces_in_a_fresh_copy(finished_run, tmp_path):
     fresh = copy_workflow(tmp_path / "fresh")
     shutil.copy2(finished_run / "tiny.yaml", fresh / "tiny.yaml")
     snakemake(fresh, "--config", "only_runs=[contaccum-4x2]", "seeds=[2]")
-    check = subprocess.run([sys.executable, "-m", "pipeline.reference", "check", "--config", "tiny.yaml", "--reference",
+    check = subprocess.run([sys.executable, "-m", "pipeline.results.reference", "check", "--config", "tiny.yaml", "--reference",
                             str(reference / "summary.csv"), "--metric", "ndcg@10", "--metric", "recall@100"],
                            cwd=fresh, env=env, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -293,13 +293,13 @@ def test_an_entry_evaluates_another_entrys_models_without_retraining(finished_ru
 
 
 def test_mlflow_artifacts_survive_moving_results(finished_run, tmp_path):
-    """A copied or moved results folder: `make ui` (pipeline.mlflow_ui) points the store at the
+    """A copied or moved results folder: `make ui` (pipeline.results.mlflow_ui) points the store at the
     artifacts beside it, and the runs' files open from there."""
     import shutil
 
     from mlflow.tracking import MlflowClient
 
-    from pipeline.mlflow_ui import main as mlflow_main
+    from pipeline.results.mlflow_ui import main as mlflow_main
 
     moved = tmp_path / "elsewhere" / "results"
     shutil.copytree(finished_run / "results", moved, ignore=shutil.ignore_patterns("models", "index", "shards"))

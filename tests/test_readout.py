@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.aggregate import classify, dn_markdown, headline_markdown, significance, summary_markdown, verdict_line
-from pipeline.plots import PLOTS, PlotData, bootstrap_interval, draw_all, readable_log_ticks, run_colours
+from pipeline.results.aggregate import classify, dn_markdown, headline_markdown, significance, summary_markdown, verdict_line
+from pipeline.results.plots import PLOTS, PlotData, bootstrap_interval, draw_all, readable_log_ticks, run_colours
 
 RUNS = {"zeroshot": ("none", 0, 0), "dpr-8": ("inbatch", 8, 12), "dpr-32": ("inbatch", 32, 3),
         "contaccum-8x4": ("contaccum", 32, 3)}

@@ -1,4 +1,4 @@
-"""`pipeline.reference`: comparing a re-run with a published table, and refusing to publish
+"""`pipeline.results.reference`: comparing a re-run with a published table, and refusing to publish
 tables that belong to another grid. (The full publish -> fresh re-run -> check round trip runs on
 real Snakemake outputs in test_pipeline_e2e.py.)"""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.common import PipelineError
-from pipeline.reference import compare, main, publish_reference
+from pipeline.core.common import PipelineError
+from pipeline.results.reference import compare, main, publish_reference
 
 ROWS = [
     {"dataset": "scifact", "run": "dpr-8", "seed": 13, "scoring": "dot", "lambda": None, "ndcg@10": 0.67925},

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import config as pcfg
-from pipeline.common import PipelineError
-from pipeline.config import TRAINING_DEFAULTS, ConfigError
-from pipeline.datasets import Dataset, TrainingData, load_dataset
-from pipeline.encoder import BiEncoder, EncoderSpec
-from pipeline.layout import Layout
-from pipeline.pairs import Cropper, title_pairs
-from pipeline.sampler import _ids, update_plan
-from pipeline.checkpoint import latest as latest_checkpoint
-from pipeline.train import train
+from pipeline.core import config as pcfg
+from pipeline.core.common import PipelineError
+from pipeline.core.config import TRAINING_DEFAULTS, ConfigError
+from pipeline.sources.datasets import Dataset, load_dataset
+from pipeline.models.encoder import BiEncoder, EncoderSpec
+from pipeline.core.layout import Layout
+from pipeline.training.pairs import Cropper, TrainingData, title_pairs
+from pipeline.training.sampler import _ids, update_plan
+from pipeline.training.checkpoint import latest as latest_checkpoint
+from pipeline.training.train import train
 
 SHAPE = {"layers": 2, "hidden": 32, "heads": 2, "intermediate": 64}
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
@@ -229,7 +229,7 @@ def test_random_shape_two_processes_train_like_one(tiny_model_dir, small, tmp_pa
 
 # ----------------------------------------------------------------------------- dev split
 def prepare(src: Path, out: Path, dev: dict) -> dict:
-    from pipeline.prepare import main
+    from pipeline.sources.prepare import main
 
     return main(["--name", "small", "--source", "local", "--path", str(src), "--out", str(out),
                  "--dev-split", json.dumps(dev), "--no-progress"])
@@ -318,7 +318,7 @@ def test_dev_split_reaches_the_data_rule(repo_copy):
 def test_pilot_time_and_table(tiny_model_dir, small, tmp_path):
     import pandas as pd
 
-    from pipeline.pilot import pilot_table, time_markdown, time_runs
+    from pipeline.results.pilot import pilot_table, time_markdown, time_runs
 
     cfg = pcfg.validate({"datasets": {"small": {"source": "local", "path": str(small)}}, "seeds": [1, 2],
                          "encoder": {"model": str(tiny_model_dir), "query_max_length": 16, "passage_max_length": 24},

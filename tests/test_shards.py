@@ -10,11 +10,11 @@ import faiss
 import numpy as np
 import pytest
 
-from pipeline import dn as dnlib
-from pipeline import evaluate as ev
-from pipeline import index as idx
-from pipeline import shards
-from pipeline.common import PipelineError
+from pipeline.evaluation import distribution_normalization as dnlib
+from pipeline.evaluation import evaluate as ev
+from pipeline.retrieval import index as idx
+from pipeline.retrieval import shards
+from pipeline.core.common import PipelineError
 from tiny_beir import make_tiny_beir, make_zero_shot_model
 
 
@@ -27,7 +27,7 @@ def test_plan_covers_every_row_once():
 
 
 def test_fixed_count_plan_is_near_equal_and_covers_every_row():
-    from pipeline.shards import make_plan_count
+    from pipeline.retrieval.shards import make_plan_count
 
     for n, k in ((1000, 4), (5183, 4), (7, 3), (2, 5)):
         plan = make_plan_count(n, k)

@@ -139,7 +139,7 @@ def test_killed_shard_is_the_only_one_re_encoded(tiny_model_dir, tmp_path):
     while killed is None and proc.poll() is None and time.time() < deadline:
         for pid in _descendants(proc.pid):
             cmd = _cmdline(pid)
-            if "pipeline.shards encode" in cmd and "--shard 2 " in cmd and "python" in cmd.split()[0]:
+            if "pipeline.retrieval.shards encode" in cmd and "--shard 2 " in cmd and "python" in cmd.split()[0]:
                 os.kill(pid, signal.SIGKILL)
                 killed = pid
                 break

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.significance import compare_pairs, holm, marker, paired_randomization, paired_ttest
+from pipeline.evaluation.significance import compare_pairs, holm, marker, paired_randomization, paired_ttest
 
 
 def test_identical_runs_are_not_significant():
@@ -57,7 +57,7 @@ def test_minimal_detectable_difference_has_the_stated_power():
     """Simulate paired per-query scores whose true mean difference is the MDD computed from one
     observed sample: the paired t-test then rejects at alpha 0.05 in about 80 % of trials, and the
     randomization test in about as many."""
-    from pipeline.significance import minimal_detectable_difference
+    from pipeline.evaluation.significance import minimal_detectable_difference
 
     rng = np.random.default_rng(7)
     n, sd = 120, 0.25
@@ -85,7 +85,7 @@ def test_a_run_can_be_tested_against_its_own_reference():
     import numpy as np
     import pandas as pd
 
-    from pipeline.aggregate import _p_cell, significance
+    from pipeline.results.aggregate import _p_cell, significance
 
     rng = np.random.default_rng(0)
     base = rng.uniform(0, 1, 200)
@@ -102,7 +102,7 @@ def test_a_run_can_be_tested_against_its_own_reference():
     assert _p_cell(sig, "other", "d", "other", "dot", np.nan) == "ref | –"
     assert " vs " not in _p_cell(sig, "other", "d", "dpr", "dot", np.nan)
     # A dot-only grid's lambda column holds None: the test columns still join on.
-    from pipeline.aggregate import attach_significance
+    from pipeline.results.aggregate import attach_significance
 
     joined = attach_significance(frame.assign(**{"lambda": None}), sig).set_index("run")
     assert joined.loc["dpr-mask", "reference"] == "dpr" and joined.loc["dpr-mask", "p_holm"] < 0.05

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.common import PipelineError
-from pipeline.methods import Example, get_method
-from pipeline.methods.sogclr import sogclr_loss
+from pipeline.core.common import PipelineError
+from pipeline.training.methods import Example, get_method
+from pipeline.training.methods.sogclr import sogclr_loss
 from test_train import kill_at_first_checkpoint, mini_dataset, recipe, run_train, weights  # noqa: F401  (mini_dataset is a fixture)
 
 TAU = 0.1
@@ -111,7 +111,7 @@ def examples(n, ids=True):
 
 
 def build(model_dir):
-    from pipeline.encoder import BiEncoder, EncoderSpec
+    from pipeline.models.encoder import BiEncoder, EncoderSpec
 
     return BiEncoder.from_spec(EncoderSpec(model=str(model_dir), query_max_length=16, passage_max_length=24)).train()
 
@@ -148,9 +148,10 @@ def test_every_example_a_config_can_train_on_has_ids(mini_dataset):  # noqa: F81
     TrainingData over a prepared dataset (BEIR ids; DPR/Tevatron files get ids when prepared),
     and the derived `pairs` keep ids (`title:<doc>`, `crop:<doc>`). Only a caller that builds
     Examples itself can lack them, and it gets the error above at its first batch."""
-    from pipeline.datasets import TrainingData, load_dataset
-    from pipeline.methods.sogclr import sample_key
-    from pipeline.params import CropParams
+    from pipeline.core.params import CropParams
+    from pipeline.sources.datasets import load_dataset
+    from pipeline.training.methods.sogclr import sample_key
+    from pipeline.training.pairs import TrainingData
 
     pairs = {"sources": ["qrels", "title", "crop"], "crop": {"min_words": CropParams.min_words, "max_words": 20}}
     data = TrainingData(load_dataset(mini_dataset), "train", pairs=pairs, seed=0).epoch(0)
@@ -166,7 +167,7 @@ def test_gamma_out_of_range_is_a_clear_error(tiny_model_dir, gamma):
 
 
 def test_config_checks_gamma_before_any_job():
-    from pipeline.config import ConfigError, validate
+    from pipeline.core.config import ConfigError, validate
 
     config = {"datasets": {"d": {"source": "embedded"}}, "runs": {"r": {"method": "sogclr", "sogclr_gamma": 0}}}
     with pytest.raises(ConfigError, match="runs.r.sogclr_gamma"):
@@ -199,7 +200,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_model_dir, mini_dataset
 
 
 def test_diagnostics_report_the_state():
-    from pipeline.diagnostics import diagnostics_markdown, diagnostics_table, run_diagnostics
+    from pipeline.results.diagnostics import diagnostics_markdown, diagnostics_table, run_diagnostics
 
     rows = [{"step": s, "loss": 1.0, "state_samples": 8.0 * min(s, 3), "state_age_mean": float(max(0, s - 3))}
             for s in range(1, 7)]

@@ -10,7 +10,7 @@ import signal
 import pytest
 import torch
 
-from pipeline import checkpoint
+from pipeline.training import checkpoint
 from test_train import mini_dataset, recipe, run_train, weights  # noqa: F401  (fixture and helpers)
 
 STEPS, EVERY = 12, 3

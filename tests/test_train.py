@@ -12,14 +12,14 @@ import time
 import pytest
 import torch
 
-from pipeline.checkpoint import latest as latest_checkpoint
-from pipeline.common import PipelineError
-from pipeline.config import TRAINING_DEFAULTS
+from pipeline.training.checkpoint import latest as latest_checkpoint
+from pipeline.core.common import PipelineError
+from pipeline.core.config import TRAINING_DEFAULTS
 
 
 @pytest.fixture(scope="module")
 def mini_dataset(tmp_path_factory):
-    from pipeline.prepare import main as data_main
+    from pipeline.sources.prepare import main as data_main
 
     out = tmp_path_factory.mktemp("data") / "scifact-mini"
     data_main(["--name", "scifact-mini", "--source", "embedded", "--out", str(out), "--no-progress"])
@@ -34,7 +34,7 @@ def recipe(model_dir, **overrides):
 
 
 def run_train(dataset, out, rec, seed=3, env=None, wait=True, extra=()):
-    cmd = [sys.executable, "-m", "pipeline.train", "--dataset", str(dataset), "--out", str(out),
+    cmd = [sys.executable, "-m", "pipeline.training.train", "--dataset", str(dataset), "--out", str(out),
            "--recipe-json", json.dumps(rec), "--seed", str(seed), "--no-progress", *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     if not wait:
@@ -63,8 +63,8 @@ def test_log_has_one_row_per_step(tiny_model_dir, mini_dataset, tmp_path):
 
 
 def test_same_seed_gives_identical_weights_and_metrics(tiny_model_dir, mini_dataset, tmp_path):
-    from pipeline.evaluate import main as evaluate
-    from pipeline.index import main as index
+    from pipeline.evaluation.evaluate import main as evaluate
+    from pipeline.retrieval.index import main as index
 
     params = json.dumps({"dn_star": {"samples": 20, "repeats": 2, "seed": 5}, "lambdas": [0.25]})
     for name in ("a", "b"):
@@ -124,7 +124,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_checkpoint(tiny_model_dir
 
 
 def test_too_few_pairs_is_a_clear_error(tiny_model_dir, mini_dataset, tmp_path):
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     with pytest.raises(PipelineError, match="fewer than one update"):
         train(str(mini_dataset), str(tmp_path / "x"), recipe(tiny_model_dir, batch_size=512), seed=1, progress=False)

@@ -14,9 +14,9 @@ import time
 import pytest
 import torch
 
-from pipeline.checkpoint import latest as latest_checkpoint
-from pipeline.common import PipelineError
-from pipeline.config import TRAINING_DEFAULTS
+from pipeline.training.checkpoint import latest as latest_checkpoint
+from pipeline.core.common import PipelineError
+from pipeline.core.config import TRAINING_DEFAULTS
 
 from test_train import mini_dataset, recipe, weights  # noqa: F401  (fixture and helpers)
 
@@ -26,7 +26,7 @@ METHODS = ["inbatch", "gradaccum", "gradcache", "contaccum"]
 def run_train(dataset, out, rec, processes=1, seed=3, env=None, wait=True):
     launch = [sys.executable] if processes == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-    cmd = [*launch, "-m", "pipeline.train", "--dataset", str(dataset), "--out", str(out),
+    cmd = [*launch, "-m", "pipeline.training.train", "--dataset", str(dataset), "--out", str(out),
            "--recipe-json", json.dumps({**rec, "processes": processes}), "--seed", str(seed), "--no-progress"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     if not wait:
@@ -141,7 +141,7 @@ def test_fp16_overflow_is_skipped_and_logged_in_every_process(tiny_model_dir, mi
 
 
 def test_fp16_nan_loss_still_stops(tiny_model_dir, mini_dataset, tmp_path):
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     with pytest.raises(PipelineError, match="step 2: non-finite loss"):
         train(str(mini_dataset), str(tmp_path / "x"), recipe(tiny_model_dir, max_steps=3, precision="fp16"),
@@ -149,7 +149,7 @@ def test_fp16_nan_loss_still_stops(tiny_model_dir, mini_dataset, tmp_path):
 
 
 def test_process_count_must_match_the_launch(tiny_model_dir, mini_dataset, tmp_path):
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     with pytest.raises(PipelineError, match="training.processes is 2 but 1 process"):
         train(str(mini_dataset), str(tmp_path / "x"), recipe(tiny_model_dir, processes=2), seed=1, progress=False)
@@ -158,7 +158,7 @@ def test_process_count_must_match_the_launch(tiny_model_dir, mini_dataset, tmp_p
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 @pytest.mark.parametrize("method", METHODS)
 def test_mixed_precision_runs_finish(tiny_model_dir, mini_dataset, tmp_path, method, precision):
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     rec = recipe(tiny_model_dir, method=method, max_steps=2, precision=precision,
                  accumulation_steps=1 if method == "inbatch" else 2)
@@ -178,9 +178,9 @@ TOLERANCE = {"bf16": 2e-3, "fp16": 5e-4}
 def test_mixed_precision_gradients_match_fp32(tiny_model_dir, method):
     from ddp_worker import examples
 
-    from pipeline.encoder import BiEncoder, EncoderSpec
-    from pipeline.fanoise import FANoise
-    from pipeline.methods import get_method
+    from pipeline.models.encoder import BiEncoder, EncoderSpec
+    from pipeline.training.fanoise import FANoise
+    from pipeline.training.methods import get_method
 
     model = BiEncoder.from_spec(EncoderSpec(model=str(tiny_model_dir), tied=False, query_max_length=16,
                                             passage_max_length=24)).train()
@@ -217,14 +217,14 @@ def test_train_rule_launches_torchrun_and_asks_for_one_gpu_per_process(repo_copy
     p2 = next(j for j in jobs if "dpr-2p" in j)
     zero = next(j for j in jobs if "zeroshot" in j)
     assert "gpu=2" in p2 and "gpu=1" in zero
-    assert "python -m torch.distributed.run --standalone --nproc_per_node 2 -m pipeline.train" in out
+    assert "python -m torch.distributed.run --standalone --nproc_per_node 2 -m pipeline.training.train" in out
     assert TRAINING_DEFAULTS["processes"] == 1 and TRAINING_DEFAULTS["precision"] == "fp32"
 
 
 def test_bench_reports_each_process(tiny_model_dir, tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.bench", "--out", str(out), "--processes", "2", "--methods",
+        [sys.executable, "-m", "pipeline.bench.memory", "--out", str(out), "--processes", "2", "--methods",
          "gradcache,contaccum", "--n-local", "2", "--n-totals", "8", "--memory-sizes", "16", "--updates", "1",
          "--model", str(tiny_model_dir), "--query-length", "8", "--passage-length", "16", "--checkpointing", "off"],
         env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)

@@ -39,7 +39,7 @@ def make_tiny_beir(root: Path, docs_per_topic: int = 4) -> Path:
 
 
 def make_zero_shot_model(model_path: Path, out: Path) -> Path:
-    from pipeline.encoder import BiEncoder, EncoderSpec
+    from pipeline.models.encoder import BiEncoder, EncoderSpec
 
     BiEncoder.from_spec(EncoderSpec(model=str(model_path))).save(out, weights=False)
     return out
@@ -48,11 +48,11 @@ def make_zero_shot_model(model_path: Path, out: Path) -> Path:
 def evaluate_zero_shot(layout, cfg: dict, dataset: str = "tiny", seed: int = 13):
     """A tiny BEIR folder under `layout`, its zero-shot model, index and evaluation, then the
     grid's tables, through the steps' own functions (no Snakemake); returns write_tables' grid."""
-    from pipeline import config as pcfg
-    from pipeline import evaluate as ev
-    from pipeline import index as idx
-    from pipeline.aggregate import write_tables
-    from pipeline.train import train
+    from pipeline.core import config as pcfg
+    from pipeline.evaluation import evaluate as ev
+    from pipeline.retrieval import index as idx
+    from pipeline.results.aggregate import write_tables
+    from pipeline.training.train import train
 
     data = make_tiny_beir(layout.data(dataset))
     (data / "manifest.json").write_text(json.dumps({"output_sha256": {"corpus.jsonl": "0" * 64}}))

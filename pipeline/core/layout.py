@@ -1,0 +1,274 @@
+"""The results-folder layout, in one place: every rule and every step asks this module where a
+dataset, model, index, evaluation, table or plot lives, so the layout is spelled once.
+
+Recipe-independent work is shared by every experiment (config key `experiment`); everything a
+recipe, the evaluation or the grid decides lives under the experiment's own folder, so two configs
+that reuse a dataset and a run name never overwrite each other's files:
+
+    <root>/data/<dataset>/                 normalised dataset + manifest.json          (shared)
+    <root>/data/<dataset>/hard_negatives/train.jsonl   the dataset's own hard negatives  (shared)
+    <root>/hardneg/<dataset>.jsonl         BM25 hard negatives                        (shared)
+    <root>/downloads/, <root>/logs/{data,hardneg}/, <root>/mlflow.db, <root>/reference/ (shared)
+    <root>/<experiment>/models/<dataset>/<run>/<tag>/   model/, train_log.jsonl, train_summary.json
+    <root>/<experiment>/index/<dataset>/<run>/<tag>/    embeddings.npy, docids.json, <index>.faiss, index_stats.json
+    <root>/<experiment>/shards/<dataset>/plan.json      shard row ranges (index.shards / index.shard_size)
+    <root>/<experiment>/shards/<dataset>/<run>/<tag>/<i>.npy, <i>.json   one encoded corpus shard
+    <root>/<experiment>/eval/<dataset>/<run>/seed<s>/   metrics.json, per_query.json, index_report.json, run-*.trec
+    <root>/<experiment>/export/<dataset>/<run>/<tag>/   sentence-transformers folder + README.md model card
+    <root>/<experiment>/mteb/<dataset>/<run>/<tag>/     MTEB's result JSON of that export on <dataset>'s test split
+    <root>/<experiment>/tables/ (+ grid.json), plots/, logs/, mlartifacts/, report.html
+    <root>/<experiment>/config.json        the validated config the aggregate step reads
+
+`tag` is `seed<s>` for a trained model and `base` for a zero-shot one (its weights do not
+depend on the seed, so its corpus is encoded once). Path arguments may be Snakemake wildcard
+patterns such as "{dataset}". `Layout(root)` without an experiment is the flat layout written
+before results were scoped per experiment; `python -m pipeline.core.layout migrate --config X` moves
+such a folder's grid under X's experiment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.core.common import PipelineError, command_parser, read_json, run_main
+
+ZERO_SHOT_TAG = "base"
+
+# File names inside the folders above.
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1  # of a normalised dataset folder's manifest.json (pipeline.sources.prepare, dpr_data)
+MODEL = "model"
+TRAIN_LOG = "train_log.jsonl"
+TRAIN_SUMMARY = "train_summary.json"
+EMBEDDINGS = "embeddings.npy"
+DOC_IDS = "docids.json"
+INDEX_STATS = "index_stats.json"
+METRICS = "metrics.json"
+PER_QUERY = "per_query.json"
+INDEX_REPORT = "index_report.json"
+DATASET_HARDNEG = "hard_negatives"
+SHARD_PLAN = "plan.json"
+EXPORT_INFO = "export.json"   # written last into an export folder (pipeline.export.export)
+MTEB_RESULT = "mteb.json"     # MTEB's own TaskResult JSON (pipeline.export.mteb_eval)
+GRID = "grid.json"
+# The aggregate tables the report shows (results/<experiment>/tables/<name>.html), each captioned by report/<name>.rst.
+REPORT_TABLES = ("headline", "summary", "dn", "index", "diagnostics")
+# Names directly under the results root that belong to every experiment: no experiment may take one.
+SHARED_NAMES = frozenset({"data", "hardneg", "downloads", "logs", "reference", "mlflow.db", "mlartifacts",
+                          "models", "index", "shards", "eval", "tables", "plots", "report.html"})
+
+
+def model_tag(seed: int | str, trained: bool) -> str:
+    return f"seed{seed}" if trained else ZERO_SHOT_TAG
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path = Path("results")
+    experiment: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @classmethod
+    def for_config(cls, cfg: dict, root: str | os.PathLike = "results") -> "Layout":
+        """The layout of a validated config's experiment."""
+        return cls(root, cfg.get("experiment", "default"))
+
+    @property
+    def scope(self) -> Path:
+        """The folder of everything the experiment's recipes decide (the root in the flat layout)."""
+        return self.root / self.experiment if self.experiment else self.root
+
+    # ------------------------------------------------------------------ per dataset (shared)
+    def data(self, dataset: str) -> Path:
+        return self.root / "data" / dataset
+
+    def manifest(self, dataset: str) -> Path:
+        return self.data(dataset) / MANIFEST
+
+    def hardneg(self, dataset: str) -> Path:
+        return self.root / "hardneg" / f"{dataset}.jsonl"
+
+    def dataset_hardneg(self, dataset: str, split: str = "train") -> Path:
+        """The dataset's own hard negatives (source dpr: DPR's hard_negative_ctxs / Tevatron's
+        negative_passages), written by the data step inside the dataset folder."""
+        return self.data(dataset) / DATASET_HARDNEG / f"{split}.jsonl"
+
+    # ------------------------------------------------------------------ per model
+    def model(self, dataset: str, run: str, tag: str) -> Path:
+        return self.scope / "models" / dataset / run / tag
+
+    def train_summary(self, dataset: str, run: str, tag: str) -> Path:
+        return self.model(dataset, run, tag) / TRAIN_SUMMARY
+
+    def index(self, dataset: str, run: str, tag: str) -> Path:
+        return self.scope / "index" / dataset / run / tag
+
+    def index_stats(self, dataset: str, run: str, tag: str) -> Path:
+        return self.index(dataset, run, tag) / INDEX_STATS
+
+    # Shards live beside, not inside, the index folder: the index step swaps its whole folder
+    # in atomically, which must never delete the shards it was gathered from. The plan follows the
+    # experiment's index.shards / index.shard_size, so it is not shared either.
+    def shard_plan(self, dataset: str) -> Path:
+        return self.scope / "shards" / dataset / SHARD_PLAN
+
+    def shards(self, dataset: str, run: str, tag: str) -> Path:
+        return self.scope / "shards" / dataset / run / tag
+
+    def shard_embeddings(self, dataset: str, run: str, tag: str, shard: int | str) -> Path:
+        return self.shards(dataset, run, tag) / f"{shard}.npy"
+
+    def shard_ids(self, dataset: str, run: str, tag: str, shard: int | str) -> Path:
+        return self.shards(dataset, run, tag) / f"{shard}.json"
+
+    def export(self, dataset: str, run: str, tag: str) -> Path:
+        """The model as a sentence-transformers folder (pipeline.export.export)."""
+        return self.scope / "export" / dataset / run / tag
+
+    def mteb(self, dataset: str, run: str, tag: str) -> Path:
+        """MTEB's evaluation of the export of (model dataset, run, tag) on `dataset` (pipeline.export.mteb_eval)."""
+        return self.scope / "mteb" / dataset / run / tag
+
+    # ------------------------------------------------------------------ per job
+    def eval(self, dataset: str, run: str, seed: int | str) -> Path:
+        return self.scope / "eval" / dataset / run / f"seed{seed}"
+
+    def metrics(self, dataset: str, run: str, seed: int | str) -> Path:
+        return self.eval(dataset, run, seed) / METRICS
+
+    # ------------------------------------------------------------------ grid-wide
+    @property
+    def tables(self) -> Path:
+        return self.scope / "tables"
+
+    @property
+    def grid(self) -> Path:
+        """The resolved grid and its digest, written beside the tables by pipeline.results.aggregate."""
+        return self.tables / GRID
+
+    def grid_stamp(self, digest: str) -> Path:
+        """Written only by the workflow's aggregate job (the final target), so tables that a
+        hand-run aggregate or another grid wrote are rebuilt, never reported as done."""
+        return self.tables / f".grid-{digest}.done"
+
+    @property
+    def plots(self) -> Path:
+        return self.scope / "plots"
+
+    @property
+    def logs(self) -> Path:
+        """Logs of the experiment's jobs (train, index, evaluate, aggregate)."""
+        return self.scope / "logs"
+
+    @property
+    def shared_logs(self) -> Path:
+        """Logs of the shared jobs (data, hardneg)."""
+        return self.root / "logs"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.scope / "mlartifacts"
+
+    @property
+    def downloads(self) -> Path:
+        return self.root / "downloads"
+
+    @property
+    def grid_config(self) -> str:
+        """The validated config of the grid as JSON (what the aggregate step reads)."""
+        return str(self.scope / "config.json")
+
+    @property
+    def mlflow_store(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def report(self) -> Path:
+        return self.scope / "report.html"
+
+    def reference(self, name: str) -> Path:
+        return self.root / "reference" / name
+
+
+# ----------------------------------------------------------------------------- migration
+def _grid_paths(old: Layout, new: Layout, cfg: dict) -> list[tuple[Path, Path]]:
+    """(old, new) of every file or folder a config's grid owns, from the flat layout to its
+    experiment's folder; per-job paths only, so another experiment's leftovers stay where they are."""
+    from pipeline.core import config as pcfg  # why: config imports layout at module level (the migration tool's circle)
+
+    pairs: list[tuple[Path, Path]] = []
+
+    def add(rel_of):  # rel_of(layout) -> path, applied to both layouts
+        pairs.append((rel_of(old), rel_of(new)))
+
+    for dataset in dict.fromkeys(pcfg.model_dataset(cfg, d) for d in cfg["datasets"]):
+        add(lambda lay: lay.shard_plan(dataset))
+        add(lambda lay: lay.logs / "shards" / dataset / "plan.log")
+        for run in cfg["runs"]:
+            for tag in dict.fromkeys(pcfg.model_tag(cfg, run, seed) for seed in cfg["seeds"]):
+                for part in (lambda lay: lay.model(dataset, run, tag), lambda lay: lay.index(dataset, run, tag),
+                             lambda lay: lay.shards(dataset, run, tag),
+                             lambda lay: lay.logs / "train" / dataset / run / f"{tag}.log",
+                             lambda lay: lay.logs / "index" / dataset / run / f"{tag}.log",
+                             lambda lay: lay.logs / "index" / dataset / run / tag):
+                    add(part)
+    for job in pcfg.jobs(cfg):
+        add(lambda lay: lay.eval(job.dataset, job.run, job.seed))
+        add(lambda lay: lay.logs / "evaluate" / job.dataset / job.run / f"seed{job.seed}.log")
+    for part in (lambda lay: lay.tables, lambda lay: lay.plots, lambda lay: lay.report,
+                 lambda lay: lay.logs / "aggregate.log"):
+        add(part)
+    return [(src, dst) for src, dst in dict.fromkeys(pairs) if src.exists()]
+
+
+def migrate(cfg: dict, root: str | os.PathLike = "results", dry_run: bool = False) -> list[tuple[Path, Path]]:
+    """Move a config's grid from the flat layout (results/models/..., results/tables/...) under its
+    experiment (results/<experiment>/...). Nothing is overwritten: if any destination exists, nothing
+    moves. Renames keep modification times, so Snakemake sees the moved outputs as up to date."""
+    moves = _grid_paths(Layout(root), Layout.for_config(cfg, root), cfg)
+    taken = [str(dst) for _, dst in moves if dst.exists()]
+    if taken:
+        raise PipelineError(f"{Layout.for_config(cfg, root).scope}: already holds {taken[:3]}"
+                            f"{' ...' if len(taken) > 3 else ''}; migrating would overwrite them (move them away first)")
+    if not dry_run:
+        for src, dst in moves:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+    return moves
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser, sub = command_parser("python -m pipeline.core.layout", __doc__)
+    mig = sub.add_parser("migrate", help="move a config's grid from the flat layout under its experiment")
+    mig.add_argument("--config", required=True, help="the experiment config the flat results were produced with")
+    mig.add_argument("--results", default="results", help="results folder (default: results)")
+    mig.add_argument("--dry-run", action="store_true", help="only list what would move")
+    args = parser.parse_args(argv)
+    from pipeline.core import config as pcfg  # why: config imports layout at module level (the migration tool's circle)
+
+    cfg = pcfg.load(args.config)
+    moves = migrate(cfg, args.results, dry_run=args.dry_run)
+    for src, dst in moves:
+        print(f"{'would move' if args.dry_run else 'moved'} {src} -> {dst}")
+    print(f"{len(moves)} path(s) of experiment {cfg['experiment']!r}" + (" (dry run)" if args.dry_run else ""))
+
+
+if __name__ == "__main__":
+    run_main(main)
+
+
+def mteb_ndcg_at_10(result_dir: str | Path) -> float | None:
+    """MTEB's NDCG@10 from a result folder written by `pipeline.export.mteb_eval` (None if there is none)."""
+    path = Path(result_dir) / MTEB_RESULT
+    if not path.is_file():
+        return None
+    scores = read_json(path).get("scores", {})
+    for rows in scores.values():
+        for row in rows:
+            if "ndcg_at_10" in row:
+                return float(row["ndcg_at_10"])
+    raise PipelineError(f"{path}: no ndcg_at_10 in MTEB's scores")

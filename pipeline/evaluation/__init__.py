@@ -1,0 +1,1 @@
+"""The evaluate step: scorings (dot, DN, ...), evaluation protocols, significance tests, query banks."""

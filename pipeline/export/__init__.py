@@ -1,0 +1,1 @@
+"""Export of a trained model as a sentence-transformers folder, its model card, MTEB evaluation of an export."""

@@ -1,0 +1,1 @@
+"""The bi-encoder shared by training, retrieval and export."""

@@ -1,0 +1,154 @@
+"""Publish a finished grid's tables as a committed reference, and check a re-run against it.
+
+  publish  copy <results>/<experiment>/tables (summary, headline, dn, index) and its plots/*.png into
+           a reference folder (e.g. results/reference/scifact) with provenance.json (git commit,
+           config sha256, dataset checksums). It refuses tables that belong to another grid.
+  check    compare a results summary.csv against a reference summary.csv row by row, matched
+           on dataset x run x seed x scoring x lambda, and fail if any metric differs by more
+           than --tol. Re-run one row, then check it:
+
+    snakemake --cores 2 --configfile config/scifact.yaml --config 'only_runs=[contaccum-8x8]' 'seeds=[13]'
+    python -m pipeline.results.reference check --config config/scifact.yaml --reference results/reference/scifact/summary.csv
+
+           (--config reads that experiment's results/<experiment>/tables/summary.csv; --results names
+           another summary.csv)
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.core import config as pcfg
+from pipeline.results.aggregate import KEY_COLUMNS
+from pipeline.core.common import (PipelineError, atomic_dir, atomic_write_json, command_parser, git, git_commit, read_json,
+                     run_main, sha256_file)
+from pipeline.core.layout import Layout
+
+TABLES = ("grid.json", "summary.md", "summary.csv", "headline.md", "dn.md", "dn.csv", "index.md", "index.csv", "diagnostics.md",
+          "diagnostics.csv")
+
+
+def read_summary(path: Path, metrics: list[str]) -> pd.DataFrame:
+    """A summary.csv with its key columns normalised so two files can be joined (lambda NaN -> '')."""
+    if not path.is_file():
+        raise PipelineError(f"{path}: file not found (expected a summary.csv written by pipeline.results.aggregate)")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path}: not a readable CSV ({exc})") from None
+    missing = [c for c in KEY_COLUMNS + metrics if c not in frame.columns]
+    if missing:
+        raise PipelineError(f"{path}: missing column(s) {missing}; expected a summary.csv with "
+                            f"{KEY_COLUMNS} and the metric column(s)")
+    frame = frame[KEY_COLUMNS + metrics].copy()
+    frame["lambda"] = frame["lambda"].map(lambda v: "" if pd.isna(v) else f"{float(v):g}")
+    frame["seed"] = frame["seed"].astype(int)
+    frame[["dataset", "run", "scoring"]] = frame[["dataset", "run", "scoring"]].astype(str)
+    return frame
+
+
+def compare(reference: Path, results: Path, metrics: list[str], tol: float) -> pd.DataFrame:
+    """Rows present in both files with the absolute difference of each metric. Raises when the
+    results share no row with the reference (a typo in the run name, or the wrong table)."""
+    ref, new = read_summary(reference, metrics), read_summary(results, metrics)
+    joined = new.merge(ref, on=KEY_COLUMNS, how="inner", suffixes=("", "_reference"))
+    if joined.empty:
+        runs = sorted(set(new["run"]))
+        raise PipelineError(f"{results}: none of its rows (runs {runs}) is in {reference}; "
+                            f"re-run a run x seed of the grid the reference was published from")
+    for metric in metrics:
+        joined[f"{metric}_diff"] = (joined[metric] - joined[f"{metric}_reference"]).abs()
+    joined["ok"] = (joined[[f"{m}_diff" for m in metrics]] <= tol).all(axis=1)
+    return joined
+
+
+def _check_grid(summary: Path, cfg: dict) -> None:
+    """Refuse to publish tables that are not this config's grid (a run with only_runs or other seeds)."""
+    frame = read_summary(summary, [])
+    found = set(frame[["dataset", "run", "seed"]].itertuples(index=False, name=None))
+    expected = {(job.dataset, job.run, job.seed) for job in pcfg.jobs(cfg)}
+    if found != expected:
+        missing, extra = sorted(expected - found), sorted(found - expected)
+        raise PipelineError(f"{summary}: its rows are not the grid of this config (missing {missing[:5]}, "
+                            f"unexpected {extra[:5]}); run the grid first, then publish")
+
+
+def _dirty(paths: list[str]) -> bool:
+    status = git("status", "--porcelain", "--", *(f":/{p}" for p in paths))
+    return status is None or bool(status.strip())
+
+
+def publish_reference(results: Path, config_path: Path, dest: Path) -> list[Path]:
+    cfg = pcfg.load(config_path)
+    layout = Layout.for_config(cfg, results)
+    tables, plots = layout.tables, layout.plots
+    _check_grid(tables / "summary.csv", cfg)
+    datasets = {}
+    for name in cfg["datasets"]:
+        manifest = read_json(layout.manifest(name))
+        datasets[name] = {key: manifest[key] for key in ("source", "counts", "input_sha256") if key in manifest}
+    written = []
+    with atomic_dir(dest) as tmp:
+        for name in TABLES:
+            if (tables / name).is_file():
+                shutil.copy2(tables / name, tmp / name)
+                written.append(dest / name)
+        for plot in sorted(plots.glob("*.png")):
+            shutil.copy2(plot, tmp / plot.name)
+            written.append(dest / plot.name)
+        atomic_write_json(tmp / "provenance.json", {
+            "git_commit": git_commit(),
+            "code_modified_since_commit": _dirty(["pipeline", "rules", "Snakefile", "config"]),
+            "config": str(config_path), "config_sha256": sha256_file(config_path),
+            "datasets": datasets,
+        })
+        written.append(dest / "provenance.json")
+    return written
+
+
+def _rerun_summary(args) -> Path:
+    if args.results:
+        return Path(args.results)
+    if not args.config:
+        raise PipelineError("check: give --config (the re-run's config; its experiment's summary.csv is read) "
+                            "or --results (a summary.csv)")
+    return Layout.for_config(pcfg.load(args.config)).tables / "summary.csv"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser, sub = command_parser("python -m pipeline.results.reference", __doc__)
+    pub = sub.add_parser("publish", help="copy a finished grid's tables and plots into a reference folder")
+    pub.add_argument("--config", required=True, help="the experiment config the grid ran with")
+    pub.add_argument("--to", required=True, help="reference folder, e.g. results/reference/scifact")
+    pub.add_argument("--results", default="results", help="results folder (default: results)")
+    chk = sub.add_parser("check", help="compare a re-run's summary.csv with a reference summary.csv")
+    chk.add_argument("--reference", required=True, help="reference summary.csv")
+    chk.add_argument("--config", help="the re-run's config: compare its results/<experiment>/tables/summary.csv")
+    chk.add_argument("--results", help="summary.csv of the re-run (instead of --config)")
+    chk.add_argument("--metric", action="append", dest="metrics",
+                     help="metric column to compare; repeat for several (default: ndcg@10)")
+    chk.add_argument("--tol", type=float, default=1e-4, help="largest allowed absolute difference (default: 1e-4)")
+    args = parser.parse_args(argv)
+
+    if args.command == "publish":
+        for path in publish_reference(Path(args.results), Path(args.config), Path(args.to)):
+            print(f"wrote {path}")
+        return
+    metrics = args.metrics or ["ndcg@10"]
+    joined = compare(Path(args.reference), _rerun_summary(args), metrics, args.tol)
+    shown = joined[KEY_COLUMNS + [c for m in metrics for c in (f"{m}_reference", m, f"{m}_diff")] + ["ok"]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.5f}"))
+    bad = joined[~joined["ok"]]
+    if not bad.empty:
+        rows = ", ".join(f"{r.run} seed {r.seed} {r.scoring}{'@' + r['lambda'] if r['lambda'] else ''}"
+                         for _, r in bad.iterrows())
+        raise PipelineError(f"{len(bad)} of {len(joined)} row(s) differ from {args.reference} by more than "
+                            f"{args.tol:g}: {rows}")
+    print(f"{len(joined)} row(s) match {args.reference} within {args.tol:g}")
+
+
+if __name__ == "__main__":
+    run_main(main)

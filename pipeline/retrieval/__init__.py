@@ -1,0 +1,1 @@
+"""The index step: FAISS indexes over encoded corpora, sharded encoding."""
