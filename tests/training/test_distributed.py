@@ -19,7 +19,7 @@ import torch
 
 from pipeline.training import distributed
 
-WORKER = Path(__file__).with_name("ddp_worker.py")
+WORKER = Path(__file__).resolve().parents[1] / "ddp_worker.py"  # the helper stays in tests/
 N = 2  # per-process micro-batch of the two-process run
 
 CASES = [

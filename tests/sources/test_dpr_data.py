@@ -15,7 +15,7 @@ from pipeline.sources import dpr_data as P
 from pipeline.core.common import PipelineError
 from pipeline.sources.datasets import load_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MINI = REPO / "data" / "embedded" / "dpr-mini"
 
 

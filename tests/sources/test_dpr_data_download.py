@@ -15,9 +15,9 @@ import pytest
 
 from pipeline.sources import dpr_data as P
 from pipeline.core.common import PipelineError
-from test_download import server  # noqa: F401  (the 127.0.0.1 server fixture)
+from tests.sources.test_download import server  # noqa: F401  (the 127.0.0.1 server fixture)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MINI = REPO / "data" / "embedded" / "dpr-mini"
 PSGS_GZ = gzip.compress((MINI / "psgs.tsv").read_bytes(), mtime=0)
 QA = (MINI / "test.qa.csv").read_bytes()

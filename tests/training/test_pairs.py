@@ -209,7 +209,7 @@ def test_random_shape_zero_shot_saves_its_weights(small, tmp_path):
 
 
 def test_random_shape_two_processes_train_like_one(tiny_model_dir, small, tmp_path):
-    from test_train_distributed import run_train
+    from tests.training.test_train_distributed import run_train
 
     # The tiny model's config has dropout off (MiniLM's has 0.1, whose masks differ between one and
     # two processes); the shape replaces its size, so both processes must draw the same weights.

@@ -179,7 +179,7 @@ def _roundtrip(state):
 def test_resumed_run_replays_the_distinct_sampler_and_masked_banks(tiny_model_dir, tmp_path):
     """A run that stops mid-way (the non-finite guard's test hook) and resumes from its checkpoint
     takes the same updates as an uninterrupted one: same loss, same masks, same weights."""
-    from test_train import recipe, run_train, weights
+    from tests.training.test_train import recipe, run_train, weights
 
     from pipeline.sources.prepare import main as prepare
 

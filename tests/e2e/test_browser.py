@@ -315,7 +315,7 @@ class Clicks:
         locator.click(**kwargs)
 
 
-DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
 def _screenshot(page, name: str) -> None:

@@ -18,7 +18,7 @@ from pipeline.training.checkpoint import latest as latest_checkpoint
 from pipeline.core.common import PipelineError
 from pipeline.core.config import TRAINING_DEFAULTS
 
-from test_train import mini_dataset, recipe, weights  # noqa: F401  (fixture and helpers)
+from tests.training.test_train import mini_dataset, recipe, weights  # noqa: F401  (fixture and helpers)
 
 METHODS = ["inbatch", "gradaccum", "gradcache", "contaccum"]
 
@@ -206,7 +206,7 @@ def test_mixed_precision_gradients_match_fp32(tiny_model_dir, method):
 
 
 def test_train_rule_launches_torchrun_and_asks_for_one_gpu_per_process(repo_copy):
-    from test_profiles import dry_run, rule_resources  # noqa: F401
+    from tests.project.test_profiles import dry_run, rule_resources  # noqa: F401
 
     config = {"datasets": {"scifact-mini": {"source": "embedded"}}, "seeds": [1],
               "runs": {"zeroshot": {"method": "none"}, "dpr-2p": {"method": "inbatch", "batch_size": 2, "processes": 2}},

@@ -15,7 +15,7 @@ from pipeline.sources import prepare as D
 from pipeline.core.common import PipelineError, sha256_file
 from pipeline.sources.datasets import load_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 CORPUS = [
     {"_id": "d1", "title": "Apples", "text": "Apples are red fruit.", "metadata": {"x": 1}},

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from test_pipeline_e2e import snakemake
+from tests.e2e.test_pipeline import snakemake
 
 MINI = "data/embedded/dpr-mini"
 RUNS = {

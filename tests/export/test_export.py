@@ -17,7 +17,7 @@ from pipeline.sources.datasets import load_dataset
 from pipeline.models.encoder import BiEncoder, EncoderSpec
 from pipeline.export.export import ExportJob, check_model_folder, export, resolve_job
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MINI = REPO / "data" / "embedded" / "scifact-mini"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.common import PipelineError
-from test_download import GOOD, Server, beir_zip, jsonl
+from tests.sources.test_download import GOOD, Server, beir_zip, jsonl
 
 CORPUS = [{"_id": "d1", "title": "A", "text": "apples are red"}, {"_id": "d2", "title": "B", "text": "bananas"}]
 QUERIES = [{"_id": "q1", "text": "red fruit"}, {"_id": "q2", "text": "yellow fruit"}]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipeline.training import checkpoint
-from test_train import mini_dataset, recipe, run_train, weights  # noqa: F401  (fixture and helpers)
+from tests.training.test_train import mini_dataset, recipe, run_train, weights  # noqa: F401  (fixture and helpers)
 
 STEPS, EVERY = 12, 3
 

@@ -12,7 +12,7 @@ import torch
 from pipeline.core.common import PipelineError
 from pipeline.training.methods import Example, get_method
 from pipeline.training.methods.sogclr import sogclr_loss
-from test_train import kill_at_first_checkpoint, mini_dataset, recipe, run_train, weights  # noqa: F401  (mini_dataset is a fixture)
+from tests.training.test_train import kill_at_first_checkpoint, mini_dataset, recipe, run_train, weights  # noqa: F401  (mini_dataset is a fixture)
 
 TAU = 0.1
 

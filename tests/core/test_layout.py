@@ -14,7 +14,7 @@ from pipeline.core import config as pcfg
 from pipeline.core.common import PipelineError
 from pipeline.core.layout import Layout, migrate
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = {"experiment": "exp-a", "datasets": {"mini": {"source": "embedded"}}, "seeds": [1, 2],
           "runs": {"zeroshot": {"method": "none"}, "dpr-8": {"method": "inbatch", "batch_size": 8}}}
 

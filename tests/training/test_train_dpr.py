@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from test_train import recipe, run_train, weights
+from tests.training.test_train import recipe, run_train, weights
 
 MINI = __import__("conftest").REPO / "data" / "embedded" / "dpr-mini"
 

@@ -231,7 +231,7 @@ def test_two_processes_filter_like_one(tiny_model_dir, guide_dir, tmp_path):
     """P = 2 (each process guide-encodes its slice, the rows are gathered) filters the same columns
     and gives the same gradients as P = 1 with twice the micro-batch: in-batch, hard-negative,
     gathered and bank columns."""
-    from test_distributed import rel_err, run_worker
+    from tests.training.test_distributed import rel_err, run_worker
 
     guide = {"guide": str(guide_dir), "margin": 0.02}
     cases = [

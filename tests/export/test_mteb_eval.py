@@ -13,7 +13,7 @@ from pipeline.sources.datasets import load_dataset
 from pipeline.models.encoder import BiEncoder, EncoderSpec
 from pipeline.export.export import ExportJob, export
 
-MINI = Path(__file__).resolve().parents[1] / "data" / "embedded" / "scifact-mini"
+MINI = Path(__file__).resolve().parents[2] / "data" / "embedded" / "scifact-mini"
 
 
 def pipeline_metrics(model: BiEncoder, dataset_dir: Path) -> dict:

@@ -20,10 +20,10 @@ import yaml
 from pipeline.training import checkpoint
 from pipeline.core import config as pcfg
 from pipeline.core.layout import Layout
-from test_train import mini_dataset, recipe, run_train  # noqa: F401  (fixture and helpers)
+from tests.training.test_train import mini_dataset, recipe, run_train  # noqa: F401  (fixture and helpers)
 from tiny_beir import evaluate_zero_shot
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def file_size_limit(nbytes: int):
