@@ -1,5 +1,5 @@
 """Regenerate environment.yml from requirements.lock so conda users get the same pins.
-tests/test_environment.py fails when the two drift apart.
+tests/project/test_environment.py fails when the two drift apart.
 
     python scripts/sync_environment.py        # rewrite environment.yml
 """

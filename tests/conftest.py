@@ -75,7 +75,7 @@ def repo_copy(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory, tiny_model_dir) -> Path:
     """The tiny grid of tests/tiny_workflow.py run to the end once per session, in a temp copy of
-    the workflow (shared by test_pipeline_e2e.py and test_browser.py). With TINY_RUN_DIR=/some/dir
+    the workflow (shared by e2e/test_pipeline.py and e2e/test_browser.py). With TINY_RUN_DIR=/some/dir
     the run is made there once and reused by later sessions (for iterating on these tests)."""
     from tiny_workflow import run_tiny_workflow
 

@@ -9,7 +9,7 @@ CASES.json: {"model_dir": ..., "cases": [{"name", "method", "recipe", "examples"
 put and the banks carry over), sums the gradients over the processes once per update (as the
 training loop does) and records per update the loss and the flattened gradient, plus the banks
 at the end. Process 0 saves {case name: result}; every process checks its banks equal the
-others'. Used by tests/test_distributed.py.
+others'. Used by tests/training/test_distributed.py.
 """
 
 from __future__ import annotations

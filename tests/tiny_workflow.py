@@ -1,4 +1,4 @@
-"""The tiny end-to-end grid shared by tests/test_pipeline_e2e.py and tests/test_browser.py: embedded
+"""The tiny end-to-end grid shared by tests/e2e/test_pipeline.py and tests/e2e/test_browser.py: embedded
 scifact-mini, a tiny random BERT, two trained methods plus zero-shot, two seeds, dot/DN/DN* and an
 HNSW index. conftest.py's session fixture `finished_run` runs it once for the whole session."""
 

@@ -1,6 +1,6 @@
 """`pipeline.results.reference`: comparing a re-run with a published table, and refusing to publish
 tables that belong to another grid. (The full publish -> fresh re-run -> check round trip runs on
-real Snakemake outputs in test_pipeline_e2e.py.)"""
+real Snakemake outputs in e2e/test_pipeline.py.)"""
 
 from __future__ import annotations
 
