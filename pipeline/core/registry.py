@@ -24,6 +24,12 @@ class Registry:
 
     def register(self, name: str):
         def wrap(cls):
+            earlier = self.classes.get(name)
+            # The same class met again (a module imported twice) is harmless; a second class
+            # under one name would silently replace the first.
+            if earlier is not None and (earlier.__module__, earlier.__qualname__) != (cls.__module__, cls.__qualname__):
+                raise PipelineError(f"{self.kind} {name!r} is registered twice: by "
+                                    f"{earlier.__module__}.{earlier.__qualname__} and {cls.__module__}.{cls.__qualname__}")
             self.on_register(cls, name)
             self.classes[name] = cls
             return cls

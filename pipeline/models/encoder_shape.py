@@ -106,7 +106,7 @@ def checkpointing_support(name: str) -> tuple[bool | None, str]:
     start. Anything this cannot read (no config.json here, a model type or layout transformers does
     not have) answers None and leaves the decision to train start, which raises the same error.
     Checked against the imported classes for 164 of transformers 5.x's 621 base models (all 98 it
-    reads as unsupported, MPNet and XLNet among them); tests/test_config.py keeps a few."""
+    reads as unsupported, MPNet and XLNet among them); tests/core/test_config.py keeps a few."""
     config = model_config_json(name)
     model_type = (config or {}).get("model_type")
     if not isinstance(model_type, str):

@@ -41,8 +41,6 @@ def test_unknown_name_names_the_key_and_lists_the_registered_ones():
     assert "['alpha', 'zeta']" in message  # sorted, so the message is stable
 
 
-@pytest.mark.xfail(strict=True, reason="Registry.register overwrites an earlier class of the same name "
-                                       "silently (issue #22: a duplicate should raise)")
 def test_registering_a_name_twice_raises():
     registry = fresh()
     registry.register("alpha")(type("First", (), {}))
@@ -94,3 +92,12 @@ def test_lookup_reaches_a_stage_object_by_name():
         lookup("pipeline.training.methods:no_such_thing")
     with pytest.raises(ModuleNotFoundError):
         lookup("pipeline.no_such_stage:available")
+
+
+def test_the_same_class_met_twice_keeps_its_registration():
+    """A module imported a second time re-runs its decorator with an identical class: not a clash."""
+    registry = fresh()
+    first = type("Same", (), {"__module__": "plugins.same"})
+    again = type("Same", (), {"__module__": "plugins.same"})
+    registry.register("alpha")(first)
+    assert registry.register("alpha")(again) is again
