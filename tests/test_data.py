@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sources import prepare as D
+from pipeline.sources import lines as line_reader, prepare as D
 from pipeline.core.common import PipelineError, sha256_file
 from pipeline.sources.datasets import load_dataset
 
@@ -121,7 +121,7 @@ def test_bad_input_names_file_and_line(tmp_path, overrides, where, words):
 
 
 def test_huge_line_is_capped_and_later_lines_keep_their_numbers(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "MAX_LINE_BYTES", 200)
+    monkeypatch.setattr(line_reader, "MAX_LINE_BYTES", 200)
     big = json.dumps({"_id": "d2", "text": "x" * 5000})
     bad_later = '{"_id": "d5"}'
     root = make_beir(tmp_path / "ds", **{"corpus.jsonl": corpus_with(big) + bad_later + "\n"})

@@ -1,8 +1,9 @@
-"""Downloading a file over HTTP(S) with retries, through a temporary file beside its destination
-(the data step's fetches: BEIR zips, DPR/Tevatron files)."""
+"""Downloading a file over HTTP(S) with retries, through a temporary file beside its destination,
+into the download cache shared by the sources (BEIR zips, DPR/Tevatron files)."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import socket
@@ -15,11 +16,28 @@ from pathlib import Path
 from pipeline.core.common import PipelineError, log
 
 
+def default_cache_dir(kind: str, *, own_folder_under_env: bool = True) -> Path:
+    """Where downloads of source `kind` are kept: `$PIPELINE_CACHE_DIR/<kind>`, else
+    `$XDG_CACHE_HOME/infonce-bench/<kind>` (~/.cache when unset). With `own_folder_under_env`
+    False the variable names the kind's folder itself, which is how existing BEIR caches are laid
+    out, so they stay valid."""
+    base = os.environ.get("PIPELINE_CACHE_DIR")
+    if base:
+        return Path(base) / kind if own_folder_under_env else Path(base)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "infonce-bench" / kind
+
+
+def url_key(url: str) -> str:
+    """A short digest of the URL, part of a cached file's name so that a download from another
+    URL never reuses its bytes."""
+    return hashlib.sha256(url.encode()).hexdigest()[:10]
+
+
 class _Transient(Exception):
     """A failure worth retrying (server hiccup, dropped connection, timeout)."""
 
 
-def _human(n: float) -> str:
+def human_size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
@@ -64,7 +82,7 @@ def _fetch_once(url: str, dest: Path, timeout: float, progress: bool) -> None:
                     received += len(block)
                     bar.update(len(block))
         except (TimeoutError, socket.timeout, ConnectionError, http.client.HTTPException) as exc:
-            raise _Transient(f"connection lost after {_human(received)}: {type(exc).__name__}") from None
+            raise _Transient(f"connection lost after {human_size(received)}: {type(exc).__name__}") from None
     if total is not None and received != total:
         raise _Transient(f"connection closed after {received} of {total} bytes")
 

@@ -36,8 +36,8 @@ from typing import Callable, Iterator
 
 from pipeline.core.common import PipelineError, atomic_dir, log, run_main, sha256_file
 from pipeline.core.layout import MANIFEST, MANIFEST_VERSION, Layout
-from pipeline.sources.download import _human, download
-from pipeline.sources.lines import INVALID_JSON, decode_line, parse_json_line
+from pipeline.sources.download import default_cache_dir as _cache_dir, download, human_size, url_key
+from pipeline.sources.lines import INVALID_JSON, MAX_ERRORS, Problems, iter_lines, parse_json_line, require_file
 from pipeline.sources.dpr_data import parse_qa_args, prepare_dpr
 from pipeline.sources.dev_split import carve, parse
 
@@ -45,8 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED_ROOT = REPO_ROOT / "data" / "embedded"
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 QRELS_HEADER = ("query-id", "corpus-id", "score")
-MAX_LINE_BYTES = 10 * 1024 * 1024
-MAX_ERRORS = 20
+_NOT_LINES = " (is this really a line-oriented text file?)"
 
 # md5 values are the ones the BEIR README publishes next to each download link. The scifact sha256
 # is the digest independent projects recorded for the same 2,816,079-byte archive; sha256 is
@@ -74,71 +73,12 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 # ----------------------------------------------------------------------------- validation
-class _Errors:
-    """Collects up to MAX_ERRORS problems so one run shows the user most of what to fix, instead
-    of one problem per attempt."""
-
-    def __init__(self, what: str):
-        self.what = what
-        self.items: list[str] = []
-        self.dropped = 0
-
-    def add(self, msg: str) -> None:
-        if len(self.items) < MAX_ERRORS:
-            self.items.append(msg)
-        else:
-            self.dropped += 1
-
-    def raise_if_any(self) -> None:
-        if not self.items:
-            return
-        if len(self.items) == 1:
-            raise PipelineError(self.items[0])
-        more = f"\n  ... and {self.dropped} more" if self.dropped else ""
-        lines = "\n  ".join(self.items)
-        raise PipelineError(f"{len(self.items) + self.dropped} problems in {self.what}:\n  {lines}{more}")
-
-
-def _iter_lines(path: Path, label: str, errors: _Errors, digest) -> Iterator[tuple[int, str]]:
-    """Yield (line number, decoded line without its line ending) for non-blank lines.
-
-    Reads bytes with a length cap so one runaway line (a file without newlines, a binary blob)
-    cannot exhaust memory, and hashes the raw bytes on the way so inputs are read only once.
-    """
-    with open(path, "rb") as fh:
-        lineno = 0
-        while True:
-            raw = fh.readline(MAX_LINE_BYTES + 1)
-            if not raw:
-                break
-            lineno += 1
-            digest.update(raw)
-            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                # Drain the rest of the oversized line so numbering stays right for later lines.
-                while raw and not raw.endswith(b"\n"):
-                    raw = fh.readline(1 << 20)
-                    digest.update(raw)
-                errors.add(f"{label}:{lineno}: line longer than {MAX_LINE_BYTES:,} bytes "
-                           f"(is this really a line-oriented text file?)")
-                continue
-            text = decode_line(raw, lineno, label, errors)
-            if text:
-                yield lineno, text
-
-
-def _require_file(path: Path, label: str) -> None:
-    if not path.is_file():
-        raise PipelineError(f"{label}: file not found")
-    if path.stat().st_size == 0:
-        raise PipelineError(f"{label}:1: file is empty")
-
-
-def _read_jsonl_records(path: Path, label: str, kind: str, errors: _Errors, digest,
+def _read_jsonl_records(path: Path, label: str, kind: str, errors: Problems, digest,
                         allow_title: bool) -> dict[str, dict]:
     records: dict[str, dict] = {}
     first_line: dict[str, int] = {}
     seen_any = False
-    for lineno, text in _iter_lines(path, label, errors, digest):
+    for lineno, text in iter_lines(path, label, errors, digest, gunzip=False, too_long_hint=_NOT_LINES):
         seen_any = True
         where = f"{label}:{lineno}"
         obj = parse_json_line(text, where, errors)
@@ -180,13 +120,13 @@ def _read_jsonl_records(path: Path, label: str, kind: str, errors: _Errors, dige
     return records
 
 
-def _read_qrels(path: Path, label: str, errors: _Errors, digest, corpus: dict, queries: dict,
+def _read_qrels(path: Path, label: str, errors: Problems, digest, corpus: dict, queries: dict,
                 queries_label: str, corpus_label: str, check_ids: bool) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
     first_line: dict[tuple[str, str], int] = {}
     header_seen = False
     data_lines = 0
-    for lineno, text in _iter_lines(path, label, errors, digest):
+    for lineno, text in iter_lines(path, label, errors, digest, gunzip=False, too_long_hint=_NOT_LINES):
         where = f"{label}:{lineno}"
         cols = text.split("\t")
         if not header_seen:
@@ -248,13 +188,13 @@ def read_beir_folder(root: str | os.PathLike, label: str | None = None) -> BeirD
     label = label if label is not None else str(root)
     if not root.is_dir():
         raise PipelineError(f"{label}: dataset folder not found")
-    errors = _Errors(label)
+    errors = Problems(label)
     hashes: dict[str, str] = {}
 
     def read(rel: str, reader: Callable):
         path = root / rel
         where = f"{label}/{rel}"
-        _require_file(path, where)
+        require_file(path, where)
         digest = hashlib.sha256()
         result = reader(path, where, digest)
         hashes[rel] = digest.hexdigest()
@@ -348,9 +288,7 @@ def _mismatch(path: Path, expected: dict[str, str]) -> str | None:
 def fetch_zip(name: str, url: str, cache_dir: Path, expected: dict[str, str], *, retries: int = 3,
               backoff: float = 1.0, timeout: float = 60.0, progress: bool = True) -> Path:
     """Return a verified local copy of the zip, downloading it only if the cache lacks a good one."""
-    # The URL is part of the cache key so a --url override never reuses another source's bytes.
-    key = hashlib.sha256(url.encode()).hexdigest()[:10]
-    cached = cache_dir / f"{name}-{key}.zip"
+    cached = cache_dir / f"{name}-{url_key(url)}.zip"
     if cached.is_file():
         problem = _mismatch(cached, expected) if expected else None
         if problem is None:
@@ -396,7 +334,7 @@ def extract_zip(zip_path: Path, target: Path, label: str) -> None:
             total = sum(info.file_size for info in members)
             free = shutil.disk_usage(target).free
             if total > free:
-                raise PipelineError(f"{label}: unpacks to {_human(total)} but only {_human(free)} is free "
+                raise PipelineError(f"{label}: unpacks to {human_size(total)} but only {human_size(free)} is free "
                                     f"under {target}")
             root = target.resolve()
             for info in members:
@@ -449,10 +387,7 @@ def expected_checksums(name: str, url: str, sha256: str | None, md5: str | None)
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("PIPELINE_CACHE_DIR")
-    if base:
-        return Path(base)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "infonce-bench" / "beir"
+    return _cache_dir("beir", own_folder_under_env=False)
 
 
 def prepare_beir(name: str, out: str | os.PathLike, *, url: str | None = None, sha256: str | None = None,
