@@ -1,4 +1,4 @@
-"""pipeline.sources.dpr_data: DPR-format and Tevatron files -> the normalised layout (+ answers, hard
+"""pipeline.sources.kinds.dpr: DPR-format and Tevatron files -> the normalised layout (+ answers, hard
 negatives), the streaming readers, and the answer-accuracy protocol on the committed fixture."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.sources import prepare as D
-from pipeline.sources import dpr_data as P
+from pipeline.sources.kinds import dpr as P
 from pipeline.sources.dpr_convert import IdSet
 from pipeline.sources.dpr_json import iter_json_array
 from pipeline.core.common import PipelineError

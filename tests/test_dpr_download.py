@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sources import dpr_data as P, dpr_fetch
+from pipeline.sources import dpr_fetch
+from pipeline.sources.kinds import dpr as P
 from pipeline.core.common import PipelineError
 from test_download import server  # noqa: F401  (the 127.0.0.1 server fixture)
 

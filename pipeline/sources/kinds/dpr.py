@@ -1,5 +1,8 @@
 """The `dpr` source: DPR-format and Tevatron-format files -> the normalised layout plus answers.
 
+The conversion is pipeline.sources.dpr_convert; this module fills in the official files,
+fetches and verifies every input, and writes the manifest.
+
 Inputs (each a local path or an http(s) URL; gzip is detected from the bytes, not the name):
 
   training JSON   DPR's biencoder-*-train.json(.gz): one JSON array of
@@ -38,6 +41,7 @@ also names the element index (0-based) whose text starts on that line.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -48,6 +52,8 @@ from pipeline.core.layout import MANIFEST_VERSION
 from pipeline.sources.download import default_cache_dir
 from pipeline.sources.dpr_convert import convert
 from pipeline.sources.dpr_fetch import OFFICIAL, PASSAGES_URL, default_lock_path, resolve_input
+from pipeline.sources.kinds import register_source
+from pipeline.sources.kinds.base import Source
 
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -130,3 +136,25 @@ def prepare_dpr(name: str, out: str | os.PathLike, *, dataset: str | None = None
     log.info("%s: %d passages (%d added from the training file), %d queries, answers for %s", name, c["docs"],
              manifest["dpr"]["corpus"]["from_training_file"], c["queries"], sorted(c["answers"]) or "no split")
     return manifest
+
+
+@register_source("dpr")
+class DprSource(Source):
+    listed = 3
+    flags = ("dpr_dataset", "dpr_train", "tevatron_train", "dpr_qa", "dpr_passages", "answer_regex", "lock_file")
+    dev_split_refusal = "--dev-split: not available for --source dpr (its QA files already give dev splits)"
+
+    @classmethod
+    def misused_flags(cls, args: argparse.Namespace) -> str | None:
+        given = [f"--{k.replace('_', '-')}" for k in cls.flags if getattr(args, k) is not None]
+        if not given and args.dpr_positives == "first":
+            return None
+        return f"{', '.join(given) or '--dpr-positives'}: only used with --source dpr (got --source {args.source})"
+
+    def prepare(self, name, out, args, dev_split):
+        return prepare_dpr(name, out, dataset=args.dpr_dataset, train=args.dpr_train,
+                           tevatron_train=args.tevatron_train, qa=parse_qa_args(args.dpr_qa),
+                           passages=args.dpr_passages, regex_answers=args.answer_regex,
+                           positives=args.dpr_positives, cache_dir=args.cache_dir, lock_file=args.lock_file,
+                           retries=args.retries, backoff=args.backoff, timeout=args.timeout,
+                           progress=not args.no_progress)
