@@ -3,6 +3,7 @@ into the download cache shared by the sources (BEIR zips, DPR/Tevatron files).""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -12,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 from pipeline.core.common import PipelineError, log
 
@@ -31,6 +33,19 @@ def url_key(url: str) -> str:
     """A short digest of the URL, part of a cached file's name so that a download from another
     URL never reuses its bytes."""
     return hashlib.sha256(url.encode()).hexdigest()[:10]
+
+
+@contextlib.contextmanager
+def temp_beside(dest: Path, suffix: str) -> Iterator[Path]:
+    """An empty temporary file in `dest`'s folder, so that os.replace onto `dest` is atomic;
+    removed on the way out unless it was moved there."""
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class _Transient(Exception):
@@ -92,10 +107,7 @@ def download(url: str, dest: Path, *, retries: int = 3, backoff: float = 1.0, ti
     """Download `url` to `dest` through a temporary file beside it. Transient failures are retried
     `retries` times, waiting backoff, 2*backoff, ... seconds; nothing is left at `dest` on failure."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with temp_beside(dest, ".part") as tmp:
         for attempt in range(retries + 1):
             try:
                 _fetch_once(url, tmp, timeout, progress)
@@ -109,5 +121,3 @@ def download(url: str, dest: Path, *, retries: int = 3, backoff: float = 1.0, ti
                 log.warning("download of %s failed (%s); retry %d/%d in %.1fs", url, exc, attempt + 1,
                             retries, wait)
                 time.sleep(wait)
-    finally:
-        tmp.unlink(missing_ok=True)

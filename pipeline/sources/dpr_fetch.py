@@ -10,14 +10,13 @@ import gzip
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from pipeline.core.common import PipelineError, atomic_write_text, log, sha256_file
-from pipeline.sources.download import download, url_key
+from pipeline.sources.download import download, temp_beside, url_key
 from pipeline.sources.lines import GZIP_ERRORS, gzip_problem, is_gzip, require_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -172,10 +171,7 @@ def _verified_cached(url: str, cached: Path, lock_path: Path, expected: str | No
 def _download_verified(url: str, cached: Path, lock_path: Path, expected: str | None, source: str,
                        net: dict) -> str:
     # Verified under a staging name first, so a bad download never lands at the cached name.
-    fd, staging_name = tempfile.mkstemp(prefix=f".{cached.name}.", suffix=".verify", dir=cached.parent)
-    os.close(fd)
-    staging = Path(staging_name)
-    try:
+    with temp_beside(cached, ".verify") as staging:
         log.info("downloading %s", url)
         download(url, staging, **net)
         got = sha256_file(staging)
@@ -189,5 +185,3 @@ def _download_verified(url: str, cached: Path, lock_path: Path, expected: str | 
             record_in_lock(lock_path, url, got, staging.stat().st_size)
         os.replace(staging, cached)
         return got
-    finally:
-        staging.unlink(missing_ok=True)
