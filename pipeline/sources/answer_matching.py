@@ -17,7 +17,7 @@ DPR matches the passage *text* only, never its title; callers pass the text.
 
 One deliberate difference: an answer with no tokens at all (the empty string, or only spaces)
 matches nothing here. DPR's loop would count it as found in every passage, which is an artefact,
-not a definition; `pipeline.sources.dpr_data` also rejects such answers when it reads a QA file.
+not a definition; `pipeline.sources.dpr_records` also rejects such answers when it reads a QA file.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class AnswerMatcher:
         self.regex_mode = regex_mode
         answers = list(answers)
         if regex_mode:
-            # DPR skips a pattern that does not compile; pipeline.sources.dpr_data refuses such files up front.
+            # DPR skips a pattern that does not compile; pipeline.sources.dpr_records refuses such files up front.
             self._patterns = []
             for a in answers:
                 try:
@@ -120,7 +120,7 @@ def first_hit(answers: Iterable[str], texts: Iterable[str], regex: bool = False)
 
 def load_answers(root, split: str) -> dict[str, tuple[list[str], bool]]:
     """Read `<root>/answers/<split>.jsonl` of a normalised dataset folder (written by
-    pipeline.sources.dpr_data): question id -> (answers, regex?), in file order."""
+    pipeline.sources.kinds.dpr): question id -> (answers, regex?), in file order."""
     from pathlib import Path
 
     path = Path(root) / "answers" / f"{split}.jsonl"

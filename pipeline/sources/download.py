@@ -1,8 +1,10 @@
-"""Downloading a file over HTTP(S) with retries, through a temporary file beside its destination
-(the data step's fetches: BEIR zips, DPR/Tevatron files)."""
+"""Downloading a file over HTTP(S) with retries, through a temporary file beside its destination,
+into the download cache shared by the sources (BEIR zips, DPR/Tevatron files)."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import http.client
 import os
 import socket
@@ -11,15 +13,46 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 from pipeline.core.common import PipelineError, log
+
+
+def default_cache_dir(kind: str, *, own_folder_under_env: bool = True) -> Path:
+    """Where downloads of source `kind` are kept: `$PIPELINE_CACHE_DIR/<kind>`, else
+    `$XDG_CACHE_HOME/infonce-bench/<kind>` (~/.cache when unset). With `own_folder_under_env`
+    False the variable names the kind's folder itself, which is how existing BEIR caches are laid
+    out, so they stay valid."""
+    base = os.environ.get("PIPELINE_CACHE_DIR")
+    if base:
+        return Path(base) / kind if own_folder_under_env else Path(base)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "infonce-bench" / kind
+
+
+def url_key(url: str) -> str:
+    """A short digest of the URL, part of a cached file's name so that a download from another
+    URL never reuses its bytes."""
+    return hashlib.sha256(url.encode()).hexdigest()[:10]
+
+
+@contextlib.contextmanager
+def temp_beside(dest: Path, suffix: str) -> Iterator[Path]:
+    """An empty temporary file in `dest`'s folder, so that os.replace onto `dest` is atomic;
+    removed on the way out unless it was moved there."""
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class _Transient(Exception):
     """A failure worth retrying (server hiccup, dropped connection, timeout)."""
 
 
-def _human(n: float) -> str:
+def human_size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
@@ -64,7 +97,7 @@ def _fetch_once(url: str, dest: Path, timeout: float, progress: bool) -> None:
                     received += len(block)
                     bar.update(len(block))
         except (TimeoutError, socket.timeout, ConnectionError, http.client.HTTPException) as exc:
-            raise _Transient(f"connection lost after {_human(received)}: {type(exc).__name__}") from None
+            raise _Transient(f"connection lost after {human_size(received)}: {type(exc).__name__}") from None
     if total is not None and received != total:
         raise _Transient(f"connection closed after {received} of {total} bytes")
 
@@ -74,10 +107,7 @@ def download(url: str, dest: Path, *, retries: int = 3, backoff: float = 1.0, ti
     """Download `url` to `dest` through a temporary file beside it. Transient failures are retried
     `retries` times, waiting backoff, 2*backoff, ... seconds; nothing is left at `dest` on failure."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with temp_beside(dest, ".part") as tmp:
         for attempt in range(retries + 1):
             try:
                 _fetch_once(url, tmp, timeout, progress)
@@ -91,5 +121,3 @@ def download(url: str, dest: Path, *, retries: int = 3, backoff: float = 1.0, ti
                 log.warning("download of %s failed (%s); retry %d/%d in %.1fs", url, exc, attempt + 1,
                             retries, wait)
                 time.sleep(wait)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -155,7 +155,7 @@ def test_paper_grid_dry_run_lists_every_job_without_data(tmp_path):
 
 
 def test_paper_grid_uses_the_official_files():
-    from pipeline.sources.dpr_data import OFFICIAL, PASSAGES_URL
+    from pipeline.sources.dpr_fetch import OFFICIAL, PASSAGES_URL
 
     raw = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     for name, ds in raw["datasets"].items():

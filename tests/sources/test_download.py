@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sources import prepare as D
+from pipeline.sources import beir_zip as zips, prepare as D
 from pipeline.core.common import PipelineError
 
 CORPUS = [{"_id": "d1", "title": "Apples", "text": "Apples are red."},
@@ -188,7 +188,7 @@ def test_unsafe_paths_are_rejected(tmp_path, make_info, reason):
     target = tmp_path / "x" / "target"
     target.mkdir(parents=True)
     with pytest.raises(PipelineError, match=reason):
-        D.extract_zip(archive, target, "a.zip")
+        zips.extract_zip(archive, target, "a.zip")
     assert list(target.iterdir()) == []  # checked before anything is written
 
 
@@ -201,7 +201,7 @@ def test_symlink_entry_is_rejected(tmp_path):
     target = tmp_path / "target"
     target.mkdir()
     with pytest.raises(PipelineError, match="symbolic link"):
-        D.extract_zip(archive, target, "a.zip")
+        zips.extract_zip(archive, target, "a.zip")
     assert list(target.iterdir()) == []
 
 
@@ -220,7 +220,7 @@ def test_corrupt_member_is_a_clear_error(tmp_path):
     archive = tmp_path / "a.zip"
     archive.write_bytes(bytes(data))
     with pytest.raises(PipelineError, match="a.zip: (corrupt or truncated zip|cannot read zip)"):
-        D.extract_zip(archive, tmp_path, "a.zip")
+        zips.extract_zip(archive, tmp_path, "a.zip")
 
 
 def test_transient_503_is_retried(server, tmp_path):
@@ -279,11 +279,11 @@ def test_bad_download_keeps_existing_good_output(server, tmp_path):
 
 
 def test_known_checksums_apply_only_to_the_official_url(caplog):
-    official = D.BEIR_URL.format(name="scifact")
-    assert D.expected_checksums("scifact", official, None, None)["md5"] == "5f7d1de60b170fc8027bb7898e2efca1"
-    assert D.expected_checksums("scifact", official, "A" * 64, None) == {"sha256": "a" * 64}
+    official = zips.BEIR_URL.format(name="scifact")
+    assert zips.expected_checksums("scifact", official, None, None)["md5"] == "5f7d1de60b170fc8027bb7898e2efca1"
+    assert zips.expected_checksums("scifact", official, "A" * 64, None) == {"sha256": "a" * 64}
     with caplog.at_level("WARNING", logger="pipeline"):
-        assert D.expected_checksums("scifact", "http://mirror.example/scifact.zip", None, None) == {}
+        assert zips.expected_checksums("scifact", "http://mirror.example/scifact.zip", None, None) == {}
     assert "no checksum known" in caplog.text
 
 

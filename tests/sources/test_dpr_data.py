@@ -1,4 +1,4 @@
-"""pipeline.sources.dpr_data: DPR-format and Tevatron files -> the normalised layout (+ answers, hard
+"""pipeline.sources.kinds.dpr: DPR-format and Tevatron files -> the normalised layout (+ answers, hard
 negatives), the streaming readers, and the answer-accuracy protocol on the committed fixture."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.sources import prepare as D
-from pipeline.sources import dpr_data as P
+from pipeline.sources.kinds import dpr as P
+from pipeline.sources.dpr_convert import IdSet
+from pipeline.sources.dpr_json import iter_json_array
 from pipeline.core.common import PipelineError
 from pipeline.sources.datasets import load_dataset
 
@@ -156,7 +158,7 @@ def test_json_array_streamer_matches_json_load_with_tiny_chunks(tmp_path):
     import hashlib
 
     data = json.loads((MINI / "train.json").read_text())
-    got = list(P.iter_json_array(MINI / "train.json", "train.json", hashlib.sha256(), chunk_chars=7))
+    got = list(iter_json_array(MINI / "train.json", "train.json", hashlib.sha256(), chunk_chars=7))
     assert [obj for _i, _line, obj in got] == data
     lines = (MINI / "train.json").read_text().splitlines()
     # every element's reported line is the line its '{' is on
@@ -164,11 +166,11 @@ def test_json_array_streamer_matches_json_load_with_tiny_chunks(tmp_path):
         assert lines[line - 1].strip() == "{", (index, line)
     compact = tmp_path / "c.json"
     compact.write_text('[{"a": 1},\n {"a": 2}, 3, "x"]')
-    got = [(i, line, o) for i, line, o in P.iter_json_array(compact, "c.json", hashlib.sha256(), chunk_chars=3)]
+    got = [(i, line, o) for i, line, o in iter_json_array(compact, "c.json", hashlib.sha256(), chunk_chars=3)]
     assert got == [(0, 1, {"a": 1}), (1, 2, {"a": 2}), (2, 2, 3), (3, 2, "x")]
     empty = tmp_path / "e.json"
     empty.write_text("[ ]\n")
-    assert list(P.iter_json_array(empty, "e.json", hashlib.sha256())) == []
+    assert list(iter_json_array(empty, "e.json", hashlib.sha256())) == []
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -185,7 +187,7 @@ def test_json_array_errors_name_line_and_element(tmp_path, text, expected):
     path = tmp_path / "x.json"
     path.write_text(text)
     with pytest.raises(PipelineError) as err:
-        list(P.iter_json_array(path, "x.json", hashlib.sha256(), chunk_chars=4))
+        list(iter_json_array(path, "x.json", hashlib.sha256(), chunk_chars=4))
     assert expected in str(err.value), str(err.value)
 
 
@@ -199,16 +201,16 @@ def test_truncated_gzip_input_names_the_file(tmp_path):
 
 
 def test_id_set_bits_and_strings():
-    s = P.IdSet()
+    s = IdSet()
     assert s.add("5") and s.add("0") and s.add("21015324") and s.add("doc-a") and s.add("007")
     assert not s.add("5") and not s.add("doc-a") and not s.add("007")
     assert "5" in s and "21015324" in s and "6" not in s and "007" in s and "7" not in s and "99999999" not in s
     assert s.count == 5 and len(s._other) == 2  # "007" is not canonical, so it is kept as a string
-    t = P.IdSet()
+    t = IdSet()
     for k in ("5", "0", "21015324", "doc-a", "007"):
         t.add(k)
     assert not s.missing_from(t)
-    t2 = P.IdSet()
+    t2 = IdSet()
     t2.add("5")
     assert s.missing_from(t2) and not t2.missing_from(s)
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sources import dpr_data as P
+from pipeline.sources import dpr_fetch
+from pipeline.sources.kinds import dpr as P
 from pipeline.core.common import PipelineError
 from tests.sources.test_download import server  # noqa: F401  (the 127.0.0.1 server fixture)
 
@@ -38,7 +39,7 @@ def cache_files(tmp_path) -> list[str]:
 
 
 def lock_entries(tmp_path) -> dict:
-    return P.read_lock(tmp_path / "checksums.lock")
+    return dpr_fetch.read_lock(tmp_path / "checksums.lock")
 
 
 def test_first_download_records_lock_and_later_uses_verify(server, tmp_path):
@@ -78,10 +79,10 @@ def test_checksum_mismatch_against_the_lock_leaves_nothing(server, tmp_path):
 
 def test_pinned_checksum_wins_over_the_lock(server, tmp_path, monkeypatch):
     url = server.url("/pinned/psgs_w100.tsv.gz", PSGS_GZ)
-    monkeypatch.setitem(P.PINNED_SHA256, url, "f" * 64)
-    with pytest.raises(PipelineError, match=r"sha256 expected f{64} \(pinned in pipeline/sources/dpr_data.py\)"):
+    monkeypatch.setitem(dpr_fetch.PINNED_SHA256, url, "f" * 64)
+    with pytest.raises(PipelineError, match=r"sha256 expected f{64} \(pinned in pipeline/sources/dpr_fetch.py\)"):
         run(tmp_path, url)
-    monkeypatch.setitem(P.PINNED_SHA256, url, hashlib.sha256(PSGS_GZ).hexdigest())
+    monkeypatch.setitem(dpr_fetch.PINNED_SHA256, url, hashlib.sha256(PSGS_GZ).hexdigest())
     run(tmp_path, url)
     assert url not in lock_entries(tmp_path)  # a pinned file needs no lock entry
 
@@ -127,4 +128,4 @@ def test_bad_lock_file_is_a_clear_error(server, tmp_path):
 
 
 def test_committed_lock_file_is_valid():
-    assert isinstance(P.read_lock(P.DEFAULT_LOCK), dict)
+    assert isinstance(dpr_fetch.read_lock(dpr_fetch.DEFAULT_LOCK), dict)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sources import prepare as D
+from pipeline.sources import beir_folder, lines as line_reader, prepare as D
 from pipeline.core.common import PipelineError, sha256_file
 from pipeline.sources.datasets import load_dataset
 
@@ -121,7 +121,7 @@ def test_bad_input_names_file_and_line(tmp_path, overrides, where, words):
 
 
 def test_huge_line_is_capped_and_later_lines_keep_their_numbers(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "MAX_LINE_BYTES", 200)
+    monkeypatch.setattr(line_reader, "MAX_LINE_BYTES", 200)
     big = json.dumps({"_id": "d2", "text": "x" * 5000})
     bad_later = '{"_id": "d5"}'
     root = make_beir(tmp_path / "ds", **{"corpus.jsonl": corpus_with(big) + bad_later + "\n"})
@@ -143,11 +143,11 @@ def test_several_errors_are_reported_together(tmp_path):
 
 
 def test_error_count_is_capped(tmp_path):
-    rows = "".join(f"q1\tmissing{i}\t1\n" for i in range(D.MAX_ERRORS + 5))
+    rows = "".join(f"q1\tmissing{i}\t1\n" for i in range(line_reader.MAX_ERRORS + 5))
     root = make_beir(tmp_path / "ds", **{"qrels/train.tsv": "query-id\tcorpus-id\tscore\n" + rows})
     with pytest.raises(PipelineError, match=r"and 5 more") as info:
         D.read_beir_folder(root)
-    assert str(info.value).count("is not in") == D.MAX_ERRORS
+    assert str(info.value).count("is not in") == line_reader.MAX_ERRORS
 
 
 def test_tolerated_variants(tmp_path):
@@ -215,7 +215,7 @@ def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(D, "write_normalized", boom)
+    monkeypatch.setattr(beir_folder, "write_normalized", boom)
     with pytest.raises(OSError):
         D.prepare_local("toy", make_beir(tmp_path / "good2"), out)
     assert (out / "manifest.json").read_bytes() == good
