@@ -38,7 +38,7 @@ ZERO_SHOT_TAG = "base"
 
 # File names inside the folders above.
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1  # of a normalised dataset folder's manifest.json (pipeline.sources.prepare, dpr_data)
+MANIFEST_VERSION = 1  # of a normalised dataset folder's manifest.json (pipeline.sources.prepare, sources.kinds.dpr)
 MODEL = "model"
 TRAIN_LOG = "train_log.jsonl"
 TRAIN_SUMMARY = "train_summary.json"
