@@ -3,6 +3,7 @@
 import os
 import shlex
 
+from pipeline.core.index_params import index_job_params
 from pipeline.core.layout import Layout
 
 # Shared, recipe-independent work (data, BM25 negatives) under RESULTS; everything the recipes decide
@@ -86,14 +87,8 @@ def train_seed(wildcards):
 
 
 # ----------------------------------------------------------------------------- index / shards
-# Keys of the index section that only matter when set: left out of the index job's JSON at their
-# defaults, so an unsharded run's job (and its outputs) stay exactly what they were.
-_INDEX_OPTIONAL = {"shard_size": None, "shards": None, "dtype": "float32",
-                   "train_size": pcfg.P.IndexParams.train_size}
-
-
 def index_params(wildcards):
-    return json_arg({k: v for k, v in CFG["index"].items() if _INDEX_OPTIONAL.get(k, object()) != v})
+    return json_arg(index_job_params(CFG["index"]))
 
 
 def shard_encode_params(wildcards):

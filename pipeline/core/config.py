@@ -14,8 +14,11 @@ from typing import Any
 import yaml
 
 from pipeline.core import params as P
+from pipeline.core.eval_params import DNStarParams, EvaluationSection
 from pipeline.core.common import PipelineError
-from pipeline.core.index_params import check_index_type
+from pipeline.core.config_checks import (dev_split_problems, dpr_dataset_problems, has_own_negatives,
+                                         negative_filter_problems)
+from pipeline.core.index_params import HNSWParams, IndexParams, IVFParams, check_index_type
 from pipeline.core.layout import SHARED_NAMES, model_tag as _tag
 from pipeline.core.registry import lookup
 from pipeline.core.params import TRAINING_DEFAULTS, ZERO_SHOT  # noqa: F401  (re-exported for callers and tests)
@@ -80,10 +83,10 @@ def _fill_defaults(config: dict) -> None:
     config.setdefault("seeds", [13])
     config["encoder"] = P.merged(P.EncoderParams, config.get("encoder"))
     config.setdefault("training", {})
-    index = P.merged(P.IndexParams, config.get("index"))
-    config["index"] = {**index, "hnsw": P.merged(P.HNSWParams, index["hnsw"]),
-                       "ivf": P.merged(P.IVFParams, index["ivf"])}
-    evaluation = P.merged(P.EvaluationSection, config.get("evaluation"))
+    index = P.merged(IndexParams, config.get("index"))
+    config["index"] = {**index, "hnsw": P.merged(HNSWParams, index["hnsw"]),
+                       "ivf": P.merged(IVFParams, index["ivf"])}
+    evaluation = P.merged(EvaluationSection, config.get("evaluation"))
     if evaluation["reference_run"] is None:
         evaluation.pop("reference_run")
     config["evaluation"] = evaluation
@@ -169,7 +172,7 @@ def _semantic_checks(config: dict) -> None:
             problems.append(f"config key runs.{run}.method: unknown method {merged['method']!r}; "
                             f"expected one of {sorted(known)}")
         if merged["negative_filter"]:
-            problems += _negative_filter_problems(f"config key runs.{run}.negative_filter", merged["negative_filter"])
+            problems += negative_filter_problems(f"config key runs.{run}.negative_filter", merged["negative_filter"])
         if merged["method"] == "inbatch" and merged["accumulation_steps"] != 1:
             problems.append(f"config key runs.{run}.accumulation_steps: inbatch uses one batch per update; "
                             "use gradaccum/gradcache/contaccum for K > 1")
@@ -177,22 +180,22 @@ def _semantic_checks(config: dict) -> None:
     for name, ds in config["datasets"].items():
         if ds["source"] == "local" and "path" not in ds:
             problems.append(f"config key datasets.{name}.path: required when source is 'local'")
-        problems += _dpr_dataset_problems(name, ds)
-        problems += _dev_split_problems(name, ds)
+        problems += dpr_dataset_problems(name, ds)
+        problems += dev_split_problems(name, ds)
         if ds["protocol"] not in available_protocols():
             problems.append(f"config key datasets.{name}.protocol: {ds['protocol']!r} is not one of "
                             f"{available_protocols()}")
     for run in config["runs"]:
         for name in config["datasets"]:
             hn = recipe(config, run, name)["hard_negatives"]
-            if hn and hn["source"] == "dataset" and not _has_own_negatives(config["datasets"][name]):
+            if hn and hn["source"] == "dataset" and not has_own_negatives(config["datasets"][name]):
                 problems.append(f"config key runs.{run}.hard_negatives.source: 'dataset' needs the dataset's own "
                                 f"hard negatives, which datasets.{name} (source {config['datasets'][name]['source']!r}"
                                 f", no training file) does not have; use bm25, or set datasets.{name}.hard_negatives: "
                                 "bm25")
     evaluation = config.get("evaluation", {})
     ds_test = {name: ds["test_split"] for name, ds in config["datasets"].items()}
-    source_split = evaluation["dn_star"].get("source_split", P.DNStarParams.source_split)
+    source_split = evaluation["dn_star"].get("source_split", DNStarParams.source_split)
     if "dn*" in evaluation["scorings"]:
         for name, split in ds_test.items():
             if split == source_split:
@@ -253,66 +256,6 @@ def _regime_problems(config: dict, run: str) -> list[str]:
         problems.append(f"config key runs.{run}.pairs.crop: min_words {crop['min_words']} is above max_words "
                         f"{crop['max_words']}")
     return problems
-
-
-def _dev_split_problems(name: str, ds: dict) -> list[str]:
-    dev = ds.get("dev_split")
-    if dev is None:
-        return []
-    where = f"config key datasets.{name}.dev_split"
-    problems = []
-    if ("size" in dev) == ("fraction" in dev):
-        problems.append(f"{where}: give exactly one of size (queries) or fraction (of the train queries)")
-    split = dev.get("name", P.DEV_SPLIT_NAME)
-    if split == ds["train_split"]:
-        problems.append(f"{where}.name: {split!r} is the train split; the dev split needs a name of its own")
-    if ds["source"] == "dpr":
-        problems.append(f"{where}: not available for source 'dpr' (its QA files already give dev splits)")
-    return problems
-
-
-def _negative_filter_problems(where: str, section: dict) -> list[str]:
-    """Keys, margin type and range (params.check_negative_filter), and a guide that exists."""
-    try:
-        section = P.check_negative_filter(section, where)
-    except PipelineError as exc:
-        return [str(exc)]
-    problem = P.guide_problem(section["guide"], f"{where}.guide")
-    return [problem] if problem else []
-
-
-def _dpr_dataset_problems(name: str, ds: dict) -> list[str]:
-    """The `dpr` source's keys: only on dpr datasets, and enough of them to build a dataset."""
-    where = f"config key datasets.{name}"
-    if ds["source"] != "dpr":
-        return [f"{where}.{key}: only used with source 'dpr' (source is {ds['source']!r})"
-                for key in P.DPR_DATASET_KEYS if key in ds]
-    problems = []
-    if not any(k in ds for k in ("dpr_dataset", "train", "tevatron_train", "qa")):
-        problems.append(f"{where}: source 'dpr' needs dpr_dataset (official files), or at least one of train, "
-                        "tevatron_train, qa")
-    if "train" in ds and "tevatron_train" in ds:
-        problems.append(f"{where}.tevatron_train: give either train (DPR JSON) or tevatron_train, not both")
-    if "train" in (ds.get("qa") or {}) and _has_training_file(ds):
-        problems.append(f"{where}.qa.train: the split name 'train' is taken by the training file")
-    for key in ("path", "url", "sha256"):
-        if key in ds:
-            problems.append(f"{where}.{key}: not used with source 'dpr' (give files as train, qa, passages)")
-    test_split = ds["test_split"]
-    official = {"nq": ("dev", "test"), "trivia": ("dev", "test"), "webq": ("test",), "curatedtrec": ("test",)}
-    splits = set(ds.get("qa") or {}) | set(official.get(ds.get("dpr_dataset"), ()))
-    if ds["protocol"] == "answers" and test_split not in splits:
-        problems.append(f"{where}.test_split: {test_split!r} has no QA file (answer-evaluated splits: "
-                        f"{sorted(splits) or 'none'}; add it under qa)")
-    return problems
-
-
-def _has_training_file(ds: dict) -> bool:
-    return ds["source"] == "dpr" and any(k in ds for k in ("dpr_dataset", "train", "tevatron_train"))
-
-
-def _has_own_negatives(ds: dict) -> bool:
-    return _has_training_file(ds)
 
 
 def load(path: str | Path) -> dict:

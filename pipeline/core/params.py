@@ -5,7 +5,8 @@ defaults) and every step's JSON parameters are filled from these dataclasses, so
 written exactly once. `check_int`/`check_number`/`check_keys` are the one range and key check
 the steps use for parameters given on their command line.
 
-Nothing here imports torch: config validation and `snakemake -n` stay fast.
+The index step's parameters live in `pipeline.core.index_params`, the evaluate step's in
+`pipeline.core.eval_params`. Nothing here imports torch: config validation and `snakemake -n` stay fast.
 """
 
 from __future__ import annotations
@@ -281,120 +282,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {k: v for k, v in defaults(Recipe).items()
                                      if k not in ("method", "encoder", "pairs")}
 
 
-# ----------------------------------------------------------------------------- index
-@dataclass
-class HNSWParams:
-    # Measured on full SciFact (5,183 MiniLM vectors, 300 test queries, recall@100 vs flat):
-    # M=32/efConstruction=200 reaches 0.956 / 0.991 / 0.999 / 0.9998 at efSearch 64 / 128 / 256 /
-    # 512, so 256 clears 0.99 with margin at ~0.4 ms per query on 2 cores.
-    M: int = 32
-    efConstruction: int = 200
-    efSearch: int = 256
-
-
-@dataclass
-class IVFParams:
-    nlist: int | None = None   # None: ~4*sqrt(N)
-    nprobe: int | None = None  # None: nlist / 4
-    seed: int = 0
-
-
-@dataclass
-class IndexParams:
-    """The `index:` section and the index step's parameters. `index_types` are the short
-    aliases flat / hnsw / ivf or any FAISS index_factory string (e.g. "IVF256,PQ16", "HNSW32,SQ8")."""
-
-    batch_size: int = 64
-    index_types: list = field(default_factory=lambda: ["flat"])
-    precision: str = "fp32"  # corpus-encoding autocast on CUDA (fp16/bf16); fp32 on the CPU
-    hnsw: HNSWParams = field(default_factory=HNSWParams)
-    ivf: IVFParams = field(default_factory=IVFParams)
-    # None: one index job encodes the whole corpus (the original behaviour, byte for byte).
-    # N: the corpus is split into consecutive blocks of N passages, each encoded by its own
-    # `encode_shard` job, and the `index` job gathers them (pipeline.retrieval.shards).
-    shard_size: int | None = None
-    # Or a fixed number of near-equal shards per corpus: the shard jobs are then known before any
-    # data exists, so a dry run (and a cluster's scheduler) sees the whole grid. Exclusive with
-    # shard_size.
-    shards: int | None = None
-    # Storage type of embeddings.npy (and of the shards): float16 halves disk and page-cache
-    # memory; search and DN still compute in float32/float64.
-    dtype: str = "float32"
-    # Rows sampled (seed ivf.seed) to train IVF/PQ/SQ quantisers when building from shards.
-    train_size: int = 262144
-
-
-# ----------------------------------------------------------------------------- evaluation
-@dataclass
-class DNStarParams:
-    samples: int = 100          # queries and documents drawn for each mean
-    repeats: int = 5            # independent draws; the row reports their mean and std
-    source_split: str = "train"  # unlabeled queries come from this split, never the evaluated one
-    seed: int = 0
-
-
-DEFAULT_LAMBDA = 0.25  # the official DN code's lambda (theory gives 0.5)
-
-
-@dataclass
-class QueryBankParams:
-    """The reference queries of NNN and QB-Norm (docs/methods.md#query-bank-normalisations)."""
-
-    split: str | None = None  # None: the dataset's train_split (the step itself falls back to "train")
-    size: int | None = None   # None: every query of the split; N: N of them drawn with `seed`
-    seed: int = 0
-    candidates: int = 1000    # non-flat search index: rescore this many dot-product candidates per query
-
-
-@dataclass
-class NNNParams:
-    k: list = field(default_factory=lambda: [16])       # reference neighbours per document ("all": the bank)
-    alpha: list = field(default_factory=lambda: [0.5])  # weight of the correction, in [0, 1]
-
-
-@dataclass
-class QBNormParams:
-    beta: list = field(default_factory=lambda: [0.05])  # inverted-softmax temperature, > 0
-
-
-@dataclass
-class EvalParams:
-    """The evaluate step's parameters for one job."""
-
-    split: str = "test"
-    protocol: str = "qrels"
-    scorings: list = field(default_factory=lambda: ["dot", "dn", "dn*"])
-    lambdas: list = field(default_factory=lambda: [DEFAULT_LAMBDA])
-    dn_order: str = "normalize_then_shift"
-    dn_star: DNStarParams = field(default_factory=DNStarParams)
-    nnn: NNNParams = field(default_factory=NNNParams)
-    qbnorm: QBNormParams = field(default_factory=QBNormParams)
-    query_bank: QueryBankParams = field(default_factory=QueryBankParams)
-    index: str = "flat"
-    top_k: int = 100
-    approx_indexes: list | None = None  # None: every non-flat index that was built
-    seed: int = 0
-    batch_size: int = 64
-
-
-@dataclass
-class EvaluationSection:
-    """The config's `evaluation:` section (the shared keys default as in EvalParams)."""
-
-    scorings: list = field(default_factory=lambda: defaults(EvalParams)["scorings"])
-    lambdas: list = field(default_factory=lambda: defaults(EvalParams)["lambdas"])
-    dn_order: str = EvalParams.dn_order
-    dn_star: dict = field(default_factory=lambda: {k: v for k, v in defaults(DNStarParams).items() if k != "seed"})
-    nnn: dict = field(default_factory=lambda: defaults(NNNParams))
-    qbnorm: dict = field(default_factory=lambda: defaults(QBNormParams))
-    query_bank: dict = field(default_factory=lambda: defaults(QueryBankParams))
-    top_k: int = EvalParams.top_k
-    search_index: str = EvalParams.index
-    reference_run: str | None = None
-    compare: dict = field(default_factory=dict)  # run -> its own reference run (overrides reference_run)
-    significance_permutations: int = 10000
-
-
+# ----------------------------------------------------------------------------- config sections
 @dataclass
 class MLflowSection:
     enabled: bool = True
@@ -445,12 +333,10 @@ def default_protocol(source: str) -> str:
     return "answers" if source == "dpr" else "qrels"
 
 
-__all__ = ["ZERO_SHOT", "TRAINING_DEFAULTS", "DEFAULT_LAMBDA", "EncoderParams", "Recipe", "HardNegativeParams",
+__all__ = ["ZERO_SHOT", "TRAINING_DEFAULTS", "EncoderParams", "Recipe", "HardNegativeParams",
            "FANoiseParams", "PairParams", "CropParams", "NegativeFilterParams", "GUIDE_SELF", "MARGIN_TYPES",
            "check_negative_filter", "guide_problem",
-           "IndexParams", "HNSWParams", "IVFParams", "EvalParams", "DNStarParams",
-           "NNNParams", "QBNormParams", "QueryBankParams",
-           "EvaluationSection", "MLflowSection", "DatasetSection", "DEV_SPLIT_NAME",
+           "MLflowSection", "DatasetSection", "DEV_SPLIT_NAME",
            "DPR_DATASET_KEYS", "default_protocol",
            "resolve_recipe", "defaults", "merged",
            "check_keys", "check_int", "check_number", "check_choice", "as_list"]

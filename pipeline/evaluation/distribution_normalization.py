@@ -9,7 +9,7 @@ DN replaces the dot product q.d of a contrastively trained dual encoder by
     S(q, d) = (q - lam * mu_q) . (d - lam * mu_d)
 
 where mu_q and mu_d are the mean query and document embeddings. Theory gives lam = 1/2; the
-official code uses lam = 0.25 throughout, which is our default (pipeline.core.params.DEFAULT_LAMBDA).
+official code uses lam = 0.25 throughout, which is our default (pipeline.core.eval_params.DEFAULT_LAMBDA).
 The scorings that use this math (dot, dn, dn*) are the classes in pipeline.evaluation.scorings; the
 definitions and their sources are in docs/methods.md.
 

@@ -25,15 +25,15 @@ import numpy as np
 
 from pipeline.evaluation import distribution_normalization as dnlib
 from pipeline.core.common import (PipelineError, atomic_dir, atomic_write_json, atomic_write_text, log, parse_json_object,
-                     run_main, seed_everything, step_parser)
+                     run_main, seed_everything, set_threads, step_parser)
 from pipeline.core.layout import INDEX_REPORT, METRICS, PER_QUERY
-from pipeline.core.params import (DNStarParams, EvalParams, NNNParams, QBNormParams, QueryBankParams, as_list, check_int,
-                     check_keys, defaults, merged)
+from pipeline.core.eval_params import DNStarParams, EvalParams, NNNParams, QBNormParams, QueryBankParams
 from pipeline.core.index_params import check_index_type, check_index_types
+from pipeline.core.params import as_list, check_int, check_keys, defaults, merged
 from pipeline.evaluation.protocols import available_protocols, get_protocol
 from pipeline.evaluation.scorings import available_scorings, scoring_class, ScoringInputs, expand
 from pipeline.evaluation.querybank import check_bank
-from pipeline.retrieval.index import load_index, load_embeddings, set_threads
+from pipeline.retrieval.readers import load_embeddings, load_index
 from pipeline.sources.datasets import corpus_digest, iter_corpus_ids, load_dataset
 
 

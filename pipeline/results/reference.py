@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.core import config as pcfg
-from pipeline.results.aggregate import KEY_COLUMNS
+from pipeline.results.grid import KEY_COLUMNS
 from pipeline.core.common import (PipelineError, atomic_dir, atomic_write_json, command_parser, git, git_commit, read_json,
                      run_main, sha256_file)
 from pipeline.core.layout import Layout

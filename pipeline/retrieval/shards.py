@@ -35,8 +35,8 @@ import numpy as np
 from pipeline.core.common import PipelineError, atomic_path, atomic_write_json, log, parse_json_object, read_json, run_main, set_threads
 from pipeline.sources.datasets import corpus_digest, passage_text
 from pipeline.core.layout import MANIFEST, DOC_IDS, EMBEDDINGS
-from pipeline.core.params import check_int, IndexParams, defaults
-from pipeline.core.index_params import resolve_params
+from pipeline.core.index_params import IndexParams, resolve_params
+from pipeline.core.params import check_int, defaults
 
 DTYPES = ("float32", "float16")
 ENCODE_BLOCK = 32768  # texts per encode_texts call inside a shard

@@ -18,7 +18,9 @@ from pipeline.evaluation import evaluate as ev
 from pipeline.evaluation import querybank as qb
 from pipeline.core.common import PipelineError
 from pipeline.sources.datasets import Dataset
-from pipeline.retrieval.index import MemmapFlat, build_index, resolve_params
+from pipeline.core.index_params import resolve_params
+from pipeline.retrieval.faiss_index import build_index
+from pipeline.retrieval.readers import MemmapFlat
 from pipeline.evaluation.scorings import ScoringInputs, expand
 
 DIM, N_DOCS, N_BANK, N_TEST = 16, 400, 60, 25

@@ -85,7 +85,7 @@ def test_a_run_can_be_tested_against_its_own_reference():
     import numpy as np
     import pandas as pd
 
-    from pipeline.results.aggregate import _p_cell, significance
+    from pipeline.results.verdicts import p_cell, significance
 
     rng = np.random.default_rng(0)
     base = rng.uniform(0, 1, 200)
@@ -98,11 +98,11 @@ def test_a_run_can_be_tested_against_its_own_reference():
     assert rows.loc["dpr-mask", "reference"] == "dpr" and rows.loc["dpr", "reference"] == "other"
     assert rows.loc["dpr-mask", "mean_diff"] == pytest.approx(0.05, abs=0.003)
     assert rows.loc["dpr-mask", "p_holm"] < 0.05
-    assert " vs dpr |" in _p_cell(sig, "other", "d", "dpr-mask", "dot", np.nan)
-    assert _p_cell(sig, "other", "d", "other", "dot", np.nan) == "ref | –"
-    assert " vs " not in _p_cell(sig, "other", "d", "dpr", "dot", np.nan)
+    assert " vs dpr |" in p_cell(sig, "other", "d", "dpr-mask", "dot", np.nan)
+    assert p_cell(sig, "other", "d", "other", "dot", np.nan) == "ref | –"
+    assert " vs " not in p_cell(sig, "other", "d", "dpr", "dot", np.nan)
     # A dot-only grid's lambda column holds None: the test columns still join on.
-    from pipeline.results.aggregate import attach_significance
+    from pipeline.results.verdicts import attach_significance
 
     joined = attach_significance(frame.assign(**{"lambda": None}), sig).set_index("run")
     assert joined.loc["dpr-mask", "reference"] == "dpr" and joined.loc["dpr-mask", "p_holm"] < 0.05

@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.core import config as pcfg
 from pipeline.retrieval import index as idx
+from pipeline.retrieval.faiss_index import build_index
 from pipeline.evaluation.distribution_normalization import DNMeans
 from pipeline.core.layout import Layout
 from pipeline.evaluation.scorings import Scoring, register_scoring
@@ -129,14 +130,14 @@ def test_aliases_equal_their_factory_strings(tmp_path):
     hand.hnsw.efConstruction = params["hnsw"]["efConstruction"]
     hand.hnsw.efSearch = params["hnsw"]["efSearch"]
     hand.add(emb)
-    np.testing.assert_array_equal(idx.build_index("hnsw", emb, params).search(q, 10)[1], hand.search(q, 10)[1])
+    np.testing.assert_array_equal(build_index("hnsw", emb, params).search(q, 10)[1], hand.search(q, 10)[1])
     quantizer = faiss.IndexFlatIP(16)
     ivf = faiss.IndexIVFFlat(quantizer, 16, params["ivf"]["nlist"], faiss.METRIC_INNER_PRODUCT)
     ivf.cp.seed, ivf.cp.min_points_per_centroid = params["ivf"]["seed"], 1
     ivf.train(emb)
     ivf.add(emb)
     ivf.nprobe = params["ivf"]["nprobe"]
-    np.testing.assert_array_equal(idx.build_index("ivf", emb, params).search(q, 10)[1], ivf.search(q, 10)[1])
+    np.testing.assert_array_equal(build_index("ivf", emb, params).search(q, 10)[1], ivf.search(q, 10)[1])
 
 
 def test_config_validation_does_not_import_torch():

@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.results.aggregate import classify, dn_markdown, headline_markdown, significance, summary_markdown, verdict_line
+from pipeline.results.normalisation_table import dn_markdown
+from pipeline.results.tables import headline_markdown, summary_markdown
 from pipeline.results.plots import PLOTS, PlotData, bootstrap_interval, draw_all, readable_log_ticks, run_colours
+from pipeline.results.verdicts import classify, significance, verdict_line
 
 RUNS = {"zeroshot": ("none", 0, 0), "dpr-8": ("inbatch", 8, 12), "dpr-32": ("inbatch", 32, 3),
         "contaccum-8x4": ("contaccum", 32, 3)}

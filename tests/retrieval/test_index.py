@@ -11,7 +11,10 @@ import faiss
 import numpy as np
 import pytest
 
+from pipeline.retrieval import faiss_index as fi
+from pipeline.core.index_params import default_nlist
 from pipeline.retrieval import index as idx
+from pipeline.retrieval.readers import load_index
 from pipeline.core.common import PipelineError
 from tiny_beir import make_tiny_beir, make_zero_shot_model
 
@@ -29,28 +32,28 @@ def _recall(ids, ref):
 
 def test_build_each_type_and_recall_vs_flat(emb, tmp_path):
     params = idx.resolve_params({"index_types": ["flat", "hnsw", "ivf"]}, num_docs=len(emb))
-    assert params["ivf"]["nlist"] == idx.default_nlist(2000) == 179
-    stats = idx.write_indexes(emb, params, tmp_path)
+    assert params["ivf"]["nlist"] == default_nlist(2000) == 179
+    stats = fi.write_indexes(emb, params, tmp_path)
     assert set(stats) == {"flat", "hnsw", "ivf"}
     for kind, s in stats.items():
         assert s["size_bytes"] == (tmp_path / f"{kind}.faiss").stat().st_size > 0
         assert s["build_seconds"] >= 0
     (tmp_path / "index_stats.json").write_text(json.dumps({"indexes": stats}))
     q = emb[:50] + 0.05 * np.random.default_rng(1).normal(size=(50, 32)).astype(np.float32)
-    flat = idx.load_index(tmp_path, "flat")
+    flat = load_index(tmp_path, "flat")
     ref = flat.search(q, 100)[1]
     np.testing.assert_array_equal(ref[:, 0], np.argmax(q @ emb.T, axis=1))
-    hnsw = idx.load_index(tmp_path, "hnsw")
+    hnsw = load_index(tmp_path, "hnsw")
     assert faiss.downcast_index(hnsw).hnsw.efSearch == 256
     assert hnsw.metric_type == faiss.METRIC_INNER_PRODUCT
     assert _recall(hnsw.search(q, 100)[1], ref) > 0.95
-    ivf = idx.load_index(tmp_path, "ivf")
+    ivf = load_index(tmp_path, "ivf")
     assert faiss.extract_index_ivf(ivf).nprobe == params["ivf"]["nprobe"]
     assert ivf.metric_type == faiss.METRIC_INNER_PRODUCT
     assert _recall(ivf.search(q, 100)[1], ref) > 0.5
     # A fixed training seed gives the same IVF index twice.
-    a = faiss.serialize_index(idx.build_index("ivf", emb, params))
-    b = faiss.serialize_index(idx.build_index("ivf", emb, params))
+    a = faiss.serialize_index(fi.build_index("ivf", emb, params))
+    b = faiss.serialize_index(fi.build_index("ivf", emb, params))
     assert np.array_equal(a, b)
 
 

@@ -16,7 +16,7 @@ import math
 
 from pipeline.core.registry import Registry
 from .base import Scoring, ScoringInputs
-from pipeline.core.params import EvalParams
+from pipeline.core.eval_params import EvalParams
 
 
 def _named(cls: type[Scoring], family: str) -> None:

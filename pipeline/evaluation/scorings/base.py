@@ -19,7 +19,7 @@ class ScoringInputs:
     dataset: Any
     query_ids: list[str]
     num_docs: int
-    params: Any                                   # pipeline.core.params.EvalParams
+    params: Any                                   # pipeline.core.eval_params.EvalParams
     queries: np.ndarray | None = None             # evaluated query embeddings, row i = query_ids[i]
     docs: np.ndarray | None = None                # corpus embeddings (memory-mapped), index row order
     encode: Callable[[list[str]], np.ndarray] | None = None   # encode more query texts
