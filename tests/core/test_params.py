@@ -8,12 +8,14 @@ from dataclasses import asdict, fields
 
 import pytest
 
+from pipeline.core import eval_params as E
+from pipeline.core import index_params as I
 from pipeline.core import params as P
 from pipeline.core.common import PipelineError
 
 SECTIONS = [P.EncoderParams, P.HardNegativeParams, P.FANoiseParams, P.CropParams, P.PairParams,
-            P.NegativeFilterParams, P.Recipe, P.IndexParams, P.EvalParams, P.DNStarParams,
-            P.QueryBankParams, P.NNNParams, P.QBNormParams, P.EvaluationSection, P.MLflowSection,
+            P.NegativeFilterParams, P.Recipe, I.IndexParams, E.EvalParams, E.DNStarParams,
+            E.QueryBankParams, E.NNNParams, E.QBNormParams, E.EvaluationSection, P.MLflowSection,
             P.DatasetSection]
 
 
@@ -28,26 +30,26 @@ def test_defaults_round_trip(cls):
 
 
 def test_defaults_are_fresh_copies():
-    first = P.defaults(P.EvalParams)
+    first = P.defaults(E.EvalParams)
     first["scorings"].append("nnn")
     first["dn_star"]["samples"] = 1
-    again = P.defaults(P.EvalParams)
+    again = P.defaults(E.EvalParams)
     assert again["scorings"] == ["dot", "dn", "dn*"]
     assert again["dn_star"]["samples"] == 100
 
 
 def test_merged_is_one_level_deep_and_keeps_the_other_defaults():
-    out = P.merged(P.IndexParams, {"hnsw": {"efSearch": 64}, "index_types": ["hnsw"]})
+    out = P.merged(I.IndexParams, {"hnsw": {"efSearch": 64}, "index_types": ["hnsw"]})
     assert out["hnsw"] == {"M": 32, "efConstruction": 200, "efSearch": 64}
     assert out["index_types"] == ["hnsw"] and out["batch_size"] == 64
 
 
 def test_evaluation_section_shares_the_evaluate_steps_defaults():
-    section, step = P.defaults(P.EvaluationSection), P.defaults(P.EvalParams)
+    section, step = P.defaults(E.EvaluationSection), P.defaults(E.EvalParams)
     for key in ("scorings", "lambdas", "dn_order", "top_k", "nnn", "qbnorm", "query_bank"):
         assert section[key] == step[key], key
     assert section["search_index"] == step["index"]
-    assert section["lambdas"] == [P.DEFAULT_LAMBDA]
+    assert section["lambdas"] == [E.DEFAULT_LAMBDA]
 
 
 def test_recipe_layers_later_wins_and_encoder_merges():
