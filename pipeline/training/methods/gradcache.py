@@ -53,9 +53,7 @@ class GradCache(InBatch):
     emits = InBatch.emits + ("chunks", "replay_max_abs_diff")
     debug_replay = False  # keep (pass-1, pass-2) embeddings of the last update in `last_replay`
 
-    @property
-    def examples_per_update(self) -> int:
-        return self.micro_batch * int(self.recipe["accumulation_steps"])
+    accumulates = True
 
     def accumulate(self, examples: list[Example]) -> dict[str, float]:
         # Per chunk and side: tokenized local inputs, the RNG state before pass 1, the local
