@@ -40,6 +40,7 @@ from pipeline.sources.prepare import main as prepare
 from pipeline.sources.datasets import load_dataset
 from pipeline.training.pairs import TrainingData
 from pipeline.training.sampler import update_plan
+from pipeline.training.hooks import TrainHooks
 
 SIDES = ("ours", "sentence-transformers")
 METHODS = ("inbatch", "gradcache")
@@ -131,8 +132,13 @@ def run_ours(case: dict) -> dict:
               "encoder": {"model": case["model"], "tied": True, "pooling": "mean", "normalize": True,
                           "query_max_length": case["max_length"], "passage_max_length": case["max_length"]}}
     clock = Clock(case["device"])
+
+    class Tick(TrainHooks):
+        def after_update(self, step: int) -> None:
+            clock.tick()
+
     with tempfile.TemporaryDirectory() as tmp:
-        train(case["dataset"], tmp, recipe, case["seed"], progress=False, on_update=clock.tick)
+        train(case["dataset"], tmp, recipe, case["seed"], progress=False, hooks=Tick())
     return clock.result()
 
 

@@ -24,6 +24,11 @@ crop], crop: {min_words, max_words}}`): the train split's qrels, title -> text p
 independent crops of one passage, redrawn per (seed, epoch). Both are recorded in
 train_summary.json (docs/methods.md, "A regime with room to learn").
 
+The loop reads as its phases: `setup` (processes, seeds, data, model, method, optimizer,
+schedule, precision), `resume` (the newest good checkpoint, or a fresh log), `update` (one
+optimizer update), `save_checkpoint` and `finish` (model, summary). Tests and the bench look in
+through a `TrainHooks` object (pipeline.training.hooks).
+
 Outputs in --out: model/ (a BiEncoder folder), train_log.jsonl, train_summary.json (last).
 """
 
@@ -34,28 +39,30 @@ import json
 import logging
 import math
 import os
-import random
-import resource
 import time
 import warnings
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from pipeline.training import checkpoint, distributed
-from pipeline.core.common import (PipelineError, atomic_write_json, log, parse_json_object, run_main,
-                     seed_everything)
-from pipeline.sources.datasets import load_dataset
-from pipeline.training.pairs import TrainingData
-from pipeline.models.encoder import BiEncoder, EncoderSpec, describe
+from pipeline.core.common import PipelineError, atomic_write_json, log, parse_json_object, run_main, seed_everything
 from pipeline.core.layout import MODEL, TRAIN_LOG, TRAIN_SUMMARY
-from pipeline.core.params import ZERO_SHOT, resolve_recipe
-from pipeline.training.sampler import update_plan
+from pipeline.core.params import ZERO_SHOT, Recipe
+from pipeline.models.encoder import BiEncoder, EncoderSpec, describe
+from pipeline.sources.datasets import load_dataset
+from pipeline.training import checkpoint, distributed
 from pipeline.training.fanoise import FANoise
-from pipeline.training.methods import get_method
 from pipeline.training.hardneg import load_hard_negatives
+from pipeline.training.hooks import FaultInjection, TrainHooks
+from pipeline.training.methods import get_method
+from pipeline.training.methods.base import TrainingMethod, as_recipe
+from pipeline.training.pairs import TrainingData
+from pipeline.training.runtime import (grad_norm, linear_schedule, peak_memory_mb, pick_device, rng_state,
+                                       set_rng_state, truncate_log)
+from pipeline.training.sampler import update_plan
+from pipeline.training.summary import encoder_provenance, summarize
 
 MAX_SKIPPED = 20  # fp16: this many overflow-skipped updates in a row means the values are broken
 # A bank holding this share of the training pairs holds recent queries' positives often enough to
@@ -63,76 +70,138 @@ MAX_SKIPPED = 20  # fp16: this many overflow-skipped updates in a row means the 
 BANK_SHARE_WARNING = 0.1
 
 
-# ----------------------------------------------------------------------------- helpers
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("training.device: 'cuda' requested but no CUDA device is available")
-    return torch.device(name)
+@dataclass
+class Run:
+    """What `setup` builds and the later phases share."""
 
+    out: Path
+    recipe: Recipe
+    seed: int
+    device: torch.device
+    rank: int
+    world: int
+    data: TrainingData
+    examples: list  # epoch 0's training examples
+    model: BiEncoder
+    eval_spec: EncoderSpec  # the spec saved with the model: evaluation's sequence lengths
+    method: TrainingMethod
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler | None
+    params: list  # every trainable tensor once (tied towers share them)
+    total: int
+    bank_share: float
+    started_at: float
+    start_step: int = 0
+    skipped_in_a_row: int = 0
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    @property
+    def main_process(self) -> bool:
+        return self.rank == 0
 
-
-def grad_norm(params) -> float:
-    norms = [p.grad.detach().norm(2) for p in params if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
-
-
-def linear_schedule(warmup: int, total: int):
-    """Linear warm-up to the peak lr over `warmup` updates, then linear decay to 0 at `total`."""
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-    return factor
-
-
-def rng_state(device: torch.device) -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict, device: torch.device) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+    @property
+    def log_path(self) -> Path:
+        return self.out / TRAIN_LOG
 
 
 # ----------------------------------------------------------------------------- the loop
-def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negatives: str | None = None,
-          progress: bool = True, fail_at_step: int | None = None, overflow_at_step: int | None = None,
-          on_update=None) -> dict:
-    """`fail_at_step` (a NaN loss) and `overflow_at_step` (an inf gradient in process 0) are test
-    hooks for the non-finite guard and the fp16 scaler; `on_update(step)`, if given, is called at
-    the end of every update (pipeline.bench.bench_train's clock)."""
+def train(dataset_dir: str, out_dir: str, recipe: dict | Recipe, seed: int, hard_negatives: str | None = None,
+          progress: bool = True, hooks: TrainHooks | None = None) -> dict:
+    """Train, resuming from a checkpoint in `out_dir` if there is one; returns the summary
+    (empty in processes other than 0)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    recipe = resolve_recipe(recipe)
-    spec = EncoderSpec.from_dict(recipe["encoder"])
+    recipe = as_recipe(recipe)
+    hooks = hooks or TrainHooks()
     started_at = time.time()
+    if recipe.method == ZERO_SHOT:
+        return save_zero_shot(out, recipe, seed)
 
-    if recipe["method"] == ZERO_SHOT:
-        # Random weights cannot be rebuilt from the model name: a random zero-shot control saves them.
-        seed_everything(seed)
-        model = BiEncoder.from_spec(spec)
-        model.save(out / MODEL, weights=spec.random_init)
-        summary = {"method": ZERO_SHOT, "steps": 0, "examples": 0, "seconds": 0.0, **_encoder_provenance(model)}
-        (out / TRAIN_LOG).write_text("")
-        atomic_write_json(out / TRAIN_SUMMARY, summary)
-        return summary
+    run = setup(dataset_dir, out, recipe, seed, hard_negatives, started_at)
+    resume(run)
 
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=run.total, initial=run.start_step, desc=f"train {recipe.method}", unit="update",
+               disable=not progress or not run.main_process, mininterval=2.0)
+    every = int(recipe.checkpoint_every)
+    t_start = time.perf_counter()
+    examples = run.examples
+    with open(run.log_path, "a") if run.main_process else open(os.devnull, "w") as log_file:
+        plan = update_plan(run.data.epoch, run.method.examples_per_update, seed, recipe.sampler)
+        for step, (epoch, examples, indices) in zip(range(run.start_step, run.total), islice(plan, run.start_step, None)):
+            row = update(run, [examples[i] for i in indices], step, epoch, hooks)
+            log_file.write(json.dumps(row) + "\n")
+            log_file.flush()
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+            bar.update(1)
+            hooks.after_update(step + 1)
+            if every and (step + 1) % every == 0 and step + 1 < run.total:
+                save_checkpoint(run, step + 1)
+    bar.close()
+    return finish(run, len(examples), time.perf_counter() - t_start)
+
+
+def save_zero_shot(out: Path, recipe: Recipe, seed: int) -> dict:
+    """An untrained run: the model's spec, and its weights only when random (a random zero-shot
+    control cannot be rebuilt from the model name)."""
     seed_everything(seed)
-    device = pick_device(recipe["device"])
-    processes = int(recipe["processes"])
+    spec = EncoderSpec.from_dict(recipe.encoder)
+    model = BiEncoder.from_spec(spec)
+    model.save(out / MODEL, weights=spec.random_init)
+    summary = {"method": ZERO_SHOT, "steps": 0, "examples": 0, "seconds": 0.0, **encoder_provenance(model)}
+    (out / TRAIN_LOG).write_text("")
+    atomic_write_json(out / TRAIN_SUMMARY, summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------- setup
+def setup(dataset_dir: str, out: Path, recipe: Recipe, seed: int, hard_negatives: str | None,
+          started_at: float) -> Run:
+    """Processes, seeds, data, model, method, optimizer, schedule and precision, in the order
+    that fixes the random draws (a resumed run replays it before restoring the RNG states)."""
+    seed_everything(seed)
+    device, rank, world = start_processes(recipe)
+    data = training_data(dataset_dir, recipe, seed, hard_negatives)
+    examples = data.epoch(0)
+
+    eval_spec = EncoderSpec.from_dict(recipe.encoder)
+    model = BiEncoder.from_spec(eval_spec).to(device)
+    # Training may use shorter sequences than evaluation (CPU budget); finish saves eval_spec.
+    model.spec = replace(eval_spec,
+                         query_max_length=recipe.train_query_max_length or eval_spec.query_max_length,
+                         passage_max_length=recipe.train_passage_max_length or eval_spec.passage_max_length)
+    model.train()
+
+    method = get_method(recipe.method)(model, recipe, noise=FANoise.from_config(recipe.fanoise))
+    method.positives = data.known_positives()
+    scaler = torch.amp.GradScaler(device.type) if recipe.precision == "fp16" else None
+    method.scaler = scaler
+    per_update = method.examples_per_update
+    updates_per_epoch = len(examples) // per_update
+    if updates_per_epoch == 0:
+        raise PipelineError(f"{dataset_dir}: split {recipe.train_split!r} has {len(examples)} training pairs, "
+                            f"fewer than one update of {per_update} (batch_size x accumulation_steps"
+                            f"{' x processes' if world > 1 else ''})")
+    total = recipe.max_steps or max(1, math.ceil(recipe.epochs * updates_per_epoch))
+    bank_share = method.shape()["memory_size"] / len(examples)
+    if bank_share >= BANK_SHARE_WARNING and rank == 0:
+        warn_bank_share(recipe, method.shape()["memory_size"], len(examples), bank_share)
+    warmup = recipe.warmup_steps or int(round(recipe.warmup_ratio * total))
+
+    params = list({id(p): p for p in model.parameters()}.values())
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, eps=recipe.adam_eps, weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(warmup, total))
+    return Run(out=out, recipe=recipe, seed=seed, device=device, rank=rank, world=world, data=data,
+               examples=examples, model=model, eval_spec=eval_spec, method=method, optimizer=optimizer,
+               scheduler=scheduler, scaler=scaler, params=params, total=total, bank_share=bank_share,
+               started_at=started_at)
+
+
+def start_processes(recipe: Recipe) -> tuple[torch.device, int, int]:
+    """(device, rank, world): this process's device and place among the torchrun processes."""
+    device = pick_device(recipe.device)
+    processes = int(recipe.processes)
     if processes != distributed.env_world_size():
         raise PipelineError(f"training.processes is {processes} but {distributed.env_world_size()} process(es) were "
                             f"started; launch with `torchrun --standalone --nproc_per_node {processes} -m "
@@ -140,241 +209,158 @@ def train(dataset_dir: str, out_dir: str, recipe: dict, seed: int, hard_negative
     rank, world, local_rank = distributed.init_from_env(device.type)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
-    main_process = rank == 0
-    if not main_process:
+    if rank != 0:
         log.setLevel(logging.WARNING)  # process 0 reports progress; the others only problems
-    precision = recipe["precision"]
-    if device.type == "cuda" and recipe["cuda_memory_fraction"]:
+    if device.type == "cuda" and recipe.cuda_memory_fraction:
         # Emulates a smaller GPU, as the ContAccum paper does on an 80 GB card.
-        torch.cuda.set_per_process_memory_fraction(float(recipe["cuda_memory_fraction"]), device)
+        torch.cuda.set_per_process_memory_fraction(float(recipe.cuda_memory_fraction), device)
+    return device, rank, world
 
+
+def training_data(dataset_dir: str, recipe: Recipe, seed: int, hard_negatives: str | None) -> TrainingData:
+    """The examples of each epoch (the dataset's own hard negatives are redrawn per epoch)."""
     ds = load_dataset(dataset_dir)
-    hn_cfg = recipe["hard_negatives"] or {}
+    hn_cfg = recipe.hard_negatives or {}
     negatives = None
     if hn_cfg:
         if not hard_negatives:
             raise PipelineError("hard_negatives is set in the recipe but no --hard-negatives file was given")
         negatives = load_hard_negatives(hard_negatives)
-    # The examples of each epoch (the dataset's own hard negatives are redrawn per epoch).
-    data = TrainingData(ds, recipe["train_split"], negatives, hn_cfg, seed, pairs=recipe.get("pairs"))
-    examples = data.epoch(0)
+    return TrainingData(ds, recipe.train_split, negatives, hn_cfg, seed, pairs=recipe.pairs)
 
-    model = BiEncoder.from_spec(spec).to(device)
-    # Training may use shorter sequences than evaluation (CPU budget); the saved spec keeps the
-    # evaluation lengths.
-    eval_lengths = (spec.query_max_length, spec.passage_max_length)
-    spec.query_max_length = recipe["train_query_max_length"] or spec.query_max_length
-    spec.passage_max_length = recipe["train_passage_max_length"] or spec.passage_max_length
-    model.train()
 
-    noise = FANoise.from_config(recipe["fanoise"])
-    method = get_method(recipe["method"])(model, recipe, noise=noise)
-    method.positives = data.known_positives()
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    method.scaler = scaler
-    per_update = method.examples_per_update
-    updates_per_epoch = len(examples) // per_update
-    if updates_per_epoch == 0:
-        raise PipelineError(f"{dataset_dir}: split {recipe['train_split']!r} has {len(examples)} training pairs, "
-                            f"fewer than one update of {per_update} (batch_size x accumulation_steps"
-                            f"{' x processes' if world > 1 else ''})")
-    total = recipe["max_steps"] or max(1, math.ceil(recipe["epochs"] * updates_per_epoch))
-    memory = method.shape()["memory_size"]
-    bank_share = memory / len(examples)
-    if bank_share >= BANK_SHARE_WARNING and main_process:
-        held = " and each query's own positive from its previous epoch" if bank_share >= 1 else ""
-        effect = ("scores them as negatives" if recipe["false_negatives"] == "keep"
-                  else "masks those that are known positives (docs/methods.md#false-negatives)")
-        log.warning("memory_size %d samples is %.0f%% of the %d training pairs: the bank holds the positives of "
-                    "recent queries%s; false_negatives: %s %s", memory, 100 * bank_share, len(examples), held,
-                    recipe["false_negatives"], effect)
-    warmup = recipe["warmup_steps"] or int(round(recipe["warmup_ratio"] * total))
+def warn_bank_share(recipe: Recipe, memory: int, pairs: int, share: float) -> None:
+    held = " and each query's own positive from its previous epoch" if share >= 1 else ""
+    effect = ("scores them as negatives" if recipe.false_negatives == "keep"
+              else "masks those that are known positives (docs/methods.md#false-negatives)")
+    log.warning("memory_size %d samples is %.0f%% of the %d training pairs: the bank holds the positives of "
+                "recent queries%s; false_negatives: %s %s", memory, 100 * share, pairs, held,
+                recipe.false_negatives, effect)
 
-    params = list({id(p): p for p in model.parameters()}.values())
-    optimizer = torch.optim.AdamW(params, lr=recipe["lr"], eps=recipe["adam_eps"],
-                                  weight_decay=recipe["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(warmup, total))
-    q_params, p_params = model.query_parameters(), model.passage_parameters()
 
-    log_path = out / TRAIN_LOG
-    start_step = 0
-    # The newest checkpoint whose sha256 matches (a damaged one is reported and the one before used).
-    resumed = checkpoint.load_latest_good(out, map_location=device)
-    if resumed is not None:
-        ckpt_path, state = resumed
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        method.load_state_dict(state["method"])
-        saved = int(state.get("processes", 1))
-        if saved != world:
-            raise PipelineError(f"{ckpt_path}: written by {saved} process(es), resumed with {world}; resume with "
-                                f"processes: {saved} or delete the checkpoint")
-        set_rng_state(state["rng_per_process"][rank] if world > 1 else state["rng"], device)
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_step = state["step"]
-        distributed.barrier()  # every process has read the checkpoint before process 0 touches the log
-        if main_process:
-            _truncate_log(log_path, start_step)
-        log.info("resuming from checkpoint %s at step %d of %d", ckpt_path, start_step, total)
-    else:
+# ----------------------------------------------------------------------------- resume
+def resume(run: Run) -> None:
+    """Restore the newest checkpoint whose sha256 matches (a damaged one is reported and the one
+    before used) in every process, or start a fresh log."""
+    resumed = checkpoint.load_latest_good(run.out, map_location=run.device)
+    if resumed is None:
         distributed.barrier()  # every process has looked for a checkpoint before process 0 writes
-        if main_process:
-            log_path.write_text("")
-        log.info("training %s on %d pairs: %d updates of %d examples, %s", recipe["method"], len(examples),
-                 total, per_update, describe(model))
+        if run.main_process:
+            run.log_path.write_text("")
+        log.info("training %s on %d pairs: %d updates of %d examples, %s", run.recipe.method, len(run.examples),
+                 run.total, run.method.examples_per_update, describe(run.model))
+        return
+    ckpt_path, state = resumed
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.method.load_state_dict(state["method"])
+    saved = int(state.get("processes", 1))
+    if saved != run.world:
+        raise PipelineError(f"{ckpt_path}: written by {saved} process(es), resumed with {run.world}; resume with "
+                            f"processes: {saved} or delete the checkpoint")
+    set_rng_state(state["rng_per_process"][run.rank] if run.world > 1 else state["rng"], run.device)
+    if run.scaler is not None and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    run.start_step = state["step"]
+    distributed.barrier()  # every process has read the checkpoint before process 0 touches the log
+    if run.main_process:
+        truncate_log(run.log_path, run.start_step)
+    log.info("resuming from checkpoint %s at step %d of %d", ckpt_path, run.start_step, run.total)
 
-    from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, initial=start_step, desc=f"train {recipe['method']}", unit="update",
-               disable=not progress or not main_process, mininterval=2.0)
-    every = int(recipe["checkpoint_every"])
-    t_start = time.perf_counter()
-    skipped_in_a_row = 0
-    with open(log_path, "a") if main_process else open(os.devnull, "w") as log_file:
-        plan = update_plan(data.epoch, per_update, seed, recipe["sampler"])
-        for step, (epoch, examples, indices) in zip(range(start_step, total), islice(plan, start_step, None)):
-            batch = [examples[i] for i in indices]
+# ----------------------------------------------------------------------------- update
+def update(run: Run, batch: list, step: int, epoch: int, hooks: TrainHooks) -> dict:
+    """One optimizer update on `batch` (0-based `step`); returns its train_log.jsonl row."""
+    t0 = time.perf_counter()
+    run.optimizer.zero_grad(set_to_none=True)
+    stats = run.method.accumulate(batch)
+    hooks.after_backward(step + 1, stats, run.params, run.main_process)
+    distributed.all_reduce_grads(run.params)  # the one gradient synchronisation of this update
+    if run.scaler is not None:
+        run.scaler.unscale_(run.optimizer)
+    gq = grad_norm(run.model.query_parameters())
+    gp = gq if run.model.spec.tied else grad_norm(run.model.passage_parameters())
+    # fp16: an overflowing gradient is the scaler's business (it skips the step); the loss is
+    # computed in fp32, so a non-finite loss means the values are broken.
+    overflow = run.scaler is not None and math.isfinite(stats["loss"]) and not all(map(math.isfinite, (gq, gp)))
+    if not overflow and not all(map(math.isfinite, (stats["loss"], gq, gp))):
+        raise PipelineError(f"step {step + 1}: non-finite loss or gradient (loss={stats['loss']}, "
+                            f"grad_norm_query={gq}, grad_norm_passage={gp}); last good checkpoint: "
+                            f"{checkpoint.latest(run.out) or 'none'}")
+    if run.recipe.grad_clip and not overflow:
+        torch.nn.utils.clip_grad_norm_(run.params, run.recipe.grad_clip)
+    lr = run.scheduler.get_last_lr()[0]
+    extra = optimizer_step(run, step, overflow)
+    with warnings.catch_warnings():  # a skipped first fp16 update makes torch warn here
+        warnings.simplefilter("ignore", UserWarning)
+        run.scheduler.step()
+    run.method.after_optimizer_step()
 
-            t0 = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            stats = method.accumulate(batch)
-            if fail_at_step is not None and step + 1 == fail_at_step:
-                stats["loss"] = float("nan")  # test hook for the non-finite guard
-            if overflow_at_step is not None and step + 1 == overflow_at_step and main_process:
-                params[0].grad.view(-1)[0] = float("inf")  # test hook for the fp16 scaler
-            distributed.all_reduce_grads(params)  # the one gradient synchronisation of this update
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            gq = grad_norm(q_params)
-            gp = gq if model.spec.tied else grad_norm(p_params)  # tied towers share every parameter
-            # fp16: an overflowing gradient is the scaler's business (it skips the step); the
-            # loss is computed in fp32, so a non-finite loss means the values are broken.
-            overflow = scaler is not None and math.isfinite(stats["loss"]) and not all(map(math.isfinite, (gq, gp)))
-            if not overflow and not all(map(math.isfinite, (stats["loss"], gq, gp))):
-                raise PipelineError(f"step {step + 1}: non-finite loss or gradient (loss={stats['loss']}, "
-                                    f"grad_norm_query={gq}, grad_norm_passage={gp}); last good checkpoint: "
-                                    f"{checkpoint.latest(out) or 'none'}")
-            if recipe["grad_clip"] and not overflow:
-                torch.nn.utils.clip_grad_norm_(params, recipe["grad_clip"])
-            lr = scheduler.get_last_lr()[0]
-            extra = {}
-            if scaler is not None:
-                scale = scaler.get_scale()
-                scaler.step(optimizer)  # skipped when unscale_ found inf/NaN (same in every process)
-                scaler.update()
-                extra = {"loss_scale": scale, "scaler_skipped": float(overflow)}
-                skipped_in_a_row = skipped_in_a_row + 1 if overflow else 0
-                if overflow and main_process:
-                    log.warning("step %d: fp16 gradient overflow, update skipped; loss scale %g -> %g",
-                                step + 1, scale, scaler.get_scale())
-                if skipped_in_a_row >= MAX_SKIPPED:
-                    raise PipelineError(f"step {step + 1}: {MAX_SKIPPED} fp16 overflows in a row (loss scale now "
-                                        f"{scaler.get_scale():g}); the values are broken, not just out of fp16 "
-                                        f"range; last good checkpoint: {checkpoint.latest(out) or 'none'}")
-            else:
-                optimizer.step()
-            with warnings.catch_warnings():  # a skipped first fp16 update makes torch warn here
-                warnings.simplefilter("ignore", UserWarning)
-                scheduler.step()
-            method.after_optimizer_step()
+    peak = peak_memory_mb(run.device)
+    if run.world > 1:
+        extra["peak_mem_mb_per_process"] = [v[0] for v in distributed.all_gather_floats([peak])]
+        peak = max(extra["peak_mem_mb_per_process"])
+    return {"step": step + 1, "epoch": epoch, "lr": lr, **{k: float(v) for k, v in stats.items()},
+            "grad_norm_query": gq, "grad_norm_passage": gp, "grad_norm_ratio": gp / gq if gq > 0 else float("nan"),
+            "seconds": time.perf_counter() - t0, "peak_mem_mb": peak, "time": time.time(), **extra}
 
-            peak = peak_memory_mb(device)
-            if world > 1:
-                extra["peak_mem_mb_per_process"] = [v[0] for v in distributed.all_gather_floats([peak])]
-                peak = max(extra["peak_mem_mb_per_process"])
-            row = {"step": step + 1, "epoch": epoch, "lr": lr, **{k: float(v) for k, v in stats.items()},
-                   "grad_norm_query": gq, "grad_norm_passage": gp,
-                   "grad_norm_ratio": gp / gq if gq > 0 else float("nan"),
-                   "seconds": time.perf_counter() - t0, "peak_mem_mb": peak, "time": time.time(), **extra}
-            log_file.write(json.dumps(row) + "\n")
-            log_file.flush()
-            bar.set_postfix(loss=f"{row['loss']:.3f}")
-            bar.update(1)
-            if on_update is not None:
-                on_update(step + 1)
-            if every and (step + 1) % every == 0 and step + 1 < total:
-                _save_checkpoint(out, model, optimizer, scheduler, method, device, step + 1, scaler)
-    bar.close()
-    if not main_process:
-        distributed.barrier()  # process 0 writes the outputs
-        distributed.shutdown()
+
+def optimizer_step(run: Run, step: int, overflow: bool) -> dict:
+    """AdamW's step, through the fp16 scaler when there is one; returns the scaler's log columns."""
+    if run.scaler is None:
+        run.optimizer.step()
         return {}
-
-    spec.query_max_length, spec.passage_max_length = eval_lengths
-    model.to("cpu").save(out / MODEL)
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    summary = {
-        "method": recipe["method"], "steps": total, "examples": len(examples), "examples_per_update": per_update,
-        **method.shape(), "resumed_from_step": start_step, "seconds": time.perf_counter() - t_start,
-        "started_at": started_at, "finished_at": time.time(),
-        "sec_per_update": float(np.median([r["seconds"] for r in rows])) if rows else 0.0,
-        "peak_mem_mb": max((r["peak_mem_mb"] for r in rows), default=0.0),
-        "final_loss": rows[-1]["loss"] if rows else None, "device": device.type,
-        "false_negatives": recipe["false_negatives"], "sampler": recipe["sampler"],
-        **_encoder_provenance(model), **data.provenance(),
-        "gradient_checkpointing": bool(recipe["gradient_checkpointing"]),
-    }
-    if method.has_memory:
-        summary["bank_share"] = bank_share
-    if method.guide is not None:
-        # The guide's cost: its forwards (none for "self") and the filter mask, over the run.
-        guide_seconds = float(sum(r.get("guide_seconds", 0.0) for r in rows))
-        train_seconds = float(sum(r["seconds"] for r in rows))
-        summary.update(negative_filter=recipe["negative_filter"], guide_seconds=guide_seconds,
-                       guide_share=guide_seconds / train_seconds if train_seconds else 0.0,
-                       filtered_per_row=float(np.mean([r["filtered_per_row"] for r in rows])) if rows else 0.0)
-    if world > 1 or precision != "fp32":
-        summary.update(processes=world, precision=precision,
-                       skipped_updates=int(sum(r.get("scaler_skipped", 0) for r in rows)))
-        if world > 1:
-            summary["peak_mem_mb_per_process"] = [max(r["peak_mem_mb_per_process"][i] for r in rows)
-                                                  for i in range(world)]
-    atomic_write_json(out / TRAIN_SUMMARY, summary)
-    checkpoint.remove_all(out)
-    distributed.barrier()
-    distributed.shutdown()
-    return summary
+    scale = run.scaler.get_scale()
+    run.scaler.step(run.optimizer)  # skipped when unscale_ found inf/NaN (same in every process)
+    run.scaler.update()
+    run.skipped_in_a_row = run.skipped_in_a_row + 1 if overflow else 0
+    if overflow and run.main_process:
+        log.warning("step %d: fp16 gradient overflow, update skipped; loss scale %g -> %g",
+                    step + 1, scale, run.scaler.get_scale())
+    if run.skipped_in_a_row >= MAX_SKIPPED:
+        raise PipelineError(f"step {step + 1}: {MAX_SKIPPED} fp16 overflows in a row (loss scale now "
+                            f"{run.scaler.get_scale():g}); the values are broken, not just out of fp16 "
+                            f"range; last good checkpoint: {checkpoint.latest(run.out) or 'none'}")
+    return {"loss_scale": scale, "scaler_skipped": float(overflow)}
 
 
-def _encoder_provenance(model: BiEncoder) -> dict:
-    """The shape actually trained (truncation, random shape), for the summary; only when it differs
-    from the model as named, so older summaries keep their keys."""
-    spec = model.spec
-    if spec.layers is None and spec.shape is None and not spec.random_init:
-        return {}
-    config = model.query_model.config
-    return {"encoder": {"model": spec.model, "random_init": spec.random_init, "layers": spec.layers,
-                        "shape": spec.shape, "num_hidden_layers": config.num_hidden_layers,
-                        "hidden_size": config.hidden_size, "num_attention_heads": config.num_attention_heads,
-                        "intermediate_size": config.intermediate_size,
-                        "parameters": sum(p.numel() for p in model.parameters())}}
-
-
-def _save_checkpoint(out: Path, model, optimizer, scheduler, method, device, step: int, scaler=None) -> None:
+# ----------------------------------------------------------------------------- checkpoint
+def save_checkpoint(run: Run, step: int) -> None:
     """Process 0 writes model, optimizer, schedule, method state (banks: identical in every
     process, which is checked) and every process's RNG state; the others only contribute."""
-    rngs = distributed.all_gather_object(rng_state(device))
-    banks = [v["rows"] for _, v in sorted(method.state_dict().items()) if isinstance(v, dict) and "rows" in v]
+    rngs = distributed.all_gather_object(rng_state(run.device))
+    banks = [v["rows"] for _, v in sorted(run.method.state_dict().items()) if isinstance(v, dict) and "rows" in v]
     distributed.assert_identical(banks, "memory banks")
-    if not distributed.is_main():
+    if not run.main_process:
         return
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "method": method.state_dict(), "rng": rngs[0], "step": step}
+    state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+             "scheduler": run.scheduler.state_dict(), "method": run.method.state_dict(), "rng": rngs[0], "step": step}
     if len(rngs) > 1:
         state.update(processes=len(rngs), rng_per_process=rngs)
-    if scaler is not None:
-        state["scaler"] = scaler.state_dict()
-    path = checkpoint.save(out, step, state)
+    if run.scaler is not None:
+        state["scaler"] = run.scaler.state_dict()
+    path = checkpoint.save(run.out, step, state)
     log.info("checkpoint at step %d -> %s", step, path)
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint, so a resumed log has each step once."""
-    if path.exists():
-        keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in keep))
+# ----------------------------------------------------------------------------- finish
+def finish(run: Run, n_examples: int, seconds: float) -> dict:
+    """Process 0 saves the model with its evaluation spec and writes the summary; the run's
+    checkpoints go once the summary exists."""
+    if not run.main_process:
+        distributed.barrier()  # process 0 writes the outputs
+        distributed.shutdown()
+        return {}
+    run.model.spec = run.eval_spec
+    run.model.to("cpu").save(run.out / MODEL)
+    rows = [json.loads(line) for line in run.log_path.read_text().splitlines() if line.strip()]
+    summary = summarize(run, rows, n_examples, seconds, time.time())
+    atomic_write_json(run.out / TRAIN_SUMMARY, summary)
+    checkpoint.remove_all(run.out)
+    distributed.barrier()
+    distributed.shutdown()
+    return summary
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -389,11 +375,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     args = parser.parse_args(argv)
     recipe = parse_json_object(args.recipe_json, "--recipe-json")
-    fail_at = os.environ.get("PIPELINE_FAIL_AT_STEP")
-    overflow_at = os.environ.get("PIPELINE_OVERFLOW_AT_STEP")
     summary = train(args.dataset, args.out, recipe, args.seed, args.hard_negatives,
-                    progress=not args.no_progress, fail_at_step=int(fail_at) if fail_at else None,
-                    overflow_at_step=int(overflow_at) if overflow_at else None)
+                    progress=not args.no_progress, hooks=FaultInjection.from_env())
     log.info("done: %s", json.dumps(summary))
 
 

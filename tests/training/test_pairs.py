@@ -20,6 +20,7 @@ from pipeline.core.layout import Layout
 from pipeline.training.pairs import Cropper, TrainingData, title_pairs
 from pipeline.training.sampler import _ids, update_plan
 from pipeline.training.checkpoint import latest as latest_checkpoint
+from pipeline.training.hooks import FaultInjection
 from pipeline.training.train import train
 
 SHAPE = {"layers": 2, "hidden": 32, "heads": 2, "intermediate": 64}
@@ -129,7 +130,7 @@ def test_crop_training_resumes_at_the_same_update(tiny_dropout_model_dir, small,
         rec["encoder"] = {**rec["encoder"], "random_init": True, "shape": shape}
     full = train(str(small), str(tmp_path / "full"), rec, seed=5, progress=False)
     with pytest.raises(PipelineError, match="non-finite"):
-        train(str(small), str(tmp_path / "cut"), rec, seed=5, progress=False, fail_at_step=7)
+        train(str(small), str(tmp_path / "cut"), rec, seed=5, progress=False, hooks=FaultInjection(fail_at_step=7))
     assert latest_checkpoint(tmp_path / "cut") is not None
     resumed = train(str(small), str(tmp_path / "cut"), rec, seed=5, progress=False)
     assert resumed["resumed_from_step"] == 6 and full["steps"] == resumed["steps"] == 8

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from pipeline.training.checkpoint import latest as latest_checkpoint
+from pipeline.training.hooks import FaultInjection
 from pipeline.core.common import PipelineError
 from pipeline.core.config import TRAINING_DEFAULTS
 
@@ -145,7 +146,7 @@ def test_fp16_nan_loss_still_stops(tiny_model_dir, mini_dataset, tmp_path):
 
     with pytest.raises(PipelineError, match="step 2: non-finite loss"):
         train(str(mini_dataset), str(tmp_path / "x"), recipe(tiny_model_dir, max_steps=3, precision="fp16"),
-              seed=1, progress=False, fail_at_step=2)
+              seed=1, progress=False, hooks=FaultInjection(fail_at_step=2))
 
 
 def test_process_count_must_match_the_launch(tiny_model_dir, mini_dataset, tmp_path):

@@ -5,6 +5,7 @@ accumulated gradients."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -12,20 +13,34 @@ import torch
 from pipeline.training import distributed
 from pipeline.training.guide import GuideFilter
 from pipeline.sources.datasets import Example, false_negative_mask
-from pipeline.core.params import resolve_recipe
+from pipeline.core.params import Recipe, resolve_recipe
 
 if TYPE_CHECKING:
     from pipeline.models.encoder import BiEncoder
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FALSE_NEGATIVE_MODES = ("mask", "keep")
+_RECIPE_KEYS = frozenset(f.name for f in fields(Recipe))
+
+
+def as_recipe(recipe: "Recipe | dict[str, Any] | None") -> Recipe:
+    """The typed recipe: a dict is resolved over the defaults (keys that are no recipe field are
+    ignored, as they always were); a Recipe is already resolved and passes through."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    return Recipe(**{k: v for k, v in resolve_recipe(recipe).items() if k in _RECIPE_KEYS})
+
+
+def examples_per_update(batch_size: int, accumulation_steps: int, processes: int) -> int:
+    """N_total: the examples of one optimizer update, over all processes (batch_size is per process)."""
+    return batch_size * accumulation_steps * processes
 
 
 class TrainingMethod(ABC):
     """Turns one optimizer update's worth of examples into gradients on `model`.
 
-    `recipe` is the run recipe from the config (batch_size, accumulation_steps, temperature,
-    memory_size, ...); keys it lacks take the defaults of pipeline.core.params.Recipe. `noise` is an
+    `recipe` is the run's resolved `Recipe` (batch_size, accumulation_steps, temperature,
+    memory_size, ...), or a dict whose missing keys take the Recipe defaults. `noise` is an
     optional FANoise applied to embeddings before the loss, in training only.
 
     `emits` names the per-update statistics `accumulate` returns (train_log.jsonl columns and
@@ -54,41 +69,43 @@ class TrainingMethod(ABC):
     emits: ClassVar[tuple[str, ...]] = ("loss", "negatives_per_query", "false_negatives_per_row",
                                         "masked_per_row", "effective_negatives_per_row")
     has_memory: ClassVar[bool] = False
+    accumulates: ClassVar[bool] = True  # False: one batch per update, accumulation_steps ignored
 
-    def __init__(self, model: "BiEncoder", recipe: dict[str, Any], noise=None):
+    def __init__(self, model: "BiEncoder", recipe: "Recipe | dict[str, Any]", noise=None):
         self.model = model
-        self.recipe = resolve_recipe(recipe)
+        self.recipe = as_recipe(recipe)
         self.noise = noise
         self.world = distributed.world_size()
-        precision = self.recipe["precision"]
+        precision = self.recipe.precision
         if precision not in AUTOCAST_DTYPES:
             raise ValueError(f"precision: expected one of {sorted(AUTOCAST_DTYPES)}, got {precision!r}")
         self.autocast_dtype = AUTOCAST_DTYPES[precision]
         self.scaler = None  # a torch.amp.GradScaler for fp16, set by the training loop
-        self.false_negatives = self.recipe["false_negatives"]
+        self.false_negatives = self.recipe.false_negatives
         if self.false_negatives not in FALSE_NEGATIVE_MODES:
             raise ValueError(f"false_negatives: expected one of {FALSE_NEGATIVE_MODES}, got {self.false_negatives!r}")
         self.positives: dict[str, set[str]] = {}  # query id -> known positive passage ids
         # Set (or cleared) on every construction, so a model reused by another method keeps no
         # stale setting; an encoder without support is a PipelineError naming the key.
-        model.set_gradient_checkpointing(bool(self.recipe["gradient_checkpointing"]))
+        model.set_gradient_checkpointing(bool(self.recipe.gradient_checkpointing))
         self.guide = None
-        if self.recipe["negative_filter"]:
-            self.guide = GuideFilter(self.recipe["negative_filter"], model, self.autocast_dtype,
-                                     chunk=int(self.recipe["batch_size"]))
+        if self.recipe.negative_filter:
+            self.guide = GuideFilter(self.recipe.negative_filter, model, self.autocast_dtype,
+                                     chunk=int(self.recipe.batch_size))
             # An instance attribute: the filter's stats exist only when a guide does.
             self.emits = type(self).emits + ("filtered_per_row", "guide_seconds")
 
     @property
     def examples_per_update(self) -> int:
         """How many examples one call to `accumulate` consumes (N_total, over all processes)."""
-        return int(self.recipe["batch_size"]) * self.world * int(self.recipe["accumulation_steps"])
+        steps = int(self.recipe.accumulation_steps) if self.accumulates else 1
+        return examples_per_update(int(self.recipe.batch_size), steps, self.world)
 
     def shape(self) -> dict[str, int]:
         """What the run's tables report: examples per micro-batch (per process) and per update
         (over all processes), bank size."""
-        return {"n_local": int(self.recipe["batch_size"]), "n_total": self.examples_per_update,
-                "memory_size": int(self.recipe["memory_size"]) if self.has_memory else 0}
+        return {"n_local": int(self.recipe.batch_size), "n_total": self.examples_per_update,
+                "memory_size": int(self.recipe.memory_size) if self.has_memory else 0}
 
     def encode(self, inputs: dict[str, torch.Tensor], side: str) -> torch.Tensor:
         """The encoder forward, under autocast for bf16/fp16, returning fp32 embeddings."""

@@ -104,13 +104,13 @@ class ContAccum(GradAccum):
     def __init__(self, model, recipe, noise=None):
         super().__init__(model, recipe, noise)
         recipe = self.recipe
-        self.memory_size = int(recipe["memory_size"])
-        self.query_bank = bool(recipe["query_bank"])
-        self.bank_update = recipe["bank_update"]
+        self.memory_size = int(recipe.memory_size)
+        self.query_bank = bool(recipe.query_bank)
+        self.bank_update = recipe.bank_update
         if self.bank_update not in ("micro", "step"):
             raise ValueError(f"bank_update: expected 'micro' or 'step', got {self.bank_update!r}")
-        self.reset_each_step = bool(recipe["reset_bank_each_step"])
-        per_query = int((recipe["hard_negatives"] or {}).get("per_query") or 1)
+        self.reset_each_step = bool(recipe.reset_bank_each_step)
+        per_query = int((recipe.hard_negatives or {}).get("per_query") or 1)
         self.bank_q = FifoBank(self.memory_size if self.query_bank else 0)
         self.bank_p = FifoBank(self.memory_size)
         self.bank_h = FifoBank(self.memory_size * per_query)

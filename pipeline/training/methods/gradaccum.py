@@ -24,9 +24,7 @@ class GradAccum(InBatch):
 
     emits = InBatch.emits + ("micro_batches",)
 
-    @property
-    def examples_per_update(self) -> int:
-        return self.micro_batch * int(self.recipe["accumulation_steps"])
+    accumulates = True
 
     def after_micro_batch(self, q: torch.Tensor, p: torch.Tensor, h: torch.Tensor, batch=None) -> None:
         """Hook run after each micro-batch's backward, with its clean embeddings and its examples

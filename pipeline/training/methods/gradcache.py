@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 
@@ -33,14 +34,32 @@ class RngState:
             yield
 
 
+@dataclass
+class CachedSide:
+    """One side (queries or passages) of one chunk after pass 1. `leaves` are the gathered (global)
+    pass-1 embeddings as grad-requiring leaves, each with this process's [start, end) rows (one
+    process: the local rows); passages have two, positives and hard negatives."""
+
+    side: str
+    inputs: dict[str, torch.Tensor]
+    rng: RngState
+    first: torch.Tensor  # this process's pass-1 embedding
+    leaves: list[tuple[torch.Tensor, int, int]]
+
+    def cached_gradient(self) -> torch.Tensor:
+        """This process's rows of dL/de (zeros for a leaf the loss did not reach)."""
+        return torch.cat([leaf.grad[start:end] if leaf.grad is not None else leaf.detach()[start:end] * 0
+                          for leaf, start, end in self.leaves])
+
+
 @register("gradcache")
 class GradCache(InBatch):
     """Gradient Cache over N_total = N_local * K examples, in chunks of N_local:
 
-        pass 1: e = sg(f(x_c)) for every chunk c (no graph), L = InfoNCE(Q P^T / tau) on all of
-                them, cache G = dL/de
-        pass 2: per chunk, re-embed with graph under the chunk's pass-1 RNG state and
-                back-propagate sum(f(x_c) * G_c)
+        embed_without_graph: e = sg(f(x_c)) for every chunk c (pass 1)
+        cache_gradients:     L = InfoNCE(Q P^T / tau) on all of them, cache G = dL/de
+        replay:              per chunk, re-embed with graph under the chunk's pass-1 RNG state
+                             and back-propagate sum(f(x_c) * G_c) (pass 2)
 
     By the chain rule the parameter gradients equal full-batch in-batch training (N_total - 1
     negatives per query) while only one chunk's graph is alive. FANoise, if any, is drawn once
@@ -53,51 +72,56 @@ class GradCache(InBatch):
     emits = InBatch.emits + ("chunks", "replay_max_abs_diff")
     debug_replay = False  # keep (pass-1, pass-2) embeddings of the last update in `last_replay`
 
-    @property
-    def examples_per_update(self) -> int:
-        return self.micro_batch * int(self.recipe["accumulation_steps"])
+    accumulates = True
 
     def accumulate(self, examples: list[Example]) -> dict[str, float]:
-        # Per chunk and side: tokenized local inputs, the RNG state before pass 1, the local
-        # pass-1 embedding, and the gathered (global) embeddings as grad-requiring leaves with
-        # this process's [start, end) rows in each. One process: the leaves are the local rows.
         before = self.guide.seconds if self.guide is not None else 0.0
-        jobs, sizes = [], []
+        cached = self.embed_without_graph(examples)
+        loss, stats = self.cache_gradients(cached, examples)
+        replay_diff = self.replay(cached)
+        return {"loss": float(loss.detach()), **stats, "chunks": float(sum(c.side == QUERY for c in cached)),
+                "replay_max_abs_diff": replay_diff, **self.guide_stats(before)}
+
+    def embed_without_graph(self, examples: list[Example]) -> list["CachedSide"]:
+        """Pass 1: every chunk's queries and passages embedded without a graph, in chunk order."""
+        cached = []
         for batch in chunks(examples, self.micro_batch):
             local = distributed.local_slice(batch)
             queries, passages = texts_of(local)
-            sizes.append(len(batch))
             for texts, side in ((queries, QUERY), (passages, PASSAGE)):
                 inputs = self.model.tokenize(texts, side)
                 state = RngState()
                 with torch.no_grad():
                     emb = self.encode(inputs, side)
                 parts = (emb,) if side == QUERY else (emb[:len(local)], emb[len(local):])
-                leaves = [self._gather_leaf(part) for part in parts]
-                jobs.append((side, inputs, state, emb.detach(), leaves))
+                cached.append(CachedSide(side, inputs, state, emb.detach(), [self._gather_leaf(part) for part in parts]))
+        return cached
 
-        q = torch.cat([leaves[0][0] for side, _, _, _, leaves in jobs if side == QUERY])
-        p = torch.cat([leaves[0][0] for side, _, _, _, leaves in jobs if side == PASSAGE])
-        h = torch.cat([leaves[1][0] for side, _, _, _, leaves in jobs if side == PASSAGE])
+    def cache_gradients(self, cached: list["CachedSide"], examples: list[Example]) -> tuple[torch.Tensor, dict]:
+        """The full batch's loss on the pass-1 leaves, back-propagated as far as them: G = dL/de."""
+        q = torch.cat([c.leaves[0][0] for c in cached if c.side == QUERY])
+        p = torch.cat([c.leaves[0][0] for c in cached if c.side == PASSAGE])
+        h = torch.cat([c.leaves[1][0] for c in cached if c.side == PASSAGE])
         loss, stats = self.batch_loss(q, p, h, examples)
         # fp16: the cached gradients carry the loss scale, so pass 2's parameter gradients do too
         # and the loop's scaler unscales (and checks) them once per update.
         self.scale_loss(loss).backward()
+        return loss, stats
 
+    def replay(self, cached: list["CachedSide"]) -> float:
+        """Pass 2: each side re-embedded with its graph under its pass-1 RNG state, back-propagating
+        its cached gradient; returns the largest difference from pass 1's embedding."""
         replay_diff, self.last_replay = 0.0, []
-        for side, inputs, state, first, leaves in jobs:
-            with state.replay():
-                emb = self.encode(inputs, side)
-            cached = torch.cat([leaf.grad[start:end] if leaf.grad is not None else leaf.detach()[start:end] * 0
-                                for leaf, start, end in leaves])
+        for side in cached:
+            with side.rng.replay():
+                emb = self.encode(side.inputs, side.side)
             # The surrogate's gradient w.r.t. emb is this process's rows of the cached dL/de, so
             # backward through it adds exactly its share of the full-batch parameter gradient.
-            torch.dot(emb.flatten(), cached.flatten()).backward()
-            replay_diff = max(replay_diff, float((emb.detach() - first).abs().max()))
+            torch.dot(emb.flatten(), side.cached_gradient().flatten()).backward()
+            replay_diff = max(replay_diff, float((emb.detach() - side.first).abs().max()))
             if self.debug_replay:
-                self.last_replay.append((first.clone(), emb.detach().clone()))
-        return {"loss": float(loss.detach()), **stats, "chunks": float(len(sizes)),
-                "replay_max_abs_diff": replay_diff, **self.guide_stats(before)}
+                self.last_replay.append((side.first.clone(), emb.detach().clone()))
+        return replay_diff
 
     @staticmethod
     def _gather_leaf(emb: torch.Tensor) -> tuple[torch.Tensor, int, int]:

@@ -47,14 +47,12 @@ class InBatch(TrainingMethod):
     Karpukhin et al., "Dense Passage Retrieval for Open-Domain Question Answering", EMNLP 2020.
     """
 
+    accumulates = False
+
     def __init__(self, model, recipe, noise=None):
         super().__init__(model, recipe, noise)
-        self.loss_fn = InfoNCE(float(self.recipe["temperature"]))
-        self.n_local = int(self.recipe["batch_size"])
-
-    @property
-    def examples_per_update(self) -> int:
-        return self.n_local * self.world
+        self.loss_fn = InfoNCE(float(self.recipe.temperature))
+        self.n_local = int(self.recipe.batch_size)
 
     @property
     def micro_batch(self) -> int:

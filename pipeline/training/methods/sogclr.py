@@ -84,11 +84,11 @@ class SogCLR(GradAccum):
 
     def __init__(self, model, recipe, noise=None):
         super().__init__(model, recipe, noise)
-        gamma = self.recipe["sogclr_gamma"]
+        gamma = self.recipe.sogclr_gamma
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
             raise PipelineError(f"sogclr_gamma: expected a number in (0, 1], got {gamma!r}")
         self.gamma = float(gamma)
-        self.tau = float(self.recipe["temperature"])
+        self.tau = float(self.recipe.temperature)
         self.log_u: dict[str, float] = {}   # example key -> log u_i
         self.refreshed: dict[str, int] = {}  # example key -> the update that last set u_i
         self.updates = 0
