@@ -109,8 +109,8 @@ pilot-time: $(STAMP)  ## CPU seconds of one update of every run of PILOT_CONFIG,
 	OMP_NUM_THREADS=1 $(BIN)/python -m pipeline.results.pilot time --config $(PILOT_CONFIG) --data results/data/$(PILOT_DATASET)
 EXPORT_DATASET ?=
 
-export: $(STAMP)  ## export a finished run as a sentence-transformers folder + model card (CONFIG=... RUN=... SEED=...) -> results/export/<dataset>/<run>/<seed tag>
-	$(BIN)/python -m pipeline.export.export --config $(CONFIG) --run $(RUN) --seed $(SEED) \
+export: $(STAMP)  ## export a finished run as a sentence-transformers folder + model card (CONFIG=... RUN=... SEED=...) -> results/<experiment>/export/<dataset>/<run>/<seed tag> (SEED may be left out for zeroshot)
+	$(BIN)/python -m pipeline.export.export --config $(CONFIG) --run $(RUN) $(if $(SEED),--seed $(SEED)) \
 	  $(if $(EXPORT_DATASET),--dataset $(EXPORT_DATASET))
 
 lock:  ## re-resolve requirements.lock from pyproject.toml (needs a registry)
