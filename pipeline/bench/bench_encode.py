@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.params import PRECISIONS
 from pipeline.core.common import PipelineError, atomic_write_json, run_main
 from pipeline.sources.datasets import passage_text
 
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per side (interleaved)")
     parser.add_argument("--limit", type=int, default=None, help="encode only the first N passages")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
                         help="our side's precision (autocast on CUDA only; sentence-transformers stays fp32)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json-out", default=None, help="also write the result as JSON here")

@@ -33,6 +33,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pipeline.core.params import PRECISIONS
 from pipeline.core.common import PipelineError, atomic_write_text, log, run_main
 from pipeline.bench.memory import synthetic_examples
 from pipeline.training.methods import get_method, available
@@ -40,7 +41,6 @@ from pipeline.training.methods import get_method, available
 COLUMNS = ["part", "method", "precision", "checkpointing", "n_local", "n_total", "status", "sec_per_update",
            "peak_mem_mb", "note"]
 RESULT_TAG = "GPU_CHECK_RESULT "
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass

@@ -41,6 +41,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.core.params import PRECISIONS
 from pipeline.core.common import PipelineError, atomic_path, atomic_write_text, log, run_main
 from pipeline.training.methods import available, get_method
 from pipeline.sources.datasets import Example
@@ -271,7 +272,7 @@ def parse_args(argv):
     parser.add_argument("--model", default="all-MiniLM-L6-v2", help="encoder (untied towers)")
     parser.add_argument("--processes", type=int, default=1,
                         help="training processes per case (torchrun; N_local is then per process)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="training autocast")
+    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="training autocast")
     parser.add_argument("--checkpointing", type=csv_list(str), default=["off", "on"],
                         help="gradient checkpointing per case: off, on or off,on (both, side by side)")
     parser.add_argument("--child", help=argparse.SUPPRESS)

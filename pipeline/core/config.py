@@ -160,6 +160,7 @@ def _semantic_checks(config: dict) -> None:
     available = lookup("pipeline.training.methods:available")  # the stages' registries, by name (core imports no stage)
     available_protocols = lookup("pipeline.evaluation.protocols:available_protocols")
     available_scorings = lookup("pipeline.evaluation.scorings:available_scorings")
+    uses_dn_star = lookup("pipeline.evaluation.scorings:uses_dn_star")
 
     known = set(available()) | {ZERO_SHOT}
     problems = []
@@ -196,7 +197,7 @@ def _semantic_checks(config: dict) -> None:
     evaluation = config.get("evaluation", {})
     ds_test = {name: ds["test_split"] for name, ds in config["datasets"].items()}
     source_split = evaluation["dn_star"].get("source_split", DNStarParams.source_split)
-    if "dn*" in evaluation["scorings"]:
+    if uses_dn_star(s for s in evaluation["scorings"] if s in available_scorings()):
         for name, split in ds_test.items():
             if split == source_split:
                 problems.append(f"config key evaluation.dn_star.source_split: {source_split!r} is the test split of "

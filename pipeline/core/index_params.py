@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core.common import PipelineError
-from pipeline.core.params import check_choice, check_int, check_keys, defaults, merged
+from pipeline.core.params import PRECISIONS, check_choice, check_int, check_keys, defaults, merged
 
 
 @dataclass
@@ -69,9 +69,6 @@ def index_job_params(index: dict) -> dict:
 ALIASES = ("flat", "hnsw", "ivf")  # short names with tuned parameters; anything else is a factory string
 # Dimension used only to check that a factory string parses: divisible by every usual PQ/SQ split.
 _PROBE_DIM = 3840
-# Inference precision of corpus encoding: CUDA autocast dtype; on the CPU every value computes in
-# fp32 (accepted so one config runs anywhere). Embeddings are always stored as float32.
-PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def check_index_types(types: Any, key: str = "index_types") -> list[str]:
@@ -120,6 +117,8 @@ def resolve_params(params: dict, num_docs: int | None = None) -> dict:
         raise PipelineError(f"dtype: unknown embedding storage type {out['dtype']!r}; allowed: ['float32', 'float16']")
     check_int(out["train_size"], "train_size")
     out["index_types"] = check_index_types(out["index_types"])
+    # Every precision is a CUDA autocast dtype; on the CPU each computes in fp32 (accepted so one
+    # config runs anywhere). Embeddings are always stored as float32.
     check_choice(out["precision"], "precision", PRECISIONS)
     hnsw = merged(HNSWParams, check_keys(out["hnsw"], defaults(HNSWParams), "hnsw"))
     for k in hnsw:

@@ -51,6 +51,11 @@ def check_number(value: Any, key: str, minimum: float, maximum: float) -> float:
     return float(value)
 
 
+# Autocast precisions of the encoder forward (training and corpus encoding), each with the torch
+# dtype it names; fp32 computes without autocast. One table so every CLI and check accepts the same.
+PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
 def check_choice(value: Any, key: str, choices) -> Any:
     if value not in choices:
         raise PipelineError(f"{key}: unknown value {value!r}; allowed: {list(choices)}")

@@ -31,7 +31,7 @@ from pipeline.core.eval_params import DNStarParams, EvalParams, NNNParams, QBNor
 from pipeline.core.index_params import check_index_type, check_index_types
 from pipeline.core.params import as_list, check_int, check_keys, defaults, merged
 from pipeline.evaluation.protocols import available_protocols, get_protocol
-from pipeline.evaluation.scorings import available_scorings, scoring_class, ScoringInputs, expand
+from pipeline.evaluation.scorings import BASELINE, available_scorings, expand, scoring_class, ScoringInputs, uses_dn_star
 from pipeline.evaluation.querybank import check_bank
 from pipeline.retrieval.readers import load_embeddings, load_index
 from pipeline.sources.datasets import corpus_digest, iter_corpus_ids, load_dataset
@@ -224,7 +224,7 @@ def run(model_dir: str, dataset_dir: str, index_dir: str, out_dir: str, params: 
     model = BiEncoder.load(model_dir)
     if model.embedding_dim != emb.shape[1]:
         raise PipelineError(f"{index_dir}: embeddings have dim {emb.shape[1]} but {model_dir} encodes {model.embedding_dim}")
-    if any(s.family != "dot" for s in scorings) and p.dn_order == "normalize_then_shift" \
+    if any(s.family != BASELINE for s in scorings) and p.dn_order == "normalize_then_shift" \
             and not stats.get("normalized", True):
         log.warning("dn_order normalize_then_shift: %s does not L2-normalise, so DN shifts raw embeddings",
                     model_dir)
@@ -242,7 +242,7 @@ def run(model_dir: str, dataset_dir: str, index_dir: str, out_dir: str, params: 
     recall = index_recall(index_dir, stats, approx, inputs.queries, inputs.docs, p.top_k)
     result = {"rows": rows_out, "index_recall": recall, "num_queries": len(qids), "num_docs": len(doc_ids),
               "split": p.split, "top_k": p.top_k, "dn_order": p.dn_order,
-              "dn_star": asdict(p.dn_star) if "dn*" in p.scorings else None}
+              "dn_star": asdict(p.dn_star) if uses_dn_star(p.scorings) else None}
     if p.protocol != "qrels":
         result["protocol"] = p.protocol
     if "query_bank" in inputs.extra:  # NNN / QB-Norm: which reference queries, how many

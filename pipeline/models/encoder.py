@@ -20,11 +20,11 @@ from torch import nn
 
 from pipeline.core.common import PipelineError, atomic_dir
 from pipeline.models.encoder_shape import MINILM_ALIASES as _MINILM_ALIASES, PACKAGED_MINILM, config_overrides, encoder_problems, packaged_minilm_path
-from pipeline.core.params import EncoderParams
+from pipeline.core.params import PRECISIONS as CORE_PRECISIONS, EncoderParams
 SPEC_FILE = "bi_encoder.json"
 QUERY, PASSAGE = "query", "passage"
 # Inference precisions (index.precision): autocast dtypes on CUDA; the CPU always computes in fp32.
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = {name: getattr(torch, dtype) for name, dtype in CORE_PRECISIONS.items()}
 
 
 @dataclass

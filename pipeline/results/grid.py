@@ -12,6 +12,7 @@ from pipeline.core import config as pcfg
 from pipeline.core.common import PipelineError, read_json
 from pipeline.core.layout import INDEX_REPORT, PER_QUERY, TRAIN_LOG, Layout, mteb_ndcg_at_10
 from pipeline.evaluation.protocols import get_protocol, metric_label
+from pipeline.evaluation.scorings import BASELINE
 
 
 KEY_COLUMNS = ["dataset", "run", "seed", "scoring", "lambda"]
@@ -112,7 +113,7 @@ def collect(results: Path, cfg: dict) -> GridResults:
                 "fanoise": (recipe.get("fanoise") or {}).get("alpha", 0.0),
                 "train_steps": train.get("steps", 0), "peak_mem_mb": train.get("peak_mem_mb", float("nan")),
                 "sec_per_update": train.get("sec_per_update", float("nan")),
-                **({"mteb_ndcg@10": mteb if row["scoring"] == "dot" else float("nan")} if mteb is not None else {}),
+                **({"mteb_ndcg@10": mteb if row["scoring"] == BASELINE else float("nan")} if mteb is not None else {}),
             })
         for name, stats in (out.index_report.get("index_recall") or {}).items():
             index_rows.append({"dataset": job.dataset, "run": job.run, "seed": job.seed, "index": name, **stats})

@@ -107,7 +107,7 @@ def _experiment(client, name: str, artifacts: Path) -> str:
     if experiment is None:
         return client.create_experiment(name, artifact_location=artifacts.resolve().as_uri(), tags=EXPERIMENT_KIND)
     for key, value in EXPERIMENT_KIND.items():
-        if experiment.tags.get(key) != value:  # a store logged before the tag existed
+        if experiment.tags.get(key) != value:  # e.g. made by hand or by another tool: tag it so the UI opens it as training
             client.set_experiment_tag(experiment.experiment_id, key, value)
     return experiment.experiment_id
 

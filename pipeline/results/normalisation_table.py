@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.evaluation.protocols import metric_label
-from pipeline.evaluation.scorings import from_row, scoring_class
+from pipeline.evaluation.scorings import BASELINE, from_row, scoring_class
 from pipeline.evaluation.significance import minimal_detectable_difference, paired_randomization
 from pipeline.results.grid import dataset_protocols
 from pipeline.results.tables import scoring_rank
@@ -29,15 +29,15 @@ def dn_table(frame: pd.DataFrame, per_query: dict, cfg: dict | None = None) -> p
     out = []
     for (dataset, run), g in frame.groupby(["dataset", "run"], sort=False):
         main = protocols[dataset].headline[0]
-        dot = g[g.scoring == "dot"][main].mean()
-        shifted = g[g.scoring != "dot"]
+        dot = g[g.scoring == BASELINE][main].mean()
+        shifted = g[g.scoring != BASELINE]
         keys = sorted(shifted.groupby(["scoring", "lambda"], dropna=False).groups,
                       key=lambda key: (scoring_rank(key[0]), -1.0 if pd.isna(key[1]) else key[1]))
         for scoring, lam in keys:
             h = shifted[(shifted.scoring == scoring) &
                         ((shifted["lambda"] == lam) if not pd.isna(lam) else shifted["lambda"].isna())]
             a = mean_over_seeds(per_query, dataset, run, from_row(scoring, lam).name)
-            b = mean_over_seeds(per_query, dataset, run, "dot")
+            b = mean_over_seeds(per_query, dataset, run, BASELINE)
             common = sorted(set(a) & set(b))
             p = paired_randomization(np.array([a[q] for q in common]), np.array([b[q] for q in common])) \
                 if len(common) > 1 else float("nan")

@@ -23,6 +23,7 @@ from pathlib import Path
 from pipeline.core import config as pcfg
 from pipeline.core.common import PipelineError, atomic_write_text, command_parser, log, run_main
 from pipeline.core.layout import Layout
+from pipeline.evaluation.scorings import BASELINE
 
 TIMED_UPDATES = 3  # timed after a first update, which pays for lazy initialisation
 
@@ -91,7 +92,7 @@ def pilot_table(results: Path, cfg: dict) -> str:
     if not path.is_file():
         raise PipelineError(f"{path}: no summary table; run the pilot grid first (snakemake --configfile ...)")
     frame = pd.read_csv(path)
-    frame = frame[frame["scoring"] == "dot"]
+    frame = frame[frame["scoring"] == BASELINE]
     if "p_holm" not in frame:
         raise PipelineError(f"{path}: no significance columns; set evaluation.compare or reference_run in the config")
     metric = next(c for c in ("ndcg@10", "NDCG@10") if c in frame)

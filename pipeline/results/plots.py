@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from pipeline.core.common import atomic_path, atomic_write_text
-from pipeline.evaluation.scorings import from_row, scoring_class
+from pipeline.evaluation.scorings import BASELINE, from_row, scoring_class
 
 PLOTS = ("ndcg_per_run", "ndcg_vs_batch", "accuracy_vs_cost", "grad_norm_ratio", "dn_lambda")
 COLOURS_FILE = "colours.json"
@@ -51,7 +51,7 @@ class PlotData:
     def colour(self, run: str) -> str:
         return self.colours.get(run, "#333333")
 
-    def scores(self, dataset: str, run: str, key: str = "dot") -> np.ndarray:
+    def scores(self, dataset: str, run: str, key: str = BASELINE) -> np.ndarray:
         """Per-query scores under `key` averaged over the run's seeds (queries every seed has)."""
         seeds = [pq[key] for (d, r, _), pq in sorted(self.per_query.items()) if d == dataset and r == run and key in pq]
         if not seeds:
@@ -59,7 +59,7 @@ class PlotData:
         common = sorted(set.intersection(*(set(s) for s in seeds)))
         return np.array([np.mean([s[q] for s in seeds]) for q in common], dtype=float)
 
-    def estimate(self, dataset: str, run: str, key: str = "dot", column: str = "ndcg@10",
+    def estimate(self, dataset: str, run: str, key: str = BASELINE, column: str = "ndcg@10",
                  rows: pd.DataFrame | None = None) -> tuple[float, float, float]:
         """(mean, low, high): the bootstrap interval where per-query scores exist, else the mean
         of the summary rows with no interval (low = high = mean)."""
@@ -75,7 +75,7 @@ class PlotData:
         parts = []
         for dataset in datasets if datasets is not None else self.frame.dataset.unique():
             seeds = self.frame[self.frame.dataset == dataset].seed.nunique()
-            queries = max((len(pq.get("dot", {})) for (d, _, _), pq in self.per_query.items() if d == dataset),
+            queries = max((len(pq.get(BASELINE, {})) for (d, _, _), pq in self.per_query.items() if d == dataset),
                           default=0)
             parts.append(f"{dataset} · {seeds} seed{'s' * (seeds != 1)} · " +
                          (f"{queries} queries" if queries else "queries unknown"))
@@ -147,7 +147,7 @@ def _empty(out: Path, name: str, why: str, record: dict | None = None) -> Path:
 
 
 def _dot(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[frame.scoring == "dot"]
+    return frame[frame.scoring == BASELINE]
 
 
 def _point(ax, data: PlotData, run: str, x: float, estimate: tuple[float, float, float], label=None, **kw):
@@ -320,25 +320,24 @@ def dn_lambda(data: PlotData, out: Path, record: dict | None = None) -> Path:
     (DN*'s repeats aside, QB-Norm per β) as dotted levels."""
     plt = _figure()
     frame = data.frame
-    shifted = frame[frame.scoring != "dot"]
+    shifted = frame[frame.scoring != BASELINE]
     if shifted.empty:
         return _empty(out, "dn_lambda", "no scoring besides the dot product in this grid", record)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    markers = {"dn": ("s", "-"), "dn*": ("^", "--")}
     # Runs side by side around each λ, so that equal values do not hide each other's intervals.
     runs = list(dict.fromkeys(shifted.run))
     width = 0.03 * max(0.1, float(shifted["lambda"].max() if shifted["lambda"].notna().any() else 0.1))
     for (dataset, run, scoring), g in shifted.groupby(["dataset", "run", "scoring"], sort=False):
-        dodge = (runs.index(run) - (len(runs) - 1) / 2) * width + (width / 4 if scoring == "dn*" else 0)
         cls, setting = scoring_class(scoring), scoring.partition("[")[2].rstrip("]")
+        dodge = (runs.index(run) - (len(runs) - 1) / 2) * width + width * cls.offset
         label = f"{run} {cls.label}" + (f" {setting}" if setting else "") + \
             (f" ({cls.parameter})" if cls.uses_lambda and cls.parameter != "λ" else "") + \
             (f" ({dataset})" if frame.dataset.nunique() > 1 else "")
-        dot_rows = frame[(frame.dataset == dataset) & (frame.run == run) & (frame.scoring == "dot")]
+        dot_rows = frame[(frame.dataset == dataset) & (frame.run == run) & (frame.scoring == BASELINE)]
         if not scoring_class(scoring).uses_lambda:
             ax.axhline(float(g["ndcg@10"].mean()), color=data.colour(run), ls=":", label=label, gid=RUN_GID + run)
             continue
-        marker, style = markers.get(scoring, ("D", "-."))
+        marker, style = cls.marker
         lambdas = sorted(g["lambda"].dropna().unique())
         points = [(0.0, data.estimate(dataset, run, rows=dot_rows))]
         points += [(lam, data.estimate(dataset, run, from_row(scoring, lam).name, rows=g[g["lambda"] == lam]))

@@ -9,7 +9,7 @@ import pandas as pd
 
 from pipeline.core.common import atomic_write_text
 from pipeline.evaluation.protocols import metric_label
-from pipeline.evaluation.scorings import available_scorings, scoring_class
+from pipeline.evaluation.scorings import BASELINE, available_scorings, scoring_class
 from pipeline.results.grid import dataset_protocols, per_query_note
 from pipeline.results.verdicts import MDD_NOTE, dot_tests, p_cell, verdict_line
 
@@ -104,7 +104,7 @@ def headline_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | N
         swept = f" {cls.parameter}={'–' if shown(scoring) is None else f'{shown(scoring):g}'}" if cls.uses_lambda else ""
         return f"{cls.label}" + (f" {setting}" if setting else "") + swept
 
-    others = sorted((s for s in set(frame.scoring) if s != "dot"), key=scoring_rank)
+    others = sorted((s for s in set(frame.scoring) if s != BASELINE), key=scoring_rank)
     lines = []
     for dataset, by_dataset in frame.groupby("dataset", sort=False):
         main, second = protocols[dataset].headline[:2]
@@ -114,13 +114,13 @@ def headline_markdown(frame: pd.DataFrame, sig: pd.DataFrame, reference: str | N
                   "MDD | " + "".join(f"{h} | " for h in headers) + f"{metric_label(second)} dot | peak MB | s/update |",
                   "|---|---|---|---|---|---|---|---|" + "---|" * len(headers) + "---|---|---|"]
         for run, g in by_dataset.groupby("run", sort=False):
-            p = p_cell(sig, reference, dataset, run, "dot", None)
+            p = p_cell(sig, reference, dataset, run, BASELINE, None)
             n_total, memory = int(g.n_total.max()), int(g.memory_size.max())
-            seeds = g[g.scoring == "dot"].seed.nunique()
+            seeds = g[g.scoring == BASELINE].seed.nunique()
             lines.append(f"| {run} | {seeds} | {updates_cell(g)} | {n_total or '–'} | {memory or '–'} | "
-                         f"{cell(g, 'dot', main)} | {p} | " +
+                         f"{cell(g, BASELINE, main)} | {p} | " +
                          "".join(f"{cell(g, s, main)} | " for s in others) +
-                         f"{cell(g, 'dot', second)} | {cost_cells(g)} |")
+                         f"{cell(g, BASELINE, second)} | {cost_cells(g)} |")
         lines += ["", verdict_line(dot_tests(sig), dataset, reference,
                                    f"per-query {metric_label(protocols[dataset].per_query_metric)}, dot product"), ""]
     # The legend goes first so that the file (and `make run`'s print of it) ends with the verdict.

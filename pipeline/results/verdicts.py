@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.evaluation.scorings import from_row
+from pipeline.evaluation.scorings import BASELINE, from_row
 from pipeline.evaluation.significance import compare_pairs, marker
 
 
@@ -117,4 +117,4 @@ def verdict_line(sig: pd.DataFrame, dataset: str, reference: str | None, metric:
 
 def dot_tests(sig: pd.DataFrame) -> pd.DataFrame:
     """The headline's tests: dot product only."""
-    return sig[(sig.scoring == "dot") & sig["lambda"].isna()] if not sig.empty else sig
+    return sig[(sig.scoring == BASELINE) & sig["lambda"].isna()] if not sig.empty else sig

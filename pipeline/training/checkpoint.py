@@ -14,7 +14,7 @@ from typing import Any
 from pipeline.core.common import atomic_path, atomic_write_text, log, sha256_file
 
 KEEP = 2
-LEGACY = "checkpoint.pt"  # written, without a digest, before checkpoints were numbered
+LEGACY = "checkpoint.pt"  # un-numbered, without a digest: still resumed from, so older out folders stay resumable
 _NAME = re.compile(r"^checkpoint-step(\d+)\.pt$")
 
 

@@ -9,7 +9,7 @@ graph of the local rows only: the backward of process r yields dL/dθ through it
 processes' shares into the single-process gradient.
 
 Every helper is the identity when there is one process (or no process group), so a one-process
-run does exactly what it did before this module existed.
+run needs no torchrun and pays for no collective: its steps are those of a plain training loop.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.params import HardNegativeParams
 from pipeline.core.common import PipelineError, atomic_write_text, iter_keyed_jsonl, log, run_main
 from pipeline.sources.datasets import passage_text, load_dataset
 
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="normalised dataset folder (from pipeline.sources.prepare)")
     p.add_argument("--split", default="train", help="qrels split whose queries get negatives (default train)")
-    p.add_argument("--top-k", type=int, default=20, help="negatives per query (default 20)")
+    p.add_argument("--top-k", type=int, default=HardNegativeParams.top_k,
+                   help=f"negatives per query (default {HardNegativeParams.top_k}, hard_negatives.top_k's)")
     p.add_argument("--out", required=True, help="output .jsonl (written atomically)")
     p.add_argument("--k1", type=float, default=1.5, help="BM25 k1 (default 1.5)")
     p.add_argument("--b", type=float, default=0.75, help="BM25 b (default 0.75)")

@@ -24,6 +24,11 @@ def _named(cls: type[Scoring], family: str) -> None:
     cls.label = cls.__dict__.get("label") or family
 
 
+# The plain dot product: what every other scoring is compared against, and the only scoring the
+# significance tests, the pilot and the MTEB cross-check look at. Other modules name it through
+# this constant so that the name lives here only.
+BASELINE = "dot"
+
 _REGISTRY = Registry(__name__, "scoring", "scorings", _named)
 register_scoring = _REGISTRY.register
 
@@ -50,6 +55,11 @@ def expand(families: list[str], lambdas: list[float], params=None) -> list[Scori
     return [s for family in families for s in scoring_class(family).variants(params)]
 
 
+def uses_dn_star(families) -> bool:
+    """Whether any of these scoring families draws its means from `EvalParams.dn_star`."""
+    return any(scoring_class(f).uses_dn_star for f in families)
+
+
 def from_row(family: str, lam) -> Scoring:
     """The scoring behind a table row (`scoring`, `lambda` columns; lambda NaN/None when unused)."""
     cls = scoring_class(family)
@@ -59,5 +69,5 @@ def from_row(family: str, lam) -> Scoring:
     return cls.from_setting(setting, float(lam))
 
 
-__all__ = ["Scoring", "ScoringInputs", "available_scorings", "expand", "from_row", "register_scoring",
-           "scoring_class"]
+__all__ = ["BASELINE", "Scoring", "ScoringInputs", "available_scorings", "expand", "from_row", "register_scoring",
+           "scoring_class", "uses_dn_star"]

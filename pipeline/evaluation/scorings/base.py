@@ -49,6 +49,11 @@ class Scoring:
     label: ClassVar[str] = ""  # how tables title it; the family name when empty
     order: ClassVar[int] = 100  # position in tables and plots (dot 0, dn 10, dn* 20)
     parameter: ClassVar[str] = "λ"  # what the `lambda` column holds for this scoring
+    # Draws its means from `EvalParams.dn_star` (unlabeled queries of dn_star.source_split), so
+    # the config check keeps that split apart from the test splits and metrics.json records it.
+    uses_dn_star: ClassVar[bool] = False
+    marker: ClassVar[tuple[str, str]] = ("D", "-.")  # the weight plot's (marker, line style)
+    offset: ClassVar[float] = 0.0  # extra sideways shift in the weight plot, in bar widths
 
     def __init__(self, lam: float | None = None, setting: str = ""):
         if self.uses_lambda and lam is None:

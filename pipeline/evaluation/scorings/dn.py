@@ -21,6 +21,7 @@ class DN(Scoring):
     uses_lambda = True
     label = "DN"
     order = 10
+    marker = ("s", "-")
     caption = "DN, means over all test queries and the whole corpus"
 
     def means(self, inputs: ScoringInputs):
@@ -34,8 +35,11 @@ class DNStar(Scoring):
 
     uses_lambda = True
     sampled = True
+    uses_dn_star = True
     label = "DN*"
     order = 20
+    marker = ("^", "--")
+    offset = 0.25  # DN* shares DN's lambdas: shifted so that their intervals do not overlap
     caption = "DN*, means from a few random unlabeled queries and documents, mean over repeats"
 
     @classmethod
