@@ -30,13 +30,11 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-WORKFLOW_FILES = ("Snakefile", "rules", "config", "pipeline", "profiles", "data", "report", "environment.yml")
 VOLATILE = re.compile(r"(second|\bsec\b|time|duration|commit|date|peak|mem_mb|memory|throughput|/s\b|per sec|"
                       r"(?<![a-z])ms(?![a-z]))", re.IGNORECASE)
 
@@ -109,16 +107,11 @@ def wanted(rel: Path) -> bool:
 
 
 def run(repo: Path, work: Path) -> Path:
-    copy = work / "repo"
-    copy.mkdir(parents=True)
-    for name in WORKFLOW_FILES:
-        src = repo / name
-        if src.is_dir():
-            shutil.copytree(src, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy2(src, copy / name)
     sys.path.insert(0, str(repo / "tests"))
-    from tiny_workflow import tiny_config  # the grid itself; this module imports nothing from pipeline
+    # the grid and the workflow copy; this module imports nothing from pipeline
+    from tiny_workflow import copy_workflow_from, tiny_config
+
+    copy = copy_workflow_from(repo, work / "repo")
 
     import yaml
 

@@ -4,10 +4,10 @@ random-weight BERT that uses MiniLM's real tokenizer, real FAISS, real Snakemake
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
+from tiny_workflow import copy_workflow_from
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -52,19 +52,9 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-WORKFLOW_FILES = ("Snakefile", "rules", "config", "pipeline", "profiles", "data", "report", "environment.yml")
-
-
 def copy_workflow(dest: Path) -> Path:
     """Copy the repository's workflow files to `dest`, for real Snakemake runs in a temp dir."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy2(src, dest / name)
-    return dest
+    return copy_workflow_from(REPO, dest)
 
 
 @pytest.fixture

@@ -5,11 +5,26 @@ HNSW index. conftest.py's session fixture `finished_run` runs it once for the wh
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "pipeline", "profiles", "data", "report", "environment.yml")
+
+
+def copy_workflow_from(repo: Path, dest: Path) -> Path:
+    """Copy a repository's workflow files to `dest`, for a real Snakemake run in a temp dir."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = repo / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest
 
 EXPERIMENT = "e2e-tiny"
 SEEDS = [1, 2]

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.common import atomic_write_json, atomic_write_text, log, run_main, sha256_file
+from pipeline.core.common import atomic_write_json, atomic_write_text, log, run_main, set_threads, sha256_file
 from pipeline.evaluation import distribution_normalization as dnlib
-from pipeline.retrieval.index import load_embeddings, load_index, set_threads
+from pipeline.retrieval.readers import load_embeddings, load_index
 from pipeline.evaluation import evaluate  # noqa: F401
 from pipeline.retrieval import index, shards
 

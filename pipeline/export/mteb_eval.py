@@ -24,7 +24,7 @@ from pathlib import Path
 from pipeline.core.common import PipelineError, atomic_dir, atomic_write_json, log, read_json, run_main
 from pipeline.core.layout import MTEB_RESULT as RESULT
 from pipeline.sources.datasets import load_dataset
-from pipeline.retrieval.index import load_embeddings
+from pipeline.retrieval.readers import load_embeddings
 
 RUN_INFO = "mteb_run.json"
 TASK_NAME = "PipelineLocalRetrieval"

@@ -29,7 +29,6 @@ from pipeline.core.layout import DOC_IDS, EMBEDDINGS, INDEX_STATS
 from pipeline.core.params import defaults
 from pipeline.retrieval.faiss_index import write_indexes, write_indexes_streaming
 from pipeline.retrieval.shards import gather, read_plan
-from pipeline.retrieval.readers import load_embeddings, load_index  # noqa: F401  (re-exported for export and bench)
 from pipeline.sources.datasets import corpus_digest, load_dataset
 
 
