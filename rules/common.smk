@@ -106,7 +106,7 @@ def shard_plan_args(wildcards):
 
 
 def index_inputs(wildcards):
-    inputs = {"model": str(LAYOUT.train_summary(wildcards.dataset, wildcards.run, wildcards.tag)),
+    inputs = {"model": str(LAYOUT.train_summary(model_dataset(wildcards), wildcards.run, wildcards.tag)),
               "data": str(LAYOUT.manifest(wildcards.dataset))}
     if sharded():
         from pipeline.retrieval.shards import num_shards
@@ -145,6 +145,10 @@ def all_train_summaries():
 
 def model_dataset(wildcards):
     return pcfg.model_dataset(CFG, wildcards.dataset)
+
+
+def data_dataset(wildcards):
+    return pcfg.data_dataset(CFG, wildcards.dataset)
 
 
 # ----------------------------------------------------------------------------- export / MTEB

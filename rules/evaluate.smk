@@ -3,10 +3,11 @@
 
 rule evaluate:
     input:
-        # A `models_of` entry evaluates another entry's models and index, on that entry's data.
-        index=lambda w: str(LAYOUT.index_stats(model_dataset(w), w.run, tag_of(w.run, w.seed))),
+        # A `models_of` entry evaluates another entry's models and index, on that entry's data;
+        # a `trained_on` entry evaluates another entry's models on its own data and index.
+        index=lambda w: str(LAYOUT.index_stats(data_dataset(w), w.run, tag_of(w.run, w.seed))),
         model=lambda w: str(LAYOUT.train_summary(model_dataset(w), w.run, tag_of(w.run, w.seed))),
-        data=lambda w: str(LAYOUT.manifest(model_dataset(w))),
+        data=lambda w: str(LAYOUT.manifest(data_dataset(w))),
     output:
         str(LAYOUT.metrics("{dataset}", "{run}", "{seed}")),
     params:

@@ -28,7 +28,8 @@ checkpoint shard_plan:
 
 rule encode_shard:
     input:
-        model=str(LAYOUT.train_summary("{dataset}", "{run}", "{tag}")),
+        # A `trained_on` entry encodes its own corpus with another entry's model.
+        model=lambda w: str(LAYOUT.train_summary(model_dataset(w), w.run, w.tag)),
         data=str(LAYOUT.manifest("{dataset}")),
         plan=str(LAYOUT.shard_plan("{dataset}")),
     output:
@@ -63,7 +64,7 @@ rule index:
     params:
         # From the wildcards, not `input`: while the shard plan is a pending checkpoint Snakemake
         # evaluates these with the checkpoint's output standing in for the inputs.
-        model=lambda w: str(LAYOUT.model(w.dataset, w.run, w.tag) / MODEL),
+        model=lambda w: str(LAYOUT.model(model_dataset(w), w.run, w.tag) / MODEL),
         data=lambda w: str(LAYOUT.data(w.dataset)),
         out=parent("output"),
         index=index_params,

@@ -96,14 +96,22 @@ def _fill_defaults(config: dict) -> None:
 
 
 def _inherit(name: str, ds: dict, datasets: dict) -> dict:
-    """An entry with `models_of` takes every key it does not set from the entry it evaluates."""
-    base = ds.get("models_of")
-    if base is None:
-        return ds
-    if base == name or base not in datasets or datasets[base].get("models_of"):
-        raise ConfigError(f"config key datasets.{name}.models_of: {base!r} is not another dataset entry with models "
-                          f"of its own; expected one of {sorted(d for d in datasets if not datasets[d].get('models_of') and d != name)}")
-    return {**datasets[base], **ds}
+    """An entry with `models_of` takes every key it does not set from the entry it evaluates; one
+    with `trained_on` keeps its own data and only borrows the other entry's models."""
+    for key in ("models_of", "trained_on"):
+        base = ds.get(key)
+        if base is not None and (base == name or base not in datasets or _borrows_models(datasets[base])):
+            trains = sorted(d for d in datasets if not _borrows_models(datasets[d]) and d != name)
+            raise ConfigError(f"config key datasets.{name}.{key}: {base!r} is not another dataset entry with models "
+                              f"of its own; expected one of {trains}")
+    if ds.get("models_of") and ds.get("trained_on"):
+        raise ConfigError(f"config key datasets.{name}: models_of and trained_on exclude each other (models_of also "
+                          f"borrows the other entry's corpus and index; trained_on encodes this entry's own corpus)")
+    return {**datasets[ds["models_of"]], **ds} if ds.get("models_of") else ds
+
+
+def _borrows_models(ds: dict) -> bool:
+    return bool(ds.get("models_of") or ds.get("trained_on"))
 
 
 def _dataset_defaults(given: dict) -> dict:
@@ -301,8 +309,15 @@ def is_trained(config: dict, run: str) -> bool:
 
 
 def model_dataset(config: dict, dataset: str) -> str:
-    """The dataset entry whose models, index and data folder `dataset` uses: its `models_of`, else
-    itself."""
+    """The dataset entry whose trained models `dataset` is evaluated with: its `models_of` or
+    `trained_on`, else itself."""
+    entry = config["datasets"][dataset]
+    return entry.get("models_of") or entry.get("trained_on") or dataset
+
+
+def data_dataset(config: dict, dataset: str) -> str:
+    """The dataset entry whose data folder and index `dataset`'s evaluation reads: its `models_of`
+    (the same corpus under another test split), else itself (a `trained_on` entry encodes its own)."""
     return config["datasets"][dataset].get("models_of") or dataset
 
 

@@ -321,6 +321,9 @@ class DatasetSection:
     # MS MARCO dev next to TREC-DL 2019: no data, training or index jobs of its own; every other
     # key defaults to that entry's.
     models_of: str | None = None
+    # Evaluate the models trained on another dataset entry on this entry's own corpus and
+    # `test_split` (transfer, BEIR's zero-shot protocol): data and index jobs of its own, no training.
+    trained_on: str | None = None
     # {size | fraction, seed, name}: the data step moves that many train queries into their own
     # qrels split (default name `dev`) and records which in the manifest (pipeline.sources.dev_split).
     dev_split: dict | None = None

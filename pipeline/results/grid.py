@@ -89,13 +89,14 @@ def collect(results: Path, cfg: dict) -> GridResults:
     for job in pcfg.jobs(cfg):
         tag = pcfg.model_tag(cfg, job.run, job.seed)
         trained_on = pcfg.model_dataset(cfg, job.dataset)
-        if trained_on not in manifests:
-            manifests[trained_on] = _optional_json(layout.manifest(trained_on))
+        data_of = pcfg.data_dataset(cfg, job.dataset)
+        if data_of not in manifests:
+            manifests[data_of] = _optional_json(layout.manifest(data_of))
         out = JobOutputs(job, pcfg.recipe(cfg, job.run, job.dataset), layout.eval(job.dataset, job.run, job.seed),
                          layout.model(trained_on, job.run, tag),
                          read_json(layout.metrics(job.dataset, job.run, job.seed)),
                          read_json(layout.train_summary(trained_on, job.run, tag)),
-                         manifest=manifests[trained_on])
+                         manifest=manifests[data_of])
         out.per_query = _optional_json(out.eval_dir / PER_QUERY)
         out.index_report = _optional_json(out.eval_dir / INDEX_REPORT)
         jobs.append(out)

@@ -51,6 +51,10 @@ BAD = [
     ("evaluation.compare", {"dpr-8": "ghost"}, "evaluation.compare.dpr-8: 'ghost' is not a run"),
     ("datasets.dev", {"models_of": "ghost"}, "datasets.dev.models_of: 'ghost' is not another dataset entry"),
     ("datasets.dev", {"models_of": "dev"}, "datasets.dev.models_of: 'dev' is not another dataset entry"),
+    ("datasets.dev", {"trained_on": "ghost", "source": "embedded", "name": "scifact-mini"},
+     "datasets.dev.trained_on: 'ghost' is not another dataset entry"),
+    ("datasets.dev", {"trained_on": "scifact-mini", "models_of": "scifact-mini"},
+     "datasets.dev: models_of and trained_on exclude each other"),
     ("datasets.dev", {"test_split": "dev"}, "datasets.dev"),
 ]
 

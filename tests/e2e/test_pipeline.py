@@ -265,8 +265,9 @@ def test_published_row_reproduces_in_a_fresh_copy(finished_run, tmp_path):
 
 def test_an_entry_evaluates_another_entrys_models_without_retraining(finished_run, tmp_path):
     """`models_of` (MS MARCO dev next to TREC-DL 2019): a second dataset entry adds evaluate jobs
-    only, on the first entry's models, index and data; evaluated on the same split it must give
-    the first entry's metrics exactly."""
+    only, on the first entry's models, index and data. `trained_on` (transfer): a third entry
+    prepares and indexes its own corpus with the first entry's models. Both hold the same data
+    here, so both must give the first entry's metrics exactly."""
     import shutil
 
     import yaml
@@ -275,21 +276,27 @@ def test_an_entry_evaluates_another_entrys_models_without_retraining(finished_ru
     shutil.copytree(finished_run, repo, symlinks=True)
     config = yaml.safe_load((repo / "tiny.yaml").read_text())
     config["datasets"]["mini-again"] = {"models_of": "scifact-mini", "test_split": "test"}
+    config["datasets"]["mini-transfer"] = {"trained_on": "scifact-mini", "source": "embedded", "name": "scifact-mini"}
     config["mlflow"] = {"enabled": False}
     (repo / "tiny.yaml").write_text(yaml.safe_dump(config))
     dry = snakemake(repo, "-n").stdout
     planned = {line.split()[0]: int(line.split()[1]) for line in dry.lower().split("job stats:", 1)[-1].splitlines()
                if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert planned.get("evaluate") == len(RUNS) * len(SEEDS), dry[-2000:]
-    assert not {"train", "index", "data", "hardneg"} & set(planned), planned
+    models = {(run, "base" if run == "zeroshot" else seed) for run in RUNS for seed in SEEDS}
+    assert planned.get("evaluate") == 2 * len(RUNS) * len(SEEDS), dry[-2000:]
+    assert (planned.get("data"), planned.get("index")) == (1, len(models)), planned  # the transfer entry's own
+    assert not {"train", "hardneg"} & set(planned), planned
     snakemake(repo)
     frame = pd.read_csv(repo / "results" / EXPERIMENT / "tables" / "summary.csv")
-    base, again = (frame[frame.dataset == d].drop(columns="dataset").reset_index(drop=True)
-                   for d in ("scifact-mini", "mini-again"))
-    assert len(again) == len(base) > 0
-    pd.testing.assert_frame_equal(again[["run", "seed", "scoring", "ndcg@10", "recall@100"]],
-                                  base[["run", "seed", "scoring", "ndcg@10", "recall@100"]])
-    assert not (repo / "results" / EXPERIMENT / "models" / "mini-again").exists()
+    base, again, transfer = (frame[frame.dataset == d].drop(columns="dataset").reset_index(drop=True)
+                             for d in ("scifact-mini", "mini-again", "mini-transfer"))
+    assert len(again) == len(transfer) == len(base) > 0
+    for other in (again, transfer):
+        pd.testing.assert_frame_equal(other[["run", "seed", "scoring", "ndcg@10", "recall@100"]],
+                                      base[["run", "seed", "scoring", "ndcg@10", "recall@100"]])
+    for entry in ("mini-again", "mini-transfer"):
+        assert not (repo / "results" / EXPERIMENT / "models" / entry).exists()
+    assert (repo / "results" / EXPERIMENT / "index" / "mini-transfer").is_dir()
 
 
 def test_mlflow_artifacts_survive_moving_results(finished_run, tmp_path):
