@@ -143,6 +143,11 @@ def all_train_summaries():
                    for j in pcfg.jobs(CFG)})
 
 
+def rule_threads(rule, default):
+    """The config's `threads.<rule>`, else the rule's own default."""
+    return CFG.get("threads", {}).get(rule, default)
+
+
 def model_dataset(wildcards):
     return pcfg.model_dataset(CFG, wildcards.dataset)
 

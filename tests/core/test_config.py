@@ -56,6 +56,8 @@ BAD = [
     ("datasets.dev", {"trained_on": "scifact-mini", "models_of": "scifact-mini"},
      "datasets.dev: models_of and trained_on exclude each other"),
     ("datasets.dev", {"test_split": "dev"}, "datasets.dev"),
+    ("threads", {"train": 0}, "threads.train"),
+    ("threads", {"aggregate": 1}, "threads: unknown key(s) ['aggregate']"),
 ]
 
 
