@@ -15,7 +15,6 @@ from pipeline.retrieval import faiss_index as fi
 from pipeline.core.index_params import default_nlist
 from pipeline.retrieval import index as idx
 from pipeline.retrieval.readers import load_index
-from pipeline.core.common import PipelineError
 from tiny_beir import make_tiny_beir, make_zero_shot_model
 
 
@@ -55,20 +54,6 @@ def test_build_each_type_and_recall_vs_flat(emb, tmp_path):
     a = faiss.serialize_index(fi.build_index("ivf", emb, params))
     b = faiss.serialize_index(fi.build_index("ivf", emb, params))
     assert np.array_equal(a, b)
-
-
-def test_bad_params_name_the_key():
-    with pytest.raises(PipelineError, match=r"index_types.*'annoy'.*flat.*hnsw.*ivf"):
-        idx.resolve_params({"index_types": ["flat", "annoy"]})
-    with pytest.raises(PipelineError, match="ivf.nlist"):
-        idx.resolve_params({"ivf": {"nlist": 50}}, num_docs=10)
-    with pytest.raises(PipelineError, match=r"hnsw.*efsearch"):
-        idx.resolve_params({"hnsw": {"efsearch": 10}})
-    with pytest.raises(PipelineError, match="batch_size"):
-        idx.resolve_params({"batch_size": 0})
-    with pytest.raises(PipelineError, match=r"precision.*fp32.*fp16.*bf16"):
-        idx.resolve_params({"precision": "int8"})
-    assert idx.resolve_params({})["precision"] == "fp32"
 
 
 def test_entry_point_on_tiny_dataset(tmp_path, tiny_model_dir):

@@ -107,13 +107,6 @@ def test_streaming_build_recall(tmp_path, kind, floor):
     assert recall > floor
 
 
-def test_bad_shard_params():
-    with pytest.raises(PipelineError, match="shard_size"):
-        idx.resolve_params({"shard_size": 0})
-    with pytest.raises(PipelineError, match="dtype.*float8"):
-        idx.resolve_params({"dtype": "float8"})
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("shards")
