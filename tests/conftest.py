@@ -33,6 +33,15 @@ def make_tiny_bert(out: Path, hidden: int = 32, layers: int = 2, dropout: float 
     return out
 
 
+def id_example(qid: str, pid: str, negs=()):
+    """A training example whose query, positive and hard negatives carry ids (the false-negative
+    mask and the distinct sampler look at the ids)."""
+    from pipeline.sources.datasets import Example
+
+    return Example(f"q {qid}", f"p {pid}", [f"p {n}" for n in negs], query_id=qid, positive_id=pid,
+                   negative_ids=list(negs))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny BERT folder with dropout off (exact-gradient tests)."""
