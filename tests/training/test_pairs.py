@@ -1,5 +1,7 @@
-"""A regime with room to learn: truncated and random-shape encoders, training pairs derived from
-the corpus (title, crops), and a dev split carved out of the training queries."""
+"""pipeline.training.pairs, a regime with room to learn: training pairs derived from the corpus
+(title, crops), truncated and random-shape encoders trained on them, and the regime's config
+checks (the shapes themselves: tests/models/test_encoder_shape.py; the dev split:
+tests/sources/test_dev_split.py)."""
 
 from __future__ import annotations
 
@@ -202,42 +204,6 @@ def test_random_shape_two_processes_train_like_one(tiny_model_dir, small, tmp_pa
             for p in ("p2", "p1")]
     assert rows[0] == pytest.approx(rows[1], rel=1e-4)
     assert json.loads((tmp_path / "p2" / "train_summary.json").read_text())["encoder"]["hidden_size"] == 32
-
-
-# ----------------------------------------------------------------------------- dev split
-def prepare(src: Path, out: Path, dev: dict) -> dict:
-    from pipeline.sources.prepare import main
-
-    return main(["--name", "small", "--source", "local", "--path", str(src), "--out", str(out),
-                 "--dev-split", json.dumps(dev), "--no-progress"])
-
-
-def test_dev_split_is_seeded_recorded_and_never_test_or_train(tmp_path):
-    src = write_folder(tmp_path / "src")
-    # q8 is a test query: give it a training judgment too, so it is a candidate only if the carver errs.
-    with open(src / "qrels" / "train.tsv", "a") as fh:
-        fh.write("q8\td1\t1\n")
-    manifest = prepare(src, tmp_path / "a", {"size": 3, "seed": 11})
-    again = prepare(src, tmp_path / "b", {"size": 3, "seed": 11})
-    other = prepare(src, tmp_path / "c", {"size": 3, "seed": 12})
-    assert manifest["dev_split"] == again["dev_split"] and manifest["dev_split"]["queries"] == 3
-    assert manifest["dev_split"]["query_ids_sha256"] != other["dev_split"]["query_ids_sha256"]
-    ds = load_dataset(tmp_path / "a")
-    dev, train_q, test = set(ds.split("dev")), set(ds.split("train")), set(ds.split("test"))
-    assert len(dev) == 3 and not dev & test and not dev & train_q
-    assert manifest["counts"]["splits"]["dev"]["queries"] == 3
-    trained_on = {e.query_id for e in TrainingData(ds, "train", pairs=pairs("qrels", "title")).epoch(0)}
-    assert not trained_on & dev
-    assert dev | train_q == {f"q{i}" for i in range(9)} and "q8" not in dev  # nothing lost; q8 stays
-
-
-@pytest.mark.parametrize("dev,message", [({"size": 8, "seed": 0}, "8 dev queries asked for"),
-                                         ({"size": 2, "seed": 0, "name": "test"}, "already has a split 'test'"),
-                                         ({"size": 2, "fraction": 0.1, "seed": 0}, "exactly one of size"),
-                                         ({"size": 2}, "seed: expected")])
-def test_bad_dev_splits_are_refused(tmp_path, dev, message):
-    with pytest.raises(PipelineError, match=message):
-        prepare(write_folder(tmp_path / "src"), tmp_path / "out", dev)
 
 
 # ----------------------------------------------------------------------------- config checks

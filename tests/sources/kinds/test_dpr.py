@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from pipeline.sources import prepare as D
 from pipeline.sources.kinds import dpr as P
-from pipeline.sources.dpr_convert import IdSet
-from pipeline.sources.dpr_json import iter_json_array
 from pipeline.core.common import PipelineError
 from pipeline.sources.datasets import load_dataset
 
@@ -140,57 +137,6 @@ def test_invalid_regex_answer_is_refused_with_file_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("line,expected", [
-    ("q\t['Paris', 'Lyon']", ["Paris", "Lyon"]),      # Python literal, as some DPR files write it
-    ('q\t["Paris"]', ["Paris"]),
-    ('"quoted, q"\t["x"]', ["x"]),                     # csv quoting as DPR's reader applies it
-])
-def test_qa_answer_cells(tmp_path, line, expected):
-    qa = tmp_path / "a.qa.csv"
-    qa.write_text(line + "\n")
-    convert(tmp_path / "out", "--dpr-qa", f"dev={qa}", "--dpr-passages", str(MINI / "psgs.tsv"))
-    row = json.loads((tmp_path / "out" / "answers" / "dev.jsonl").read_text())
-    assert row["answers"] == expected and row["_id"] == "dev-0"
-
-
-# ----------------------------------------------------------------------------- readers
-def test_json_array_streamer_matches_json_load_with_tiny_chunks(tmp_path):
-    import hashlib
-
-    data = json.loads((MINI / "train.json").read_text())
-    got = list(iter_json_array(MINI / "train.json", "train.json", hashlib.sha256(), chunk_chars=7))
-    assert [obj for _i, _line, obj in got] == data
-    lines = (MINI / "train.json").read_text().splitlines()
-    # every element's reported line is the line its '{' is on
-    for index, line, _obj in got:
-        assert lines[line - 1].strip() == "{", (index, line)
-    compact = tmp_path / "c.json"
-    compact.write_text('[{"a": 1},\n {"a": 2}, 3, "x"]')
-    got = [(i, line, o) for i, line, o in iter_json_array(compact, "c.json", hashlib.sha256(), chunk_chars=3)]
-    assert got == [(0, 1, {"a": 1}), (1, 2, {"a": 2}), (2, 2, 3), (3, 2, "x")]
-    empty = tmp_path / "e.json"
-    empty.write_text("[ ]\n")
-    assert list(iter_json_array(empty, "e.json", hashlib.sha256())) == []
-
-
-@pytest.mark.parametrize("text,expected", [
-    ('[{"a": 1},\n{"a": 2},\n{"a": ', "x.json:3: element 2 (starting on line 3): file ends inside this element"),
-    ('[{"a": 1},\n{"a": 2}', "x.json:2: file ends inside the array (after element 1"),
-    ('[{"a": 1}\n{"a": 2}]', "x.json:2: expected ',' or ']' after element 0"),
-    ('[{"a": 1},\n{"a": tru}]', "x.json:2: element 1 (starting on line 2): invalid JSON"),
-    ('{"a": 1}', "x.json:1: expected a JSON array"),
-    ('[1] [2]', "x.json:1: unexpected content after the JSON array"),
-])
-def test_json_array_errors_name_line_and_element(tmp_path, text, expected):
-    import hashlib
-
-    path = tmp_path / "x.json"
-    path.write_text(text)
-    with pytest.raises(PipelineError) as err:
-        list(iter_json_array(path, "x.json", hashlib.sha256(), chunk_chars=4))
-    assert expected in str(err.value), str(err.value)
-
-
 def test_truncated_gzip_input_names_the_file(tmp_path):
     gz = gzip.compress((MINI / "psgs.tsv").read_bytes())
     (tmp_path / "psgs.tsv.gz").write_bytes(gz[: len(gz) // 2])
@@ -198,21 +144,6 @@ def test_truncated_gzip_input_names_the_file(tmp_path):
         convert(tmp_path / "out", "--dpr-qa", str(MINI / "test.qa.csv"), "--dpr-passages",
                 str(tmp_path / "psgs.tsv.gz"))
     assert not (tmp_path / "out").exists()
-
-
-def test_id_set_bits_and_strings():
-    s = IdSet()
-    assert s.add("5") and s.add("0") and s.add("21015324") and s.add("doc-a") and s.add("007")
-    assert not s.add("5") and not s.add("doc-a") and not s.add("007")
-    assert "5" in s and "21015324" in s and "6" not in s and "007" in s and "7" not in s and "99999999" not in s
-    assert s.count == 5 and len(s._other) == 2  # "007" is not canonical, so it is kept as a string
-    t = IdSet()
-    for k in ("5", "0", "21015324", "doc-a", "007"):
-        t.add(k)
-    assert not s.missing_from(t)
-    t2 = IdSet()
-    t2.add("5")
-    assert s.missing_from(t2) and not t2.missing_from(s)
 
 
 def test_cli_rejects_dpr_flags_elsewhere_and_bad_splits(tmp_path):
@@ -292,15 +223,3 @@ def test_fixture_is_answerable_by_bm25(mini):
     metrics, _ = proto.evaluate(results)
     assert metrics["acc@100"] >= metrics["acc@20"] >= metrics["acc@5"] >= metrics["acc@1"]
     assert metrics["acc@20"] >= 0.8, metrics
-
-
-def test_query_id_clashes_name_the_line(tmp_path):
-    tev = tmp_path / "tev.jsonl"
-    line = {"query_id": "q1", "query": "q", "positive_passages": [{"docid": "1", "text": "t"}], "negative_passages": []}
-    tev.write_text(json.dumps(line) + "\n" + json.dumps({**line, "query": "again"}) + "\n")
-    with pytest.raises(PipelineError, match=r"tev.jsonl:2: duplicate query id 'q1'"):
-        convert(tmp_path / "out", "--tevatron-train", str(tev))
-    tev.write_text(json.dumps({**line, "query_id": "test-1"}) + "\n")
-    with pytest.raises(PipelineError, match=r"test.qa.csv:2: query id 'test-1' is also a training query id"):
-        convert(tmp_path / "out", "--tevatron-train", str(tev), "--dpr-qa", str(MINI / "test.qa.csv"))
-    assert not (tmp_path / "out").exists()
