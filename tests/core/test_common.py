@@ -18,15 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from pipeline.training import checkpoint
 from pipeline.core import common
-from pipeline.core import config as pcfg
 from pipeline.core.common import PipelineError
-from pipeline.core.layout import Layout
 from tests.training.test_train import mini_dataset, recipe, run_train  # noqa: F401  (fixture and helpers)
-from tiny_beir import evaluate_zero_shot
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -141,20 +137,6 @@ def test_train_full_disk_keeps_the_last_checkpoint(tiny_model_dir, mini_dataset,
         {k: v for k, v in before.items() if k != "train_log.jsonl"}  # the step-3 checkpoint and its digest
     assert checkpoint.verified(out / "checkpoint-step3.pt")
     assert not temporaries(out) and not (out / "train_summary.json").exists()
-
-
-@pytest.fixture(scope="module")
-def zero_shot_grid(tmp_path_factory, tiny_model_dir):
-    """A finished one-job grid (tiny dataset, zero-shot tiny BERT) built by the real steps."""
-    root = tmp_path_factory.mktemp("full-disk")
-    config = {"experiment": "full-disk", "datasets": {"tiny": {"source": "embedded"}},
-              "encoder": {"model": str(tiny_model_dir)}, "runs": {"zeroshot": {"method": "none"}},
-              "evaluation": {"scorings": ["dot", "dn"], "lambdas": [0.5]}, "mlflow": {"enabled": False}}
-    (root / "grid.yaml").write_text(yaml.safe_dump(config))
-    cfg = pcfg.validate(config)
-    layout = Layout(root / "results", "full-disk")
-    evaluate_zero_shot(layout, cfg)
-    return root, cfg, layout
 
 
 def test_index_full_disk_keeps_the_previous_index(zero_shot_grid):
