@@ -33,6 +33,15 @@ def make_tiny_bert(out: Path, hidden: int = 32, layers: int = 2, dropout: float 
     return out
 
 
+def id_example(qid: str, pid: str, negs=()):
+    """A training example whose query, positive and hard negatives carry ids (the false-negative
+    mask and the distinct sampler look at the ids)."""
+    from pipeline.sources.datasets import Example
+
+    return Example(f"q {qid}", f"p {pid}", [f"p {n}" for n in negs], query_id=qid, positive_id=pid,
+                   negative_ids=list(negs))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny BERT folder with dropout off (exact-gradient tests)."""
@@ -75,3 +84,25 @@ def finished_run(tmp_path_factory, tiny_model_dir) -> Path:
     repo = copy_workflow(Path(keep) if keep else tmp_path_factory.mktemp("e2e") / "repo")
     model = make_tiny_bert(repo / "tiny-bert") if keep else tiny_model_dir
     return run_tiny_workflow(repo, model)
+
+
+@pytest.fixture(scope="session")
+def zero_shot_grid(tmp_path_factory, tiny_model_dir):
+    """A finished one-job grid (tiny dataset, zero-shot tiny BERT, dot and DN) built by the real
+    steps, without Snakemake: (folder holding grid.yaml, validated config, Layout). Tests read it;
+    none may change it."""
+    import yaml
+
+    from pipeline.core import config as pcfg
+    from pipeline.core.layout import Layout
+    from tiny_beir import evaluate_zero_shot
+
+    root = tmp_path_factory.mktemp("zero-shot-grid")
+    config = {"experiment": "zero-shot", "datasets": {"tiny": {"source": "embedded"}},
+              "encoder": {"model": str(tiny_model_dir)}, "runs": {"zeroshot": {"method": "none"}},
+              "evaluation": {"scorings": ["dot", "dn"], "lambdas": [0.5]}, "mlflow": {"enabled": False}}
+    (root / "grid.yaml").write_text(yaml.safe_dump(config))
+    cfg = pcfg.validate(config)
+    layout = Layout(root / "results", "zero-shot")
+    evaluate_zero_shot(layout, cfg)
+    return root, cfg, layout

@@ -173,18 +173,6 @@ def test_checkpointing_supported_models_validate(tiny_model_dir):
         pcfg.validate(one_run({"method": "inbatch", "gradient_checkpointing": True, "encoder": encoder}))
 
 
-@pytest.mark.parametrize("model_type", ["bert", "distilbert", "xlm-roberta", "mpnet", "xlnet"])
-def test_checkpointing_support_read_from_sources_equals_the_class_attribute(tmp_path, model_type):
-    """Validation reads transformers' sources (no torch); the train job reads the loaded class's
-    `supports_gradient_checkpointing`. They must agree."""
-    import transformers
-
-    from pipeline.models.encoder_shape import checkpointing_support
-
-    supported, class_name = checkpointing_support(str(hf_folder(tmp_path / model_type, model_type)))
-    assert supported is getattr(transformers, class_name).supports_gradient_checkpointing
-
-
 def test_checkpointing_check_keeps_validation_torch_free(tmp_path):
     import subprocess
     import sys

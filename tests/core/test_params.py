@@ -44,14 +44,6 @@ def test_merged_is_one_level_deep_and_keeps_the_other_defaults():
     assert out["index_types"] == ["hnsw"] and out["batch_size"] == 64
 
 
-def test_evaluation_section_shares_the_evaluate_steps_defaults():
-    section, step = P.defaults(E.EvaluationSection), P.defaults(E.EvalParams)
-    for key in ("scorings", "lambdas", "dn_order", "top_k", "nnn", "qbnorm", "query_bank"):
-        assert section[key] == step[key], key
-    assert section["search_index"] == step["index"]
-    assert section["lambdas"] == [E.DEFAULT_LAMBDA]
-
-
 def test_recipe_layers_later_wins_and_encoder_merges():
     recipe = P.resolve_recipe({"batch_size": 16, "encoder": {"pooling": "cls"}},
                               {"batch_size": 32, "method": "contaccum", "encoder": {"tied": False}})

@@ -1,11 +1,10 @@
-"""NNN and QB-Norm scorings: NNN against the independent `nnn-retrieval` implementation and
-against DN's query-side correction (k = all); QB-Norm against a dynamic inverted softmax
-computed by hand; exact search over an in-RAM flat index and a memory-mapped corpus alike,
-candidate reranking on an approximate index; bad input rejected before any job."""
+"""pipeline.evaluation.querybank: the reference bank and the searches NNN and QB-Norm share, exact
+over an in-RAM flat index and a memory-mapped corpus alike (streamed in blocks), candidate
+reranking on an approximate index; bad input rejected before any job. The scorings' own formulas
+are checked in tests/evaluation/scorings/ (test_nnn, test_qbnorm), with this file's helpers."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import faiss
@@ -13,7 +12,6 @@ import numpy as np
 import pytest
 
 from pipeline.core import config as pcfg
-from pipeline.evaluation import distribution_normalization as dnlib
 from pipeline.evaluation import evaluate as ev
 from pipeline.evaluation import querybank as qb
 from pipeline.core.common import PipelineError
@@ -78,41 +76,6 @@ def top(scores, k):
 
 
 # ----------------------------------------------------------------------------- NNN
-@pytest.mark.parametrize("k,alpha", [(5, 0.5), (32, 0.9)])
-def test_nnn_equals_nnn_retrieval(emb, k, alpha):
-    from nnn import NNNRanker, NNNRetriever
-
-    docs, bank, test = emb
-    inputs = make_inputs(docs, bank, test, {"scorings": ["nnn"], "nnn": {"k": [k], "alpha": [alpha]}})
-    scores, rows = rankings(inputs, flat(docs), N_DOCS)[f"nnn[k={k}]@{alpha:g}"]
-    ranker = NNNRanker(NNNRetriever(DIM), docs, bank, alternate_ks=k, alternate_weight=alpha, batch_size=64)
-    oracle_scores, oracle_rows = ranker.search(test, N_DOCS)
-    # Every document of every query: the same scores and the same order.
-    np.testing.assert_allclose(scores, oracle_scores, atol=1e-5, rtol=0)
-    np.testing.assert_array_equal(rows, oracle_rows)
-    # The correction really moves the ranking (else the test would pass for the dot product).
-    assert (rows[:, :10] != top(test @ docs.T, 10)[1]).any()
-
-
-def test_nnn_k_all_is_dns_query_side_correction(emb):
-    """k = all: b_d = mu_r . d, so q.d - lam b_d = (q - lam mu_r) . d, DN with the query mean taken
-    over the bank and no document shift. DN's document shift (mu_d) adds -lam (q - lam mu_q).mu_d,
-    one constant per query: the same ranking, scores offset by that constant."""
-    docs, bank, test = emb
-    lam = 0.25
-    inputs = make_inputs(docs, bank, test, {"scorings": ["nnn"], "nnn": {"k": ["all"], "alpha": [lam]}})
-    scores, rows = rankings(inputs, flat(docs), 50)[f"nnn[k=all]@{lam:g}"]
-    mu_r = dnlib.mean_embedding(bank)
-    query_side = dnlib.dn_scores(test, docs, dnlib.DNMeans(mu_r, np.zeros(DIM)), lam)
-    np.testing.assert_allclose(scores, np.take_along_axis(query_side, rows, 1), atol=1e-6, rtol=0)
-    np.testing.assert_array_equal(rows, top(query_side, 50)[1])
-    full = dnlib.DNMeans(mu_r, dnlib.mean_embedding(docs))
-    dn_scores, dn_rows = dnlib.dn_search(flat(docs), test, 50, full, lam, doc_emb=docs)
-    np.testing.assert_array_equal(rows, dn_rows)
-    offset = -lam * (test - lam * mu_r) @ full.mu_d
-    np.testing.assert_allclose(dn_scores - scores, np.repeat(offset[:, None], 50, 1), atol=1e-6, rtol=0)
-
-
 def test_nnn_exact_on_memmap_and_reranked_on_ivf(emb, tmp_path, monkeypatch):
     docs, bank, test = emb
     params = {"scorings": ["nnn"], "nnn": {"k": [8], "alpha": [0.7]}}
@@ -134,38 +97,6 @@ def test_nnn_exact_on_memmap_and_reranked_on_ivf(emb, tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- QB-Norm
-def test_qbnorm_equals_hand_computed_dynamic_inverted_softmax():
-    docs = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0]])
-    bank = np.array([[0.9, 0.1], [0.1, 0.9]])         # top-1 documents 0 and 1: A = {0, 1}
-    test = np.array([[1.0, 0.2],                       # top-1 doc 0, in A: normalised
-                     [0.5, 0.7],                       # top-1 doc 2, not in A: raw scores
-                     [0.2, 1.0]])                      # top-1 doc 1, in A: normalised
-    beta = 0.5
-    inputs = make_inputs(docs, bank, test, {"scorings": ["qbnorm"], "qbnorm": {"beta": [beta]}})
-    scoring = expand(["qbnorm"], [0.25], inputs.params)[0]
-    scoring.prepare(inputs)
-    scores, rows = next(scoring.rankings(flat(docs), inputs, 4))
-
-    def dot(a, b):
-        return sum(x * y for x, y in zip(a, b))
-
-    active = {max(range(4), key=lambda d: dot(r, docs[d])) for r in bank}
-    assert active == {0, 1}
-    for i, q in enumerate(test):
-        raw = [dot(q, d) for d in docs]
-        if max(range(4), key=lambda d: raw[d]) in active:
-            want = [math.exp(raw[d] / beta) / sum(math.exp(dot(r, docs[d]) / beta) for r in bank) for d in range(4)]
-        else:
-            want = raw
-        order = sorted(range(4), key=lambda d: (-want[d], d))
-        assert rows[i].tolist() == order, i
-        np.testing.assert_allclose(scores[i], [want[d] for d in order], rtol=1e-12, atol=0)
-    # Query 2 fell back to its raw scores; the other two moved: doc 3 (far from the bank) rises.
-    np.testing.assert_allclose(scores[1], np.sort(test[1] @ docs.T)[::-1], rtol=0, atol=1e-12)
-    assert scoring.details(inputs)["activated_queries"] == 2
-    assert rows[2].tolist() != np.argsort(-(test[2] @ docs.T), kind="stable").tolist()
-
-
 def test_qbnorm_flat_memmap_and_rerank_agree(emb, tmp_path, monkeypatch):
     docs, bank, test = emb
     docs = docs.astype(np.float32)  # what embeddings.npy stores

@@ -13,8 +13,6 @@ import pandas as pd
 import pytest
 
 from pipeline.core import config as pcfg
-from pipeline.retrieval import index as idx
-from pipeline.retrieval.faiss_index import build_index
 from pipeline.evaluation.distribution_normalization import DNMeans
 from pipeline.core.layout import Layout
 from pipeline.evaluation.scorings import Scoring, register_scoring
@@ -116,28 +114,6 @@ def test_factory_string_index_reaches_the_index_table(grid):
     row = table[table["index"] == FACTORY].iloc[0]
     assert 0.5 <= row["recall@100_vs_flat"] <= 1.0
     assert FACTORY in (layout.tables / "index.md").read_text()
-
-
-def test_aliases_equal_their_factory_strings(tmp_path):
-    """flat/hnsw/ivf built through index_factory search exactly like the hand-built classes."""
-    import faiss
-
-    rng = np.random.default_rng(0)
-    emb = rng.normal(size=(300, 16)).astype(np.float32)
-    params = idx.resolve_params({"index_types": ["flat", "hnsw", "ivf"]}, num_docs=len(emb))
-    q = rng.normal(size=(20, 16)).astype(np.float32)
-    hand = faiss.IndexHNSWFlat(16, params["hnsw"]["M"], faiss.METRIC_INNER_PRODUCT)
-    hand.hnsw.efConstruction = params["hnsw"]["efConstruction"]
-    hand.hnsw.efSearch = params["hnsw"]["efSearch"]
-    hand.add(emb)
-    np.testing.assert_array_equal(build_index("hnsw", emb, params).search(q, 10)[1], hand.search(q, 10)[1])
-    quantizer = faiss.IndexFlatIP(16)
-    ivf = faiss.IndexIVFFlat(quantizer, 16, params["ivf"]["nlist"], faiss.METRIC_INNER_PRODUCT)
-    ivf.cp.seed, ivf.cp.min_points_per_centroid = params["ivf"]["seed"], 1
-    ivf.train(emb)
-    ivf.add(emb)
-    ivf.nprobe = params["ivf"]["nprobe"]
-    np.testing.assert_array_equal(build_index("ivf", emb, params).search(q, 10)[1], ivf.search(q, 10)[1])
 
 
 def test_config_validation_does_not_import_torch():

@@ -1,21 +1,16 @@
-"""Sharded corpus encoding (index.shard_size): the shard plan, streamed .npy files, exact search
-over the embeddings file with a top-k merge across blocks, indexes built from shards, and the
-entry points giving the same embeddings, ids and metrics as the unsharded index step."""
+"""Sharded corpus encoding (index.shard_size): the shard plan, streamed .npy files, and the entry
+points giving the same embeddings, ids and metrics as the unsharded index step."""
 
 from __future__ import annotations
 
 import json
 
-import faiss
 import numpy as np
 import pytest
 
-from pipeline.evaluation import distribution_normalization as dnlib
 from pipeline.evaluation import evaluate as ev
-from pipeline.retrieval import faiss_index as fi
 from pipeline.retrieval import index as idx
 from pipeline.retrieval import shards
-from pipeline.retrieval.readers import MemmapFlat
 from pipeline.core.common import PipelineError
 from tiny_beir import make_tiny_beir, make_zero_shot_model
 
@@ -55,63 +50,6 @@ def test_npy_stream_roundtrip(tmp_path, dtype):
     with pytest.raises(PipelineError, match="expected 1000"):
         shards.write_npy_stream(tmp_path / "short.npy", x.shape, dtype, [x[:10]])
     assert not (tmp_path / "short.npy").exists()
-
-
-def test_memmap_flat_equals_faiss_flat(tmp_path):
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(3000, 24)).astype(np.float32)
-    x[100] = x[7]  # an exact tie: the lower row must come first
-    np.save(tmp_path / "e.npy", x)
-    q = rng.normal(size=(70, 24)).astype(np.float32)
-    q[0] = x[7]
-    flat = faiss.IndexFlatIP(24)
-    flat.add(x)
-    ref_s, ref_i = flat.search(q, 50)
-    for chunk, batch in ((3000, 1024), (256, 16), (17, 7)):  # one block, many blocks, blocks < k
-        s, i = MemmapFlat(tmp_path / "e.npy", chunk=chunk, query_batch=batch).search(q, 50)
-        # FAISS's heap leaves exact ties in any order; MemmapFlat puts the lower row first.
-        np.testing.assert_array_equal(i[1:], ref_i[1:])
-        assert list(i[0][:2]) == [7, 100] and set(ref_i[0][:2]) == {7, 100}
-        np.testing.assert_array_equal(i[0][2:], ref_i[0][2:])
-        np.testing.assert_allclose(s, ref_s, rtol=1e-5, atol=1e-5)
-    # k larger than the corpus: every row once, then nothing missing.
-    small = tmp_path / "small.npy"
-    np.save(small, x[:5])
-    s, i = MemmapFlat(small, chunk=2).search(q[:3], 10)
-    assert i.shape == (3, 5) and sorted(i[0]) == [0, 1, 2, 3, 4]
-    # Through the DN search used by evaluation: identical to the exact float64 reference.
-    means = dnlib.dn_means(q, x)
-    got = dnlib.dn_search(MemmapFlat(tmp_path / "e.npy", chunk=500), q, 20, means, 0.25, doc_emb=x)
-    want = dnlib.dn_search(flat, q, 20, means, 0.25, doc_emb=x)
-    np.testing.assert_array_equal(got[1], want[1])
-    np.testing.assert_array_equal(got[0], want[0])
-
-
-@pytest.mark.parametrize("kind,floor", [("ivf", 0.5), ("IVF16,PQ8", 0.3), ("HNSW32,SQ8", 0.9)])
-def test_streaming_build_recall(tmp_path, kind, floor):
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=(4000, 32)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    np.save(tmp_path / "e.npy", x)
-    params = idx.resolve_params({"index_types": ["flat", kind], "train_size": 3000}, num_docs=len(x))
-    stats = fi.write_indexes_streaming(tmp_path / "e.npy", params, tmp_path)
-    assert stats["flat"]["params"] == {"storage": "embeddings.npy"}
-    assert not (tmp_path / "flat.faiss").exists()
-    index = faiss.read_index(str(tmp_path / fi.file_name(kind)))
-    fi.configure_search(index, stats[kind]["params"])
-    assert index.ntotal == len(x)
-    q = x[:100] + 0.05 * rng.normal(size=(100, 32)).astype(np.float32)
-    ref = dnlib.exact_search(q, x, 10)[1]
-    got = index.search(q, 10)[1]
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, ref)])
-    assert recall > floor
-
-
-def test_bad_shard_params():
-    with pytest.raises(PipelineError, match="shard_size"):
-        idx.resolve_params({"shard_size": 0})
-    with pytest.raises(PipelineError, match="dtype.*float8"):
-        idx.resolve_params({"dtype": "float8"})
 
 
 @pytest.fixture(scope="module")
@@ -199,11 +137,3 @@ def test_gather_refuses_a_missing_or_stale_shard(tiny, tmp_path):
     with pytest.raises(PipelineError, match="shard 0 holds rows \\[0, 20\\).*\\[0, 25\\)"):
         idx.run_gather(str(tiny["ds"]), str(folder), str(other), str(tmp_path / "o"), params)
     assert not (tmp_path / "o").exists()
-
-
-def test_factory_ivf_probes_the_configured_share_of_its_own_lists():
-    assert fi.factory_nprobe("IVF64,PQ48", {"nlist": 288, "nprobe": 72}) == 16
-    assert fi.factory_nprobe("IVF64,PQ48", {"nlist": 288, "nprobe": 288}) == 64
-    assert fi.factory_nprobe("IVF4096,PQ64", {"nlist": 100, "nprobe": 1}) == 41
-    assert fi.factory_nprobe("HNSW32,SQ8", {"nlist": 288, "nprobe": 72}) == 72
-    assert fi.index_params("IVF64,PQ48", idx.resolve_params({}, num_docs=5183))["nprobe"] == 16

@@ -1,18 +1,18 @@
-"""False negatives: ids on examples, the mask that removes a row's other known positives from its
-softmax, and the sampler that keeps a query and a passage at most once per update."""
+"""pipeline.sources.datasets, false negatives: ids on examples, the mask that removes a row's other
+known positives from its softmax, in the loss, in ContAccum's banks and in a resumed run."""
 
 from __future__ import annotations
 
 import json
 
-import pandas as pd
 import pytest
 import torch
 
 from pipeline.training.checkpoint import latest as latest_checkpoint
-from pipeline.sources.datasets import Example, false_negative_mask, known_positives, load_dataset, training_examples
+from pipeline.sources.datasets import false_negative_mask, known_positives, load_dataset, training_examples
 from pipeline.training.losses import InfoNCE
-from pipeline.training.sampler import distinct_updates, epoch_order
+from conftest import id_example
+from tests.training.methods.test_inbatch import _leaves, _manual_loss, _method
 from tiny_beir import make_tiny_beir
 
 
@@ -52,93 +52,16 @@ def test_examples_carry_ids_and_the_mask_finds_shared_positives(tmp_path):
     assert known_positives(ds, "train")[examples[0].query_id] == {examples[0].positive_id}
 
 
-def _example(qid, pid, negs=()):
-    return Example(f"q {qid}", f"p {pid}", [f"p {n}" for n in negs], query_id=qid, positive_id=pid,
-                   negative_ids=list(negs))
-
-
-def test_sampler_never_repeats_a_query_or_passage_within_an_update_and_replays():
-    # 40 examples: queries with two positives, passages shared by two queries, hard negatives
-    # that are other examples' positives.
-    examples = []
-    for i in range(20):
-        examples.append(_example(f"q{i}", f"d{i}", negs=[f"d{(i + 1) % 20}"]))
-        examples.append(_example(f"q{i}" if i % 2 else f"q{i + 100}", f"d{i + 50}" if i % 3 else f"d{i}"))
-    order = epoch_order(len(examples), seed=3, epoch=1)
-    updates = distinct_updates(examples, order, per_update=4)
-    assert len(updates) >= 6
-    for update in updates:
-        queries = [examples[i].query_id for i in update]
-        passages = [pid for i in update for pid in (examples[i].positive_id, *examples[i].negative_ids)]
-        assert len(set(queries)) == len(queries) and len(set(passages)) == len(passages)
-    seen = [i for update in updates for i in update]
-    assert len(seen) == len(set(seen))
-    # Deterministic in (seed, epoch): a resumed run rebuilds the same updates.
-    assert distinct_updates(examples, epoch_order(len(examples), 3, 1), 4) == updates
-    assert distinct_updates(examples, epoch_order(len(examples), 3, 2), 4) != updates
-
-
 # ----------------------------------------------------------------------------- in the methods
-def _method(tiny_model_dir, name="inbatch", **recipe):
-    from pipeline.models.encoder import BiEncoder, EncoderSpec
-    from pipeline.training.methods import get_method
-
-    model = BiEncoder.from_spec(EncoderSpec(model=str(tiny_model_dir), tied=False, query_max_length=16,
-                                            passage_max_length=24)).train()
-    return get_method(name)(model, {"batch_size": 4, "temperature": 0.1, **recipe})
-
-
-def _manual_loss(q, passages, drop, tau):
-    """Mean over rows of -log softmax over the columns that row keeps, label = column i."""
-    scores = q @ passages.T / tau
-    rows = []
-    for i in range(q.shape[0]):
-        keep = [j for j in range(passages.shape[0]) if j == i or j not in drop.get(i, set())]
-        rows.append(-torch.log_softmax(scores[i, keep], dim=0)[keep.index(i)])
-    return torch.stack(rows).mean()
-
-
-def _leaves(*shapes, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.nn.functional.normalize(torch.randn(*s, generator=g), dim=-1).requires_grad_() for s in shapes]
-
-
-def test_inbatch_mask_equals_the_loss_without_the_false_negative_columns(tiny_model_dir):
-    # q0 has two examples (d0, d1); q2's positive is d0 too; example 3's hard negative is d1.
-    batch = [_example("q0", "d0", ["d5"]), _example("q0", "d1", ["d6"]), _example("q2", "d0", ["d7"]),
-             _example("q3", "d3", ["d1"])]
-    method = _method(tiny_model_dir)
-    method.positives = {"q0": {"d0", "d1"}, "q2": {"d0"}, "q3": {"d3"}}
-    q, p, h = _leaves((4, 8), (4, 8), (4, 8))
-    loss, stats = method.batch_loss(q, p, h, batch)
-    loss.backward()
-    # Columns: d0 d1 d0 d3 | d5 d6 d7 d1. Row 0 drops 1, 2, 7; row 1 drops 0, 2, 7; row 2 drops 0.
-    drop = {0: {1, 2, 7}, 1: {0, 2, 7}, 2: {0}}
-    q2, p2, h2 = (t.detach().clone().requires_grad_() for t in (q, p, h))
-    manual = _manual_loss(q2, torch.cat([p2, h2]), drop, 0.1)
-    manual.backward()
-    torch.testing.assert_close(loss, manual)
-    for got, want in ((q, q2), (p, p2), (h, h2)):
-        torch.testing.assert_close(got.grad, want.grad)
-    assert stats["masked_per_row"] == stats["false_negatives_per_row"] == 7 / 4
-    assert stats["effective_negatives_per_row"] == 7 - 7 / 4
-
-    keep = _method(tiny_model_dir, false_negatives="keep")
-    keep.positives = method.positives
-    kept, kept_stats = keep.batch_loss(q2.detach(), p2.detach(), h2.detach(), batch)
-    torch.testing.assert_close(kept, _manual_loss(q2.detach(), torch.cat([p2, h2]).detach(), {}, 0.1))
-    assert kept_stats["false_negatives_per_row"] == 7 / 4 and kept_stats["masked_per_row"] == 0
-
-
 def test_a_banked_positive_of_the_current_query_is_masked(tiny_model_dir):
     method = _method(tiny_model_dir, "contaccum", accumulation_steps=1, memory_size=4)
     method.positives = {"q0": {"d0", "d1"}, "q9": {"d9"}}
     old_q, old_p = _leaves((2, 8), (2, 8), seed=1)
     # An earlier update banked (q9, d9) and (q0, d1): d1 is a known positive of today's q0.
     method.after_micro_batch(old_q.detach(), old_p.detach(), old_p[:0].detach(),
-                             [_example("q9", "d9"), _example("q0", "d1")])
+                             [id_example("q9", "d9"), id_example("q0", "d1")])
     method.after_optimizer_step()
-    batch = [_example("q0", "d0"), _example("q5", "d5")]
+    batch = [id_example("q0", "d0"), id_example("q5", "d5")]
     q, p = _leaves((2, 8), (2, 8), seed=2)
     loss, stats = method.batch_loss(q, p, p[:0], batch)
     # Rows q0 q5 | banked q9 q0; columns d0 d5 | banked d9 d1. Current q0 drops the banked d1;
@@ -153,7 +76,7 @@ def test_bank_ids_ages_and_update_count_survive_a_checkpoint(tiny_model_dir):
     method = _method(tiny_model_dir, "contaccum", accumulation_steps=1, memory_size=3, bank_update="step")
     for update in range(3):
         rows = _leaves((2, 8), seed=update)[0].detach()
-        method.after_micro_batch(rows, rows, rows[:0], [_example(f"q{update}{i}", f"d{update}{i}") for i in range(2)])
+        method.after_micro_batch(rows, rows, rows[:0], [id_example(f"q{update}{i}", f"d{update}{i}") for i in range(2)])
         if update < 2:
             method.after_optimizer_step()  # the third update's rows stay pending
     state = method.state_dict()
@@ -208,23 +131,3 @@ def test_resumed_run_replays_the_distinct_sampler_and_masked_banks(tiny_model_di
     a, b = weights(tmp_path / "full"), weights(tmp_path / "resumed")
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
     assert json.loads((tmp_path / "full" / "train_summary.json").read_text())["sampler"] == "distinct"
-
-
-def test_diagnostics_reduce_each_log_then_average_seeds(tmp_path):
-    from pipeline.results.diagnostics import diagnostics_table, run_diagnostics
-
-    rows = [{"step": s, "grad_norm_ratio": float(s), "masked_per_row": 0.5, "false_negatives_per_row": 0.5,
-             "effective_negatives_per_row": 10.0, "bank_age_mean": s / 2, "bank_age_max": float(s)}
-            for s in range(1, 21)]
-    one = run_diagnostics(rows)
-    assert one["updates"] == 20 and one["bank age max"] == 20 and one["bank age mean"] == pytest.approx(5.25)
-    assert one["grad-norm ratio, first 10%"] == 1.5 and one["grad-norm ratio, last 10%"] == 19.5
-    for seed, scale in ((1, 1.0), (2, 3.0)):
-        path = tmp_path / f"seed{seed}.jsonl"
-        path.write_text("".join(json.dumps({**r, "masked_per_row": scale}) + "\n" for r in rows))
-    old = tmp_path / "old.jsonl"  # a log from before the diagnostics: its columns are NaN, not errors
-    old.write_text(json.dumps({"step": 1, "grad_norm_ratio": 2.0}) + "\n")
-    table = diagnostics_table([("d", "a", tmp_path / "seed1.jsonl"), ("d", "a", tmp_path / "seed2.jsonl"),
-                               ("d", "b", old)]).set_index("run")
-    assert table.loc["a", "seeds"] == 2 and table.loc["a", "masked / row"] == 2.0
-    assert table.loc["b", "grad-norm ratio, last 10%"] == 2.0 and pd.isna(table.loc["b", "bank age mean"])

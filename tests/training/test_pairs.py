@@ -1,5 +1,7 @@
-"""A regime with room to learn: truncated and random-shape encoders, training pairs derived from
-the corpus (title, crops), and a dev split carved out of the training queries."""
+"""pipeline.training.pairs, a regime with room to learn: training pairs derived from the corpus
+(title, crops), truncated and random-shape encoders trained on them, and the regime's config
+checks (the shapes themselves: tests/models/test_encoder_shape.py; the dev split:
+tests/sources/test_dev_split.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ from pipeline.core.common import PipelineError
 from pipeline.core.config import TRAINING_DEFAULTS, ConfigError
 from pipeline.sources.datasets import Dataset, load_dataset
 from pipeline.models.encoder import BiEncoder, EncoderSpec
-from pipeline.core.layout import Layout
 from pipeline.training.pairs import Cropper, TrainingData, title_pairs
 from pipeline.training.sampler import _ids, update_plan
 from pipeline.training.checkpoint import latest as latest_checkpoint
@@ -151,30 +152,6 @@ def assert_same(a: dict, b: dict):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_truncated_minilm_keeps_its_first_layers():
-    full = BiEncoder.from_spec(EncoderSpec())
-    cut = BiEncoder.from_spec(EncoderSpec(layers=2))
-    assert cut.query_model.config.num_hidden_layers == 2 and len(cut.query_model.encoder.layer) == 2
-    full_state, cut_state = state(full.query_model), state(cut.query_model)
-    assert all(torch.equal(v, full_state[k]) for k, v in cut_state.items())
-    assert not any(k.startswith("encoder.layer.2.") for k in cut_state)
-
-
-def test_random_shape_is_seeded():
-    spec = EncoderSpec(random_init=True, shape=SHAPE)
-    torch.manual_seed(1)
-    a = BiEncoder.from_spec(spec)
-    torch.manual_seed(1)
-    b = BiEncoder.from_spec(spec)
-    torch.manual_seed(2)
-    c = BiEncoder.from_spec(spec)
-    assert a.query_model.config.hidden_size == 32 and a.query_model.config.intermediate_size == 64
-    assert a.tokenizer.vocab_size == 30522  # the packaged MiniLM tokenizer
-    assert_same(state(a), state(b))
-    words = [m.query_model.embeddings.word_embeddings.weight for m in (a, c)]
-    assert not torch.equal(*words)
-
-
 @pytest.mark.parametrize("encoder,tied", [({"layers": 1}, True), ({"layers": 1}, False),
                                           ({"random_init": True, "shape": SHAPE}, True),
                                           ({"random_init": True, "shape": SHAPE}, False)])
@@ -228,42 +205,6 @@ def test_random_shape_two_processes_train_like_one(tiny_model_dir, small, tmp_pa
     assert json.loads((tmp_path / "p2" / "train_summary.json").read_text())["encoder"]["hidden_size"] == 32
 
 
-# ----------------------------------------------------------------------------- dev split
-def prepare(src: Path, out: Path, dev: dict) -> dict:
-    from pipeline.sources.prepare import main
-
-    return main(["--name", "small", "--source", "local", "--path", str(src), "--out", str(out),
-                 "--dev-split", json.dumps(dev), "--no-progress"])
-
-
-def test_dev_split_is_seeded_recorded_and_never_test_or_train(tmp_path):
-    src = write_folder(tmp_path / "src")
-    # q8 is a test query: give it a training judgment too, so it is a candidate only if the carver errs.
-    with open(src / "qrels" / "train.tsv", "a") as fh:
-        fh.write("q8\td1\t1\n")
-    manifest = prepare(src, tmp_path / "a", {"size": 3, "seed": 11})
-    again = prepare(src, tmp_path / "b", {"size": 3, "seed": 11})
-    other = prepare(src, tmp_path / "c", {"size": 3, "seed": 12})
-    assert manifest["dev_split"] == again["dev_split"] and manifest["dev_split"]["queries"] == 3
-    assert manifest["dev_split"]["query_ids_sha256"] != other["dev_split"]["query_ids_sha256"]
-    ds = load_dataset(tmp_path / "a")
-    dev, train_q, test = set(ds.split("dev")), set(ds.split("train")), set(ds.split("test"))
-    assert len(dev) == 3 and not dev & test and not dev & train_q
-    assert manifest["counts"]["splits"]["dev"]["queries"] == 3
-    trained_on = {e.query_id for e in TrainingData(ds, "train", pairs=pairs("qrels", "title")).epoch(0)}
-    assert not trained_on & dev
-    assert dev | train_q == {f"q{i}" for i in range(9)} and "q8" not in dev  # nothing lost; q8 stays
-
-
-@pytest.mark.parametrize("dev,message", [({"size": 8, "seed": 0}, "8 dev queries asked for"),
-                                         ({"size": 2, "seed": 0, "name": "test"}, "already has a split 'test'"),
-                                         ({"size": 2, "fraction": 0.1, "seed": 0}, "exactly one of size"),
-                                         ({"size": 2}, "seed: expected")])
-def test_bad_dev_splits_are_refused(tmp_path, dev, message):
-    with pytest.raises(PipelineError, match=message):
-        prepare(write_folder(tmp_path / "src"), tmp_path / "out", dev)
-
-
 # ----------------------------------------------------------------------------- config checks
 def grid(**run):
     return {"datasets": {"sf": {"source": "local", "path": "x", "test_split": "dev",
@@ -315,33 +256,3 @@ def test_dev_split_reaches_the_data_rule(repo_copy):
     assert """--dev-split '{"size":10,"seed":3,"from":"train"}'""" in out.stdout
 
 
-# ----------------------------------------------------------------------------- pilot
-def test_pilot_time_and_table(tiny_model_dir, small, tmp_path):
-    import pandas as pd
-
-    from pipeline.results.pilot import pilot_table, time_markdown, time_runs
-
-    cfg = pcfg.validate({"datasets": {"small": {"source": "local", "path": str(small)}}, "seeds": [1, 2],
-                         "encoder": {"model": str(tiny_model_dir), "query_max_length": 16, "passage_max_length": 24},
-                         "runs": {"zs": {"method": "none"}, "a": {"method": "inbatch", "batch_size": 4, "epochs": 3,
-                                                                   "pairs": {"sources": ["qrels", "crop"],
-                                                                             "crop": {"min_words": 4}}}},
-                         "evaluation": {"scorings": ["dot"], "compare": {"a": "zs"}}})
-    rows = time_runs(cfg, "small", small)
-    assert [(r["run"], r["n_total"], r["pairs_per_epoch"], r["updates"]) for r in rows] == [("a", 4, 21, 15)]
-    # A tiny model's 3 timed updates can cost less CPU than the noise between two 1-update runs, so
-    # only the sign guard is checked here; the pilot's real encoders take seconds per update.
-    assert rows[0]["cpu_sec_per_update"] >= 0 and "2 seed(s)" in time_markdown(rows, 2)
-    tables = Layout.for_config(cfg, tmp_path / "results").tables
-    tables.mkdir(parents=True)
-    common = {"dataset": "small", "scoring": "dot", "lambda": None}
-    pd.DataFrame([
-        {**common, "run": "zs", "seed": 1, "ndcg@10": 0.30, "sec_per_update": float("nan")},
-        {**common, "run": "zs", "seed": 2, "ndcg@10": 0.30, "sec_per_update": float("nan")},
-        {**common, "run": "a", "seed": 1, "ndcg@10": 0.40, "sec_per_update": 0.5, "reference": "zs",
-         "mean_diff": 0.11, "p_holm": 0.01, "mdd": 0.05},
-        {**common, "run": "a", "seed": 2, "ndcg@10": 0.42, "sec_per_update": 0.7, "reference": "zs",
-         "mean_diff": 0.11, "p_holm": 0.01, "mdd": 0.05},
-    ]).to_csv(tables / "summary.csv", index=False)
-    text = pilot_table(tmp_path / "results", cfg)
-    assert "| small | a | zs | 0.4100 | 0.3000 | +0.1100 | 0.01 | 0.0500 | 0.600 |" in text

@@ -197,18 +197,3 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_model_dir, mini_dataset
         assert [r[key] for r in rows] == pytest.approx([r[key] for r in full], abs=1e-6), key
     a, b = weights(tmp_path / "full"), weights(out)
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
-
-
-def test_diagnostics_report_the_state():
-    from pipeline.results.diagnostics import diagnostics_markdown, diagnostics_table, run_diagnostics
-
-    rows = [{"step": s, "loss": 1.0, "state_samples": 8.0 * min(s, 3), "state_age_mean": float(max(0, s - 3))}
-            for s in range(1, 7)]
-    one = run_diagnostics(rows)
-    assert one["sogclr state samples"] == 24 and one["sogclr state age mean"] == pytest.approx(1.0)
-    assert np.isnan(run_diagnostics([{"step": 1, "loss": 1.0}])["sogclr state samples"])  # other methods: empty
-
-    import pandas as pd
-
-    assert "sogclr state age mean" in diagnostics_markdown(pd.DataFrame([{"dataset": "d", "run": "r", **one}]))
-    assert diagnostics_table([]).empty

@@ -1,7 +1,7 @@
-"""The dpr source's download path against a real HTTP server on 127.0.0.1: the checksum lock file
-(recorded on first download, verified on every later use), pinned checksums, truncated gzip,
-unreachable hosts. Every failure is a clear error and leaves nothing partial: no cache file, no
-lock entry, no output folder."""
+"""pipeline.sources.dpr_fetch, the dpr source's download path, against a real HTTP server on
+127.0.0.1: the checksum lock file (recorded on first download, verified on every later use),
+pinned checksums, truncated gzip, unreachable hosts. Every failure is a clear error and leaves
+nothing partial: no cache file, no lock entry, no output folder."""
 
 from __future__ import annotations
 

@@ -1,23 +1,20 @@
 """pipeline.sources.kinds.dpr: DPR-format and Tevatron files -> the normalised layout (+ answers, hard
-negatives), the streaming readers, and the answer-accuracy protocol on the committed fixture."""
+negatives) on the committed fixture (tests/evaluation/protocols/test_answers.py scores it)."""
 
 from __future__ import annotations
 
 import gzip
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from pipeline.sources import prepare as D
 from pipeline.sources.kinds import dpr as P
-from pipeline.sources.dpr_convert import IdSet
-from pipeline.sources.dpr_json import iter_json_array
 from pipeline.core.common import PipelineError
 from pipeline.sources.datasets import load_dataset
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MINI = REPO / "data" / "embedded" / "dpr-mini"
 
 
@@ -140,57 +137,6 @@ def test_invalid_regex_answer_is_refused_with_file_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("line,expected", [
-    ("q\t['Paris', 'Lyon']", ["Paris", "Lyon"]),      # Python literal, as some DPR files write it
-    ('q\t["Paris"]', ["Paris"]),
-    ('"quoted, q"\t["x"]', ["x"]),                     # csv quoting as DPR's reader applies it
-])
-def test_qa_answer_cells(tmp_path, line, expected):
-    qa = tmp_path / "a.qa.csv"
-    qa.write_text(line + "\n")
-    convert(tmp_path / "out", "--dpr-qa", f"dev={qa}", "--dpr-passages", str(MINI / "psgs.tsv"))
-    row = json.loads((tmp_path / "out" / "answers" / "dev.jsonl").read_text())
-    assert row["answers"] == expected and row["_id"] == "dev-0"
-
-
-# ----------------------------------------------------------------------------- readers
-def test_json_array_streamer_matches_json_load_with_tiny_chunks(tmp_path):
-    import hashlib
-
-    data = json.loads((MINI / "train.json").read_text())
-    got = list(iter_json_array(MINI / "train.json", "train.json", hashlib.sha256(), chunk_chars=7))
-    assert [obj for _i, _line, obj in got] == data
-    lines = (MINI / "train.json").read_text().splitlines()
-    # every element's reported line is the line its '{' is on
-    for index, line, _obj in got:
-        assert lines[line - 1].strip() == "{", (index, line)
-    compact = tmp_path / "c.json"
-    compact.write_text('[{"a": 1},\n {"a": 2}, 3, "x"]')
-    got = [(i, line, o) for i, line, o in iter_json_array(compact, "c.json", hashlib.sha256(), chunk_chars=3)]
-    assert got == [(0, 1, {"a": 1}), (1, 2, {"a": 2}), (2, 2, 3), (3, 2, "x")]
-    empty = tmp_path / "e.json"
-    empty.write_text("[ ]\n")
-    assert list(iter_json_array(empty, "e.json", hashlib.sha256())) == []
-
-
-@pytest.mark.parametrize("text,expected", [
-    ('[{"a": 1},\n{"a": 2},\n{"a": ', "x.json:3: element 2 (starting on line 3): file ends inside this element"),
-    ('[{"a": 1},\n{"a": 2}', "x.json:2: file ends inside the array (after element 1"),
-    ('[{"a": 1}\n{"a": 2}]', "x.json:2: expected ',' or ']' after element 0"),
-    ('[{"a": 1},\n{"a": tru}]', "x.json:2: element 1 (starting on line 2): invalid JSON"),
-    ('{"a": 1}', "x.json:1: expected a JSON array"),
-    ('[1] [2]', "x.json:1: unexpected content after the JSON array"),
-])
-def test_json_array_errors_name_line_and_element(tmp_path, text, expected):
-    import hashlib
-
-    path = tmp_path / "x.json"
-    path.write_text(text)
-    with pytest.raises(PipelineError) as err:
-        list(iter_json_array(path, "x.json", hashlib.sha256(), chunk_chars=4))
-    assert expected in str(err.value), str(err.value)
-
-
 def test_truncated_gzip_input_names_the_file(tmp_path):
     gz = gzip.compress((MINI / "psgs.tsv").read_bytes())
     (tmp_path / "psgs.tsv.gz").write_bytes(gz[: len(gz) // 2])
@@ -198,21 +144,6 @@ def test_truncated_gzip_input_names_the_file(tmp_path):
         convert(tmp_path / "out", "--dpr-qa", str(MINI / "test.qa.csv"), "--dpr-passages",
                 str(tmp_path / "psgs.tsv.gz"))
     assert not (tmp_path / "out").exists()
-
-
-def test_id_set_bits_and_strings():
-    s = IdSet()
-    assert s.add("5") and s.add("0") and s.add("21015324") and s.add("doc-a") and s.add("007")
-    assert not s.add("5") and not s.add("doc-a") and not s.add("007")
-    assert "5" in s and "21015324" in s and "6" not in s and "007" in s and "7" not in s and "99999999" not in s
-    assert s.count == 5 and len(s._other) == 2  # "007" is not canonical, so it is kept as a string
-    t = IdSet()
-    for k in ("5", "0", "21015324", "doc-a", "007"):
-        t.add(k)
-    assert not s.missing_from(t)
-    t2 = IdSet()
-    t2.add("5")
-    assert s.missing_from(t2) and not t2.missing_from(s)
 
 
 def test_cli_rejects_dpr_flags_elsewhere_and_bad_splits(tmp_path):
@@ -244,55 +175,6 @@ def test_official_dataset_fills_in_urls(monkeypatch, tmp_path):
     assert P.OFFICIAL["curatedtrec"]["regex"] is True and P.PASSAGES_URL.endswith("/psgs_w100.tsv.gz")
 
 
-# ----------------------------------------------------------------------------- protocol
-def test_answer_accuracy_protocol(mini):
-    from pipeline.evaluation.protocols import get_protocol
-
-    out, _ = mini
-    ds = load_dataset(out)
-    proto = get_protocol("answers")(ds, "test")
-    assert proto.metric_keys == ("acc@1", "acc@5", "acc@20", "acc@100") and proto.per_query_metric == "acc@20"
-    assert proto.headline == ("acc@20", "acc@100") and proto.depth == 100
-    qids = proto.query_ids()
-    assert len(qids) == 40 and qids[0] == "test-0"
-    # Gold passage ids of the fixture: each fact's gold passage is followed by its 4 distractors.
-    gold = {f"test-{i}": str(1 + 5 * i) for i in range(40)}
-    fillers = [d for d in ds.corpus if int(d) > 200][:30]  # background passages, no answers
-    results = {}
-    for i, qid in enumerate(qids):
-        if i < 10:     # gold at rank 0
-            ranking = [gold[qid]] + fillers
-        elif i < 20:   # gold at rank 3
-            ranking = fillers[:3] + [gold[qid]] + fillers[3:]
-        elif i < 30:   # gold at rank 10
-            ranking = fillers[:10] + [gold[qid]] + fillers[10:]
-        elif i < 35:   # gold beyond everything the metric reads
-            ranking = fillers
-        else:
-            continue   # no ranking at all: unanswered
-        results[qid] = {d: 100.0 - r for r, d in enumerate(ranking)}
-    metrics, per_query = proto.evaluate(results)
-    assert metrics == {"acc@1": 10 / 40, "acc@5": 20 / 40, "acc@20": 30 / 40, "acc@100": 30 / 40}
-    assert per_query["test-0"] == 1.0 and per_query["test-25"] == 1.0 and per_query["test-31"] == 0.0
-    assert per_query["test-39"] == 0.0 and len(per_query) == 40
-
-
-def test_answer_protocol_regex_and_missing_split(tmp_path):
-    from pipeline.evaluation.protocols import get_protocol
-
-    convert(tmp_path / "out", "--dpr-qa", str(MINI / "curatedtrec-test.qa.csv"), "--dpr-passages",
-            str(MINI / "psgs.tsv"), "--answer-regex")
-    ds = load_dataset(tmp_path / "out")
-    proto = get_protocol("answers")(ds, "test")
-    # test-0 "(Neil )?Armstrong" is in passage 26 (Apollo 11); test-6 "^tokyo\b" in passage 71.
-    metrics, per_query = proto.evaluate({"test-0": {"2": 3.0, "26": 2.0}, "test-6": {"71": 1.0}})
-    assert per_query["test-0"] == 1.0 and per_query["test-6"] == 1.0 and metrics["acc@1"] == 1 / 10
-    with pytest.raises(PipelineError, match="not answer-evaluated"):
-        get_protocol("answers")(ds, "dev")
-    with pytest.raises(PipelineError, match=r"doc ids \[.nope.\] that are not in .*corpus.jsonl"):
-        proto.evaluate({"test-0": {"nope": 1.0}})
-
-
 def test_hard_negative_fallback_to_negative_ctxs(tmp_path):
     ctx = {"title": "T", "text": "t", "passage_id": "1"}
     rec = {"question": "q", "answers": ["a"], "positive_ctxs": [ctx],
@@ -319,22 +201,6 @@ def test_one_hard_negative_drawn_per_query_per_epoch(mini):
     assert draw_per_epoch({"q": ["a"]}, 1, 0, k=2) == {"q": ["a"]}
 
 
-def test_protocol_streams_texts_when_the_corpus_is_not_in_memory(mini):
-    from dataclasses import replace
-
-    from pipeline.sources.answer_matching import read_passage_texts
-    from pipeline.evaluation.protocols import get_protocol
-
-    out, _ = mini
-    ds = load_dataset(out)
-    texts = read_passage_texts(out / "corpus.jsonl", ["9002", "1", "absent"])
-    assert texts == {"1": ds.corpus["1"]["text"], "9002": ds.corpus["9002"]["text"]}
-    results = {f"test-{i}": {str(1 + 5 * i): 2.0, "300": 1.0} for i in range(0, 40, 3)}
-    eager = get_protocol("answers")(ds, "test").evaluate(results)
-    lazy = get_protocol("answers")(replace(ds, corpus={}), "test").evaluate(results)
-    assert eager == lazy and eager[0]["acc@1"] == 14 / 40
-
-
 def test_fixture_is_answerable_by_bm25(mini):
     """The fixture's questions can be answered from its passages: BM25 over question words finds
     an answer-bearing passage in the top 20 for most of them (what a retriever is measured on)."""
@@ -357,15 +223,3 @@ def test_fixture_is_answerable_by_bm25(mini):
     metrics, _ = proto.evaluate(results)
     assert metrics["acc@100"] >= metrics["acc@20"] >= metrics["acc@5"] >= metrics["acc@1"]
     assert metrics["acc@20"] >= 0.8, metrics
-
-
-def test_query_id_clashes_name_the_line(tmp_path):
-    tev = tmp_path / "tev.jsonl"
-    line = {"query_id": "q1", "query": "q", "positive_passages": [{"docid": "1", "text": "t"}], "negative_passages": []}
-    tev.write_text(json.dumps(line) + "\n" + json.dumps({**line, "query": "again"}) + "\n")
-    with pytest.raises(PipelineError, match=r"tev.jsonl:2: duplicate query id 'q1'"):
-        convert(tmp_path / "out", "--tevatron-train", str(tev))
-    tev.write_text(json.dumps({**line, "query_id": "test-1"}) + "\n")
-    with pytest.raises(PipelineError, match=r"test.qa.csv:2: query id 'test-1' is also a training query id"):
-        convert(tmp_path / "out", "--tevatron-train", str(tev), "--dpr-qa", str(MINI / "test.qa.csv"))
-    assert not (tmp_path / "out").exists()

@@ -1,0 +1,60 @@
+"""pipeline.results.plots: seeded bootstrap intervals, log axes labelled in plain numbers, and every
+plot drawn with one colour per run, recorded in colours.json."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+import numpy as np
+import pytest
+
+from pipeline.results.plots import PLOTS, PlotData, bootstrap_interval, draw_all, readable_log_ticks, run_colours
+from tests.results.test_verdicts import RUNS, tested  # noqa: F401  (the grid with known effects)
+
+
+def test_bootstrap_interval_is_seeded_and_covers_the_mean():
+    values = np.random.default_rng(0).uniform(size=300)
+    low, high = bootstrap_interval(values)
+    assert low < values.mean() < high and (low, high) == bootstrap_interval(values)
+    assert high - low == pytest.approx(2 * 1.96 * values.std(ddof=1) / np.sqrt(values.size), rel=0.15)
+
+
+def test_log_axis_ticks_are_plain_numbers_inside_a_narrow_range():
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3], [0.95, 1.15, 1.3])
+    ax.set_yscale("log")
+    readable_log_ticks(ax, 0.95, 1.3)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    plt.close(fig)
+    assert "1" in labels and len(labels) >= 3 and all("^" not in label for label in labels)
+    assert any(1.0 < float(label) < 1.3 for label in labels)
+
+
+def test_plots_keep_one_colour_per_run(tmp_path, tested):
+    frame, per_query, sig = tested
+    logs = {}
+    for run in ("dpr-8", "contaccum-8x4"):
+        path = tmp_path / f"{run}.jsonl"
+        path.write_text("".join(json.dumps({"step": s, "grad_norm_ratio": 1.0 + 0.05 * s}) + "\n" for s in (1, 2, 3)))
+        logs[("scifact-mini", run)] = [path]
+    data = PlotData(frame.assign(**{"lambda": frame["lambda"].astype(float)}), per_query, "zeroshot",
+                    run_colours(list(RUNS)))
+    paths = draw_all(data, logs, tmp_path / "plots", {key: 8 for key in logs})
+    assert tuple(paths) == PLOTS and all(p.stat().st_size for p in paths.values())
+    record = json.loads((tmp_path / "plots" / "colours.json").read_text())
+    colours = record["run_colours"]
+    assert len(set(colours.values())) == len(colours) == len(RUNS)
+    for plot, drawn in record["plots"].items():
+        assert drawn, f"{plot}: no run-tagged artist"
+        for run, shades in drawn.items():
+            assert shades == [colours[run]], f"{plot}: {run} drawn in {shades}, its colour is {colours[run]}"
+    # ndcg_per_run shows every run (the reference as a point too); the cost plots the trained ones.
+    assert set(record["plots"]["ndcg_per_run"]) == set(RUNS)
+    assert set(record["plots"]["accuracy_vs_cost"]) == set(RUNS) - {"zeroshot"}
+    svg = (tmp_path / "plots" / "ndcg_per_run.svg").read_text()
+    assert "scifact-mini · 2 seeds · 200 queries" in svg
