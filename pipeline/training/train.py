@@ -62,7 +62,7 @@ from pipeline.training.pairs import TrainingData
 from pipeline.training.runtime import (grad_norm, linear_schedule, peak_memory_mb, pick_device, rng_state,
                                        set_rng_state, truncate_log)
 from pipeline.training.sampler import update_plan
-from pipeline.training.summary import encoder_provenance, summarize
+from pipeline.training.summary import summarize, zero_shot_summary
 
 MAX_SKIPPED = 20  # fp16: this many overflow-skipped updates in a row means the values are broken
 # A bank holding this share of the training pairs holds recent queries' positives often enough to
@@ -115,7 +115,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict | Recipe, seed: int, hard
     hooks = hooks or TrainHooks()
     started_at = time.time()
     if recipe.method == ZERO_SHOT:
-        return save_zero_shot(out, recipe, seed)
+        return save_zero_shot(out, recipe, seed, started_at)
 
     run = setup(dataset_dir, out, recipe, seed, hard_negatives, started_at)
     resume(run)
@@ -142,14 +142,14 @@ def train(dataset_dir: str, out_dir: str, recipe: dict | Recipe, seed: int, hard
     return finish(run, len(examples), time.perf_counter() - t_start)
 
 
-def save_zero_shot(out: Path, recipe: Recipe, seed: int) -> dict:
+def save_zero_shot(out: Path, recipe: Recipe, seed: int, started_at: float) -> dict:
     """An untrained run: the model's spec, and its weights only when random (a random zero-shot
     control cannot be rebuilt from the model name)."""
     seed_everything(seed)
     spec = EncoderSpec.from_dict(recipe.encoder)
     model = BiEncoder.from_spec(spec)
     model.save(out / MODEL, weights=spec.random_init)
-    summary = {"method": ZERO_SHOT, "steps": 0, "examples": 0, "seconds": 0.0, **encoder_provenance(model)}
+    summary = zero_shot_summary(recipe, model, started_at, time.time())
     (out / TRAIN_LOG).write_text("")
     atomic_write_json(out / TRAIN_SUMMARY, summary)
     return summary
