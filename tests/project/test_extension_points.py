@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from pipeline.core import config as pcfg
-from pipeline.retrieval import index as idx
+from pipeline.core.index_params import resolve_params
 from pipeline.retrieval.faiss_index import build_index
 from pipeline.evaluation.distribution_normalization import DNMeans
 from pipeline.core.layout import Layout
@@ -124,19 +124,19 @@ def test_aliases_equal_their_factory_strings(tmp_path):
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(300, 16)).astype(np.float32)
-    params = idx.resolve_params({"index_types": ["flat", "hnsw", "ivf"]}, num_docs=len(emb))
+    params = resolve_params({"index_types": ["flat", "hnsw", "ivf"]}, num_docs=len(emb))
     q = rng.normal(size=(20, 16)).astype(np.float32)
-    hand = faiss.IndexHNSWFlat(16, params["hnsw"]["M"], faiss.METRIC_INNER_PRODUCT)
-    hand.hnsw.efConstruction = params["hnsw"]["efConstruction"]
-    hand.hnsw.efSearch = params["hnsw"]["efSearch"]
+    hand = faiss.IndexHNSWFlat(16, params.hnsw.M, faiss.METRIC_INNER_PRODUCT)
+    hand.hnsw.efConstruction = params.hnsw.efConstruction
+    hand.hnsw.efSearch = params.hnsw.efSearch
     hand.add(emb)
     np.testing.assert_array_equal(build_index("hnsw", emb, params).search(q, 10)[1], hand.search(q, 10)[1])
     quantizer = faiss.IndexFlatIP(16)
-    ivf = faiss.IndexIVFFlat(quantizer, 16, params["ivf"]["nlist"], faiss.METRIC_INNER_PRODUCT)
-    ivf.cp.seed, ivf.cp.min_points_per_centroid = params["ivf"]["seed"], 1
+    ivf = faiss.IndexIVFFlat(quantizer, 16, params.ivf.nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.seed, ivf.cp.min_points_per_centroid = params.ivf.seed, 1
     ivf.train(emb)
     ivf.add(emb)
-    ivf.nprobe = params["ivf"]["nprobe"]
+    ivf.nprobe = params.ivf.nprobe
     np.testing.assert_array_equal(build_index("ivf", emb, params).search(q, 10)[1], ivf.search(q, 10)[1])
 
 

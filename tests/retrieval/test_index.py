@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.retrieval import faiss_index as fi
-from pipeline.core.index_params import default_nlist
+from pipeline.core.index_params import default_nlist, resolve_params
 from pipeline.retrieval import index as idx
 from pipeline.retrieval.readers import load_index
 from pipeline.core.common import PipelineError
@@ -31,8 +31,8 @@ def _recall(ids, ref):
 
 
 def test_build_each_type_and_recall_vs_flat(emb, tmp_path):
-    params = idx.resolve_params({"index_types": ["flat", "hnsw", "ivf"]}, num_docs=len(emb))
-    assert params["ivf"]["nlist"] == default_nlist(2000) == 179
+    params = resolve_params({"index_types": ["flat", "hnsw", "ivf"]}, num_docs=len(emb))
+    assert params.ivf.nlist == default_nlist(2000) == 179
     stats = fi.write_indexes(emb, params, tmp_path)
     assert set(stats) == {"flat", "hnsw", "ivf"}
     for kind, s in stats.items():
@@ -48,7 +48,7 @@ def test_build_each_type_and_recall_vs_flat(emb, tmp_path):
     assert hnsw.metric_type == faiss.METRIC_INNER_PRODUCT
     assert _recall(hnsw.search(q, 100)[1], ref) > 0.95
     ivf = load_index(tmp_path, "ivf")
-    assert faiss.extract_index_ivf(ivf).nprobe == params["ivf"]["nprobe"]
+    assert faiss.extract_index_ivf(ivf).nprobe == params.ivf.nprobe
     assert ivf.metric_type == faiss.METRIC_INNER_PRODUCT
     assert _recall(ivf.search(q, 100)[1], ref) > 0.5
     # A fixed training seed gives the same IVF index twice.
@@ -59,16 +59,16 @@ def test_build_each_type_and_recall_vs_flat(emb, tmp_path):
 
 def test_bad_params_name_the_key():
     with pytest.raises(PipelineError, match=r"index_types.*'annoy'.*flat.*hnsw.*ivf"):
-        idx.resolve_params({"index_types": ["flat", "annoy"]})
+        resolve_params({"index_types": ["flat", "annoy"]})
     with pytest.raises(PipelineError, match="ivf.nlist"):
-        idx.resolve_params({"ivf": {"nlist": 50}}, num_docs=10)
+        resolve_params({"ivf": {"nlist": 50}}, num_docs=10)
     with pytest.raises(PipelineError, match=r"hnsw.*efsearch"):
-        idx.resolve_params({"hnsw": {"efsearch": 10}})
+        resolve_params({"hnsw": {"efsearch": 10}})
     with pytest.raises(PipelineError, match="batch_size"):
-        idx.resolve_params({"batch_size": 0})
+        resolve_params({"batch_size": 0})
     with pytest.raises(PipelineError, match=r"precision.*fp32.*fp16.*bf16"):
-        idx.resolve_params({"precision": "int8"})
-    assert idx.resolve_params({})["precision"] == "fp32"
+        resolve_params({"precision": "int8"})
+    assert resolve_params({}).precision == "fp32"
 
 
 def test_entry_point_on_tiny_dataset(tmp_path, tiny_model_dir):

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.evaluation import distribution_normalization as dnlib
 from pipeline.evaluation import evaluate as ev
+from pipeline.core.index_params import IVFParams, resolve_params
 from pipeline.retrieval import faiss_index as fi
 from pipeline.retrieval import index as idx
 from pipeline.retrieval import shards
@@ -37,7 +38,7 @@ def test_fixed_count_plan_is_near_equal_and_covers_every_row():
         assert all(a[1] == b[0] for a, b in zip(plan, plan[1:]))
         assert max(e - s for s, e in plan) - min(e - s for s, e in plan) <= 1
     with pytest.raises(PipelineError, match="shard_size and shards"):
-        idx.resolve_params({"shard_size": 10, "shards": 2})
+        resolve_params({"shard_size": 10, "shards": 2})
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -93,7 +94,7 @@ def test_streaming_build_recall(tmp_path, kind, floor):
     x = rng.normal(size=(4000, 32)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     np.save(tmp_path / "e.npy", x)
-    params = idx.resolve_params({"index_types": ["flat", kind], "train_size": 3000}, num_docs=len(x))
+    params = resolve_params({"index_types": ["flat", kind], "train_size": 3000}, num_docs=len(x))
     stats = fi.write_indexes_streaming(tmp_path / "e.npy", params, tmp_path)
     assert stats["flat"]["params"] == {"storage": "embeddings.npy"}
     assert not (tmp_path / "flat.faiss").exists()
@@ -109,9 +110,9 @@ def test_streaming_build_recall(tmp_path, kind, floor):
 
 def test_bad_shard_params():
     with pytest.raises(PipelineError, match="shard_size"):
-        idx.resolve_params({"shard_size": 0})
+        resolve_params({"shard_size": 0})
     with pytest.raises(PipelineError, match="dtype.*float8"):
-        idx.resolve_params({"dtype": "float8"})
+        resolve_params({"dtype": "float8"})
 
 
 @pytest.fixture(scope="module")
@@ -202,8 +203,8 @@ def test_gather_refuses_a_missing_or_stale_shard(tiny, tmp_path):
 
 
 def test_factory_ivf_probes_the_configured_share_of_its_own_lists():
-    assert fi.factory_nprobe("IVF64,PQ48", {"nlist": 288, "nprobe": 72}) == 16
-    assert fi.factory_nprobe("IVF64,PQ48", {"nlist": 288, "nprobe": 288}) == 64
-    assert fi.factory_nprobe("IVF4096,PQ64", {"nlist": 100, "nprobe": 1}) == 41
-    assert fi.factory_nprobe("HNSW32,SQ8", {"nlist": 288, "nprobe": 72}) == 72
-    assert fi.index_params("IVF64,PQ48", idx.resolve_params({}, num_docs=5183))["nprobe"] == 16
+    assert fi.factory_nprobe("IVF64,PQ48", IVFParams(nlist=288, nprobe=72)) == 16
+    assert fi.factory_nprobe("IVF64,PQ48", IVFParams(nlist=288, nprobe=288)) == 64
+    assert fi.factory_nprobe("IVF4096,PQ64", IVFParams(nlist=100, nprobe=1)) == 41
+    assert fi.factory_nprobe("HNSW32,SQ8", IVFParams(nlist=288, nprobe=72)) == 72
+    assert fi.index_params("IVF64,PQ48", resolve_params({}, num_docs=5183))["nprobe"] == 16
