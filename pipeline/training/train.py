@@ -34,7 +34,6 @@ Outputs in --out: model/ (a BiEncoder folder), train_log.jsonl, train_summary.js
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -47,7 +46,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.core.common import PipelineError, atomic_write_json, log, parse_json_object, run_main, seed_everything
+from pipeline.core.common import (PipelineError, atomic_write_json, log, parse_json_object, run_main, seed_everything,
+                                  step_parser)
 from pipeline.core.layout import MODEL, TRAIN_LOG, TRAIN_SUMMARY
 from pipeline.core.params import ZERO_SHOT, Recipe
 from pipeline.models.encoder import BiEncoder, EncoderSpec, describe
@@ -365,10 +365,9 @@ def finish(run: Run, n_examples: int, seconds: float) -> dict:
 
 # ----------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.training.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, help="normalised dataset folder (output of pipeline.sources.prepare)")
-    parser.add_argument("--out", required=True, help="output folder for model/, train_log.jsonl, train_summary.json")
+    parser = step_parser("python -m pipeline.training.train", __doc__, {
+        "dataset": "normalised dataset folder (output of pipeline.sources.prepare)",
+        "out": "output folder for model/, train_log.jsonl, train_summary.json"})
     parser.add_argument("--recipe-json", required=True, help="resolved run recipe as JSON (see config/schema.yaml)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--hard-negatives", help="BM25 negatives JSONL (output of pipeline.training.hardneg)")
