@@ -36,9 +36,8 @@ from pipeline.sources.datasets import corpus_digest, load_dataset
 def run_gather(dataset_dir: str, shards_dir: str, plan_path: str, out_dir: str, params: dict | IndexParams) -> dict:
     """The index step over a sharded corpus: gather the shards (pipeline.retrieval.shards) and build the
     indexes from the gathered file without loading it."""
-    params = as_index_params(params)
     plan = read_plan(plan_path)
-    params = params.for_corpus(plan["num_docs"])
+    params = as_index_params(params).for_corpus(plan["num_docs"])
     set_threads()
     with atomic_dir(out_dir) as tmp:
         facts = gather(shards_dir, plan_path, tmp, params.dtype)
