@@ -272,17 +272,20 @@ def command_parser(prog: str, description: str):
     return parser, parser.add_subparsers(dest="command", required=True)
 
 
-def step_parser(prog: str, description: str, folders: dict[str, str], params_defaults: dict):
-    """The command line of a step that reads and writes folders (each a required --flag) and
-    takes its parameters as one JSON object; the help shows every default."""
+def step_parser(prog: str, description: str, folders: dict[str, str], params_defaults: dict | None = None):
+    """The command line of a step that reads and writes folders (each a required --flag) and, given
+    `params_defaults`, takes its parameters as one JSON object whose help shows every default. A
+    module docstring as the description keeps its line breaks; a one-line description is wrapped."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    formatter = argparse.RawDescriptionHelpFormatter if "\n" in description else argparse.HelpFormatter
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=formatter)
     for flag, help_text in folders.items():
         parser.add_argument(f"--{flag}", required=True, help=help_text)
-    parser.add_argument("--params-json", default="{}",
-                        help="JSON object of parameters; keys left out take these defaults: "
-                             + json.dumps(params_defaults).replace("%", "%%"))
+    if params_defaults is not None:
+        parser.add_argument("--params-json", default="{}",
+                            help="JSON object of parameters; keys left out take these defaults: "
+                                 + json.dumps(params_defaults).replace("%", "%%"))
     return parser
 
 

@@ -4,7 +4,7 @@ validation (pipeline.core.config) and the index, shards and evaluate steps share
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pipeline.core.common import PipelineError
@@ -51,6 +51,18 @@ class IndexParams:
     dtype: str = "float32"
     # Rows sampled (seed ivf.seed) to train IVF/PQ/SQ quantisers when building from shards.
     train_size: int = 262144
+
+    def for_corpus(self, num_docs: int) -> IndexParams:
+        """These parameters with IVF sized for a corpus of `num_docs`: nlist ~4*sqrt(N) unless
+        given (never more lists than documents), nprobe a quarter of the lists unless given."""
+        nlist = self.ivf.nlist if self.ivf.nlist is not None else default_nlist(num_docs)
+        if nlist > num_docs:
+            raise PipelineError(f"ivf.nlist: {nlist} lists need at least as many documents; "
+                                f"the corpus has {num_docs}")
+        # A quarter of the lists: recall@100 0.956 on SciFact (nlist 288) while still pruning 3/4
+        # of the corpus; nprobe = nlist/2 gives 0.994 for callers who want near-exact IVF.
+        nprobe = self.ivf.nprobe if self.ivf.nprobe is not None else max(1, nlist // 4)
+        return replace(self, ivf=replace(self.ivf, nlist=nlist, nprobe=min(nprobe, nlist)))
 
 
 # Keys of the index section that only matter when set (sharding, storage type, quantiser
@@ -103,42 +115,37 @@ def default_nlist(num_docs: int) -> int:
     return max(1, min(num_docs, int(round(4 * math.sqrt(num_docs)))))
 
 
-def resolve_params(params: dict, num_docs: int | None = None) -> dict:
-    """Validate the step's JSON parameters and fill defaults. `num_docs` (when known) sizes IVF."""
+def resolve_params(params: dict, num_docs: int | None = None) -> IndexParams:
+    """Validate the step's JSON parameters (every key named on error) and fill the defaults, once at
+    the step's entry; `num_docs` (when known) sizes IVF, as `IndexParams.for_corpus` does later."""
     check_keys(params, defaults(IndexParams), "params")
-    out = merged(IndexParams, params)
-    check_int(out["batch_size"], "batch_size")
+    given = merged(IndexParams, params)
+    hnsw = HNSWParams(**check_keys(given.pop("hnsw"), defaults(HNSWParams), "hnsw"))
+    ivf = IVFParams(**check_keys(given.pop("ivf"), defaults(IVFParams), "ivf"))
+    p = IndexParams(**given, hnsw=hnsw, ivf=ivf)
+    check_int(p.batch_size, "batch_size")
     for key in ("shard_size", "shards"):
-        if out[key] is not None:
-            check_int(out[key], key)
-    if out["shard_size"] is not None and out["shards"] is not None:
+        if getattr(p, key) is not None:
+            check_int(getattr(p, key), key)
+    if p.shard_size is not None and p.shards is not None:
         raise PipelineError("shard_size and shards: set one (passages per shard, or the number of shards), not both")
-    if out["dtype"] not in ("float32", "float16"):
-        raise PipelineError(f"dtype: unknown embedding storage type {out['dtype']!r}; allowed: ['float32', 'float16']")
-    check_int(out["train_size"], "train_size")
-    out["index_types"] = check_index_types(out["index_types"])
+    if p.dtype not in ("float32", "float16"):
+        raise PipelineError(f"dtype: unknown embedding storage type {p.dtype!r}; allowed: ['float32', 'float16']")
+    check_int(p.train_size, "train_size")
+    p.index_types = check_index_types(p.index_types)
     # Every precision is a CUDA autocast dtype; on the CPU each computes in fp32 (accepted so one
     # config runs anywhere). Embeddings are always stored as float32.
-    check_choice(out["precision"], "precision", PRECISIONS)
-    hnsw = merged(HNSWParams, check_keys(out["hnsw"], defaults(HNSWParams), "hnsw"))
-    for k in hnsw:
-        check_int(hnsw[k], f"hnsw.{k}")
-    out["hnsw"] = hnsw
-    ivf = merged(IVFParams, check_keys(out["ivf"], defaults(IVFParams), "ivf"))
-    for k in ("nlist", "nprobe"):
-        if ivf[k] is None:  # "use the default"
-            ivf.pop(k)
-        else:
-            check_int(ivf[k], f"ivf.{k}")
-    check_int(ivf["seed"], "ivf.seed", minimum=0)
-    if num_docs is not None:
-        ivf.setdefault("nlist", default_nlist(num_docs))
-        if ivf["nlist"] > num_docs:
-            raise PipelineError(f"ivf.nlist: {ivf['nlist']} lists need at least as many documents; "
-                                f"the corpus has {num_docs}")
-        # A quarter of the lists: recall@100 0.956 on SciFact (nlist 288) while still pruning 3/4
-        # of the corpus; nprobe = nlist/2 gives 0.994 for callers who want near-exact IVF.
-        ivf.setdefault("nprobe", max(1, ivf["nlist"] // 4))
-        ivf["nprobe"] = min(ivf["nprobe"], ivf["nlist"])
-    out["ivf"] = ivf
-    return out
+    check_choice(p.precision, "precision", PRECISIONS)
+    for key, value in asdict(hnsw).items():
+        check_int(value, f"hnsw.{key}")
+    for key in ("nlist", "nprobe"):
+        if getattr(ivf, key) is not None:  # None: "use the default"
+            check_int(getattr(ivf, key), f"ivf.{key}")
+    check_int(ivf.seed, "ivf.seed", minimum=0)
+    return p if num_docs is None else p.for_corpus(num_docs)
+
+
+def as_index_params(params: dict | IndexParams) -> IndexParams:
+    """A step's parameters as IndexParams: a JSON object from the command line is resolved here,
+    at the step's entry, and the instance passed on."""
+    return params if isinstance(params, IndexParams) else resolve_params(params)

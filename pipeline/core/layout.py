@@ -22,8 +22,8 @@ that reuse a dataset and a run name never overwrite each other's files:
 `tag` is `seed<s>` for a trained model and `base` for a zero-shot one (its weights do not
 depend on the seed, so its corpus is encoded once). Path arguments may be Snakemake wildcard
 patterns such as "{dataset}". `Layout(root)` without an experiment is the flat layout written
-before results were scoped per experiment; `python -m pipeline.core.layout migrate --config X` moves
-such a folder's grid under X's experiment.
+before results were scoped per experiment; `python -m pipeline.core.migrate --config X` moves such a
+folder's grid under X's experiment.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.common import PipelineError, command_parser, read_json, run_main
+from pipeline.core.common import PipelineError, read_json
 
 ZERO_SHOT_TAG = "base"
 
@@ -192,73 +192,6 @@ class Layout:
 
     def reference(self, name: str) -> Path:
         return self.root / "reference" / name
-
-
-# ----------------------------------------------------------------------------- migration
-def _grid_paths(old: Layout, new: Layout, cfg: dict) -> list[tuple[Path, Path]]:
-    """(old, new) of every file or folder a config's grid owns, from the flat layout to its
-    experiment's folder; per-job paths only, so another experiment's leftovers stay where they are."""
-    from pipeline.core import config as pcfg  # why: config imports layout at module level (the migration tool's circle)
-
-    pairs: list[tuple[Path, Path]] = []
-
-    def add(rel_of):  # rel_of(layout) -> path, applied to both layouts
-        pairs.append((rel_of(old), rel_of(new)))
-
-    for dataset in dict.fromkeys(pcfg.model_dataset(cfg, d) for d in cfg["datasets"]):
-        add(lambda lay: lay.shard_plan(dataset))
-        add(lambda lay: lay.logs / "shards" / dataset / "plan.log")
-        for run in cfg["runs"]:
-            for tag in dict.fromkeys(pcfg.model_tag(cfg, run, seed) for seed in cfg["seeds"]):
-                for part in (lambda lay: lay.model(dataset, run, tag), lambda lay: lay.index(dataset, run, tag),
-                             lambda lay: lay.shards(dataset, run, tag),
-                             lambda lay: lay.logs / "train" / dataset / run / f"{tag}.log",
-                             lambda lay: lay.logs / "index" / dataset / run / f"{tag}.log",
-                             lambda lay: lay.logs / "index" / dataset / run / tag):
-                    add(part)
-    for job in pcfg.jobs(cfg):
-        add(lambda lay: lay.eval(job.dataset, job.run, job.seed))
-        add(lambda lay: lay.logs / "evaluate" / job.dataset / job.run / f"seed{job.seed}.log")
-    for part in (lambda lay: lay.tables, lambda lay: lay.plots, lambda lay: lay.report,
-                 lambda lay: lay.logs / "aggregate.log"):
-        add(part)
-    return [(src, dst) for src, dst in dict.fromkeys(pairs) if src.exists()]
-
-
-def migrate(cfg: dict, root: str | os.PathLike = "results", dry_run: bool = False) -> list[tuple[Path, Path]]:
-    """Move a config's grid from the flat layout (results/models/..., results/tables/...) under its
-    experiment (results/<experiment>/...). Nothing is overwritten: if any destination exists, nothing
-    moves. Renames keep modification times, so Snakemake sees the moved outputs as up to date."""
-    moves = _grid_paths(Layout(root), Layout.for_config(cfg, root), cfg)
-    taken = [str(dst) for _, dst in moves if dst.exists()]
-    if taken:
-        raise PipelineError(f"{Layout.for_config(cfg, root).scope}: already holds {taken[:3]}"
-                            f"{' ...' if len(taken) > 3 else ''}; migrating would overwrite them (move them away first)")
-    if not dry_run:
-        for src, dst in moves:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
-    return moves
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser, sub = command_parser("python -m pipeline.core.layout", __doc__)
-    mig = sub.add_parser("migrate", help="move a config's grid from the flat layout under its experiment")
-    mig.add_argument("--config", required=True, help="the experiment config the flat results were produced with")
-    mig.add_argument("--results", default="results", help="results folder (default: results)")
-    mig.add_argument("--dry-run", action="store_true", help="only list what would move")
-    args = parser.parse_args(argv)
-    from pipeline.core import config as pcfg  # why: config imports layout at module level (the migration tool's circle)
-
-    cfg = pcfg.load(args.config)
-    moves = migrate(cfg, args.results, dry_run=args.dry_run)
-    for src, dst in moves:
-        print(f"{'would move' if args.dry_run else 'moved'} {src} -> {dst}")
-    print(f"{len(moves)} path(s) of experiment {cfg['experiment']!r}" + (" (dry run)" if args.dry_run else ""))
-
-
-if __name__ == "__main__":
-    run_main(main)
 
 
 def mteb_ndcg_at_10(result_dir: str | Path) -> float | None:

@@ -39,49 +39,48 @@ from pipeline.sources.datasets import corpus_digest, iter_corpus_ids, load_datas
 
 # ----------------------------------------------------------------------------- parameters
 def resolve_params(params: dict) -> EvalParams:
-    """Validate the step's JSON parameters (every key named on error) and fill the defaults."""
+    """Validate the step's JSON parameters (every key named on error) and fill the defaults, once at
+    the step's entry."""
     check_keys(params, defaults(EvalParams), "params")
-    out = merged(EvalParams, params)
-    if not isinstance(out["split"], str) or not out["split"]:
-        raise PipelineError(f"split: expected a qrels split name, got {out['split']!r}")
-    if out["protocol"] not in available_protocols():
-        raise PipelineError(f"protocol: unknown evaluation protocol {out['protocol']!r}; "
+    given = merged(EvalParams, params)
+    sections = {key: cls(**check_keys(given.pop(key), defaults(cls), key)) for key, cls in
+                (("dn_star", DNStarParams), ("nnn", NNNParams), ("qbnorm", QBNormParams),
+                 ("query_bank", QueryBankParams))}
+    p = EvalParams(**given, **sections)
+    if not isinstance(p.split, str) or not p.split:
+        raise PipelineError(f"split: expected a qrels split name, got {p.split!r}")
+    if p.protocol not in available_protocols():
+        raise PipelineError(f"protocol: unknown evaluation protocol {p.protocol!r}; "
                             f"allowed: {available_protocols()}")
-    out["scorings"] = as_list(out["scorings"], f"scorings (from {available_scorings()})")
-    for s in out["scorings"]:
+    p.scorings = as_list(p.scorings, f"scorings (from {available_scorings()})")
+    for s in p.scorings:
         if s not in available_scorings():
             raise PipelineError(f"scorings: unknown scoring {s!r}; allowed: {available_scorings()}")
-    lambdas = as_list(out["lambdas"], "lambdas (numbers in [0, 1])")
-    out["lambdas"] = list(dict.fromkeys(dnlib.check_lambda(x, "lambdas") for x in lambdas))
-    out["dn_order"] = dnlib.check_order(out["dn_order"], "dn_order")
-    star = merged(DNStarParams, check_keys(out["dn_star"], defaults(DNStarParams), "dn_star"))
+    lambdas = as_list(p.lambdas, "lambdas (numbers in [0, 1])")
+    p.lambdas = list(dict.fromkeys(dnlib.check_lambda(x, "lambdas") for x in lambdas))
+    p.dn_order = dnlib.check_order(p.dn_order, "dn_order")
     for key in ("samples", "repeats"):
-        check_int(star[key], f"dn_star.{key}")
-    check_int(star["seed"], "dn_star.seed", minimum=0)
-    out["dn_star"] = DNStarParams(**star)
-    _resolve_bank_params(out)
-    check_index_type(out["index"], "index")
-    if out["approx_indexes"]:
-        out["approx_indexes"] = check_index_types(out["approx_indexes"], "approx_indexes")
-    check_int(out["top_k"], "top_k")
-    check_int(out["batch_size"], "batch_size")
-    check_int(out["seed"], "seed", minimum=None)
-    resolved = EvalParams(**out)
-    for family in resolved.scorings:
-        scoring_class(family).check(resolved)
-    return resolved
+        check_int(getattr(p.dn_star, key), f"dn_star.{key}")
+    check_int(p.dn_star.seed, "dn_star.seed", minimum=0)
+    # NNN and QB-Norm take lists of values, like lambdas, over one shared reference bank.
+    p.nnn.k, p.nnn.alpha = as_list(p.nnn.k, "nnn.k"), as_list(p.nnn.alpha, "nnn.alpha")
+    p.qbnorm.beta = as_list(p.qbnorm.beta, "qbnorm.beta")
+    check_bank(p.query_bank)
+    check_index_type(p.index, "index")
+    if p.approx_indexes:
+        p.approx_indexes = check_index_types(p.approx_indexes, "approx_indexes")
+    check_int(p.top_k, "top_k")
+    check_int(p.batch_size, "batch_size")
+    check_int(p.seed, "seed", minimum=None)
+    for family in p.scorings:
+        scoring_class(family).check(p)
+    return p
 
 
-def _resolve_bank_params(out: dict) -> None:
-    """The NNN / QB-Norm sections (each a list of values, like lambdas) and the shared reference bank."""
-    for key, cls in (("nnn", NNNParams), ("qbnorm", QBNormParams), ("query_bank", QueryBankParams)):
-        out[key] = merged(cls, check_keys(out[key], defaults(cls), key))
-    for key in ("k", "alpha"):
-        out["nnn"][key] = as_list(out["nnn"][key], f"nnn.{key}")
-    out["qbnorm"]["beta"] = as_list(out["qbnorm"]["beta"], "qbnorm.beta")
-    check_bank(out["query_bank"])
-    out["nnn"], out["qbnorm"] = NNNParams(**out["nnn"]), QBNormParams(**out["qbnorm"])
-    out["query_bank"] = QueryBankParams(**out["query_bank"])
+def as_eval_params(params: dict | EvalParams) -> EvalParams:
+    """A step's parameters as EvalParams: a JSON object from the command line is resolved here,
+    at the step's entry, and the instance passed on."""
+    return params if isinstance(params, EvalParams) else resolve_params(params)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -190,8 +189,8 @@ def score_all(scorings, index, inputs, protocol, doc_ids: list[str]) -> tuple[li
 
 
 # ----------------------------------------------------------------------------- entry point
-def run(model_dir: str, dataset_dir: str, index_dir: str, out_dir: str, params: dict) -> dict:
-    p = resolve_params(params)  # before the slow torch import, so config errors come back at once
+def run(model_dir: str, dataset_dir: str, index_dir: str, out_dir: str, params: dict | EvalParams) -> dict:
+    p = as_eval_params(params)  # before the slow torch import, so config errors come back at once
     started_at = time.time()
     from pipeline.models.encoder import BiEncoder  # why: loads torch; kept out of this module's import
 
@@ -269,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
          "index": "index folder written by pipeline.retrieval.index", "out": "output folder (written atomically)"},
         defaults(EvalParams))
     args = parser.parse_args(argv)
-    return run(args.model, args.dataset, args.index, args.out, parse_json_object(args.params_json))
+    return run(args.model, args.dataset, args.index, args.out, resolve_params(parse_json_object(args.params_json)))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.common import PipelineError
+from pipeline.core.eval_params import QueryBankParams
 from pipeline.core.params import check_int, check_number
 from pipeline.sources.datasets import read_qrels
 
@@ -51,13 +52,13 @@ def check_beta(value: Any, key: str) -> float:
     return float(value)
 
 
-def check_bank(bank: dict, key: str = "query_bank") -> None:
-    if bank["split"] is not None and (not isinstance(bank["split"], str) or not bank["split"]):
-        raise PipelineError(f"{key}.split: expected a qrels split name, got {bank['split']!r}")
-    if bank["size"] is not None:
-        check_int(bank["size"], f"{key}.size")
-    check_int(bank["seed"], f"{key}.seed", minimum=0)
-    check_int(bank["candidates"], f"{key}.candidates")
+def check_bank(bank: QueryBankParams, key: str = "query_bank") -> None:
+    if bank.split is not None and (not isinstance(bank.split, str) or not bank.split):
+        raise PipelineError(f"{key}.split: expected a qrels split name, got {bank.split!r}")
+    if bank.size is not None:
+        check_int(bank.size, f"{key}.size")
+    check_int(bank.seed, f"{key}.seed", minimum=0)
+    check_int(bank.candidates, f"{key}.candidates")
 
 
 def check_k_fits(k: int | str, bank_size: int, key: str, where: str) -> None:
@@ -235,7 +236,7 @@ def config_problems(evaluation: dict, datasets: dict) -> list[str]:
     for i, beta in enumerate(evaluation["qbnorm"]["beta"]):
         check(check_beta, beta, f"evaluation.qbnorm.beta[{i}]")
     bank = evaluation["query_bank"]
-    check(check_bank, bank, "evaluation.query_bank")
+    check(check_bank, QueryBankParams(**bank), "evaluation.query_bank")  # the schema allowed only its keys
     if not wanted or problems:
         return problems
     for name, ds in datasets.items():

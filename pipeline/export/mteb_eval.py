@@ -17,11 +17,10 @@ seconds).
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
-from pipeline.core.common import PipelineError, atomic_dir, atomic_write_json, log, read_json, run_main
+from pipeline.core.common import PipelineError, atomic_dir, atomic_write_json, log, read_json, run_main, step_parser
 from pipeline.core.layout import MTEB_RESULT as RESULT
 from pipeline.sources.datasets import load_dataset
 from pipeline.retrieval.readers import load_embeddings
@@ -148,12 +147,11 @@ def evaluate(model_dir: str | Path, dataset_dir: str | Path, split: str, out: st
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.export.mteb_eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="sentence-transformers folder written by pipeline.export.export")
-    parser.add_argument("--dataset", required=True, help="normalised dataset folder (results/data/<dataset>)")
+    parser = step_parser("python -m pipeline.export.mteb_eval", __doc__, {
+        "model": "sentence-transformers folder written by pipeline.export.export",
+        "dataset": "normalised dataset folder (results/data/<dataset>)",
+        "out": "output folder (written atomically)"})
     parser.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
-    parser.add_argument("--out", required=True, help="output folder (written atomically)")
     parser.add_argument("--batch-size", type=int, default=64, help="encoding batch size (default: 64)")
     parser.add_argument("--corpus-index", help="index folder of the same model (results/<experiment>/index/...): take the "
                         "documents' embeddings from it instead of encoding the corpus again, after checking that "

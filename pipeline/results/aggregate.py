@@ -110,8 +110,7 @@ def draw_plots(results: Path, cfg: dict, grid: GridResults, folder: Path | None 
         job = out.job
         if not out.recipe["encoder"].get("tied", True) and out.train_log.is_file():
             logs.setdefault((job.dataset, job.run), []).append(out.train_log)
-            examples_per_update[(job.dataset, job.run)] = int(out.train.get("n_total",
-                                                                            out.train.get("examples_per_update", 1)))
+            examples_per_update[(job.dataset, job.run)] = int(out.train["n_total"])
     # The metric plots show NDCG@10: they get the qrels-evaluated datasets' rows (answer-evaluated
     # datasets are in the tables and MLflow); the gradient-norm curves get every trained run.
     frame = grid.frame[grid.frame["dataset"].map(lambda d: "ndcg@10" in protocol_of(cfg, d).metric_keys)]

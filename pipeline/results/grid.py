@@ -13,6 +13,7 @@ from pipeline.core.common import PipelineError, read_json
 from pipeline.core.layout import INDEX_REPORT, PER_QUERY, TRAIN_LOG, Layout, mteb_ndcg_at_10
 from pipeline.evaluation.protocols import get_protocol, metric_label
 from pipeline.evaluation.scorings import BASELINE
+from pipeline.training.summary import read_summary
 
 
 KEY_COLUMNS = ["dataset", "run", "seed", "scoring", "lambda"]
@@ -82,6 +83,11 @@ def _mteb_ndcg(layout: Layout, job: pcfg.Job, tag: str) -> float | None:
     return mteb_ndcg_at_10(layout.mteb(job.dataset, job.run, tag))
 
 
+def _measured(value: float | None) -> float:
+    """A cost the run measured; NaN for a zero-shot run, which measures none."""
+    return float("nan") if value is None else value
+
+
 def collect(results: Path, cfg: dict) -> GridResults:
     """Read metrics.json / per_query.json / train_summary.json of every job of the grid."""
     layout = Layout.for_config(cfg, results)
@@ -95,25 +101,22 @@ def collect(results: Path, cfg: dict) -> GridResults:
         out = JobOutputs(job, pcfg.recipe(cfg, job.run, job.dataset), layout.eval(job.dataset, job.run, job.seed),
                          layout.model(trained_on, job.run, tag),
                          read_json(layout.metrics(job.dataset, job.run, job.seed)),
-                         read_json(layout.train_summary(trained_on, job.run, tag)),
+                         read_summary(layout.train_summary(trained_on, job.run, tag)),
                          manifest=manifests[data_of])
         out.per_query = _optional_json(out.eval_dir / PER_QUERY)
         out.index_report = _optional_json(out.eval_dir / INDEX_REPORT)
         jobs.append(out)
         train, recipe = out.train, out.recipe
-        # The training shape comes from what the run recorded; a zero-shot run has none.
-        n_total = int(train.get("n_total", train.get("examples_per_update", 0)) or 0)
         mteb = _mteb_ndcg(layout, job, tag) if cfg.get("evaluation", {}).get("mteb") else None
         for row in out.metrics["rows"]:
             rows.append({
                 "dataset": job.dataset, "run": job.run, "seed": job.seed, "scoring": row["scoring"],
                 "lambda": row.get("lambda"),
                 **{k: v for k, v in row.items() if k not in ("scoring", "lambda", "index")},
-                "method": recipe["method"], "n_local": int(train.get("n_local", 0) or 0),
-                "n_total": n_total, "memory_size": int(train.get("memory_size", 0) or 0),
-                "fanoise": (recipe.get("fanoise") or {}).get("alpha", 0.0),
-                "train_steps": train.get("steps", 0), "peak_mem_mb": train.get("peak_mem_mb", float("nan")),
-                "sec_per_update": train.get("sec_per_update", float("nan")),
+                "method": recipe["method"], "n_local": int(train["n_local"]), "n_total": int(train["n_total"]),
+                "memory_size": int(train["memory_size"]), "fanoise": (recipe.get("fanoise") or {}).get("alpha", 0.0),
+                "train_steps": train["steps"], "peak_mem_mb": _measured(train["peak_mem_mb"]),
+                "sec_per_update": _measured(train["sec_per_update"]),
                 **({"mteb_ndcg@10": mteb if row["scoring"] == BASELINE else float("nan")} if mteb is not None else {}),
             })
         for name, stats in (out.index_report.get("index_recall") or {}).items():

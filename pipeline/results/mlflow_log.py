@@ -136,10 +136,9 @@ def final_metrics(out) -> dict[str, float]:
             if isinstance(row.get(metric), (int, float)):
                 final[metric_key(metric, scoring)] = float(row[metric])
     train = out.train
-    shape = {"n_total": train.get("n_total", train.get("examples_per_update", 0)),
-             "memory_size": train.get("memory_size", 0), "cost.peak_mem_mb": train.get("peak_mem_mb"),
-             "cost.sec_per_update": train.get("sec_per_update"), "cost.train_seconds": train.get("seconds"),
-             "train.steps": train.get("steps")}
+    shape = {"n_total": train["n_total"], "memory_size": train["memory_size"], "cost.peak_mem_mb": train["peak_mem_mb"],
+             "cost.sec_per_update": train["sec_per_update"], "cost.train_seconds": train["seconds"],
+             "train.steps": train["steps"]}
     final.update({k: float(v) for k, v in shape.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     return {k: v for k, v in final.items() if np.isfinite(v)}
 
@@ -148,7 +147,7 @@ def _times(out) -> tuple[int | None, int | None]:
     """(start, end) of a job in ms: training start (evaluation start for a zero-shot run) to
     evaluation end."""
     report = out.index_report
-    start = _ms(out.train.get("started_at")) if out.train.get("steps") else None
+    start = _ms(out.train["started_at"]) if out.train["steps"] else None
     return start or _ms(report.get("started_at")), _ms(report.get("finished_at"))
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.core.common import (PipelineError, atomic_dir, atomic_path, atomic_write_json, log, parse_json_object, run_main,
                                   set_threads, step_parser)
-from pipeline.core.index_params import IndexParams, resolve_params
+from pipeline.core.index_params import IndexParams, as_index_params
 from pipeline.core.layout import DOC_IDS, EMBEDDINGS, INDEX_STATS
 from pipeline.core.params import defaults
 from pipeline.retrieval.faiss_index import write_indexes, write_indexes_streaming
@@ -33,48 +33,48 @@ from pipeline.sources.datasets import corpus_digest, load_dataset
 
 
 # ----------------------------------------------------------------------------- entry point
-def run_gather(dataset_dir: str, shards_dir: str, plan_path: str, out_dir: str, params: dict) -> dict:
+def run_gather(dataset_dir: str, shards_dir: str, plan_path: str, out_dir: str, params: dict | IndexParams) -> dict:
     """The index step over a sharded corpus: gather the shards (pipeline.retrieval.shards) and build the
     indexes from the gathered file without loading it."""
     plan = read_plan(plan_path)
-    params = resolve_params(params, num_docs=plan["num_docs"])
+    params = as_index_params(params).for_corpus(plan["num_docs"])
     set_threads()
     with atomic_dir(out_dir) as tmp:
-        facts = gather(shards_dir, plan_path, tmp, params["dtype"])
+        facts = gather(shards_dir, plan_path, tmp, params.dtype)
         stats = {"num_docs": facts["num_docs"], "dim": facts["dim"], "encode_seconds": facts["encode_seconds"],
                  "model": facts["model"], "normalized": facts["normalized"], "shards": facts["shards"],
-                 "dtype": params["dtype"], "corpus_sha256": plan.get("corpus_sha256"),
+                 "dtype": params.dtype, "corpus_sha256": plan.get("corpus_sha256"),
                  "indexes": write_indexes_streaming(tmp / EMBEDDINGS, params, tmp)}
         atomic_write_json(tmp / INDEX_STATS, stats)
     log.info("gathered %d shards (%d docs) into %s", facts["shards"], facts["num_docs"], out_dir)
     return stats
 
 
-def run(model_dir: str, dataset_dir: str, out_dir: str, params: dict) -> dict:
-    resolve_params(params)  # fail on bad config before the slow torch import and model load
+def run(model_dir: str, dataset_dir: str, out_dir: str, params: dict | IndexParams) -> dict:
+    params = as_index_params(params)  # bad parameters fail before the slow torch import and model load
     from pipeline.models.encoder import BiEncoder, describe  # why: loads torch; kept out of this module's import
 
     set_threads()
     ds = load_dataset(dataset_dir)
     if not ds.corpus:
         raise PipelineError(f"{dataset_dir}/corpus.jsonl: the corpus is empty")
-    params = resolve_params(params, num_docs=len(ds.corpus))
+    params = params.for_corpus(len(ds.corpus))
     model = BiEncoder.load(model_dir)
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
-    precision = params["precision"] if device == "cuda" else "fp32"
-    if precision != params["precision"]:
-        log.info("precision %s is a GPU speed-up; encoding in fp32 on the CPU", params["precision"])
+    precision = params.precision if device == "cuda" else "fp32"
+    if precision != params.precision:
+        log.info("precision %s is a GPU speed-up; encoding in fp32 on the CPU", params.precision)
     log.info("encoding %d passages with %s on %s (%s)", len(ds.corpus), describe(model), device, precision)
     doc_ids = ds.doc_ids()
     t0 = time.perf_counter()
-    emb = model.encode_texts(ds.passages(doc_ids), "passage", batch_size=params["batch_size"], progress=True,
+    emb = model.encode_texts(ds.passages(doc_ids), "passage", batch_size=params.batch_size, progress=True,
                              desc="encode corpus", precision=precision)
     encode_seconds = time.perf_counter() - t0
     with atomic_dir(out_dir) as tmp:
-        stored = emb.astype(params["dtype"], copy=False)
+        stored = emb.astype(params.dtype, copy=False)
         # Its size is known: a full disk is reported with the bytes the embeddings need.
         with atomic_path(tmp / EMBEDDINGS, needed=stored.nbytes + 128) as npy, open(npy, "wb") as fh:
             np.save(fh, stored)
@@ -83,10 +83,10 @@ def run(model_dir: str, dataset_dir: str, out_dir: str, params: dict) -> dict:
                  "model": str(model_dir), "normalized": bool(model.spec.normalize),
                  "device": device, "precision": precision,
                  "corpus_sha256": corpus_digest(ds.manifest)}
-        if params["dtype"] != "float32":
-            stats["dtype"] = params["dtype"]
+        if params.dtype != "float32":
+            stats["dtype"] = params.dtype
             # Index what is stored, so every search path sees the same vectors.
-            emb = emb.astype(params["dtype"]).astype(np.float32)
+            emb = emb.astype(params.dtype).astype(np.float32)
         stats["indexes"] = write_indexes(emb, params, tmp)
         atomic_write_json(tmp / INDEX_STATS, stats)
     return stats
@@ -107,9 +107,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if (args.shards is None) != (args.plan is None):
         raise PipelineError("--shards and --plan go together")
+    params = as_index_params(parse_json_object(args.params_json))
     if args.shards is not None:
-        return run_gather(args.dataset, args.shards, args.plan, args.out, parse_json_object(args.params_json))
-    return run(args.model, args.dataset, args.out, parse_json_object(args.params_json))
+        return run_gather(args.dataset, args.shards, args.plan, args.out, params)
+    return run(args.model, args.dataset, args.out, params)
 
 
 if __name__ == "__main__":

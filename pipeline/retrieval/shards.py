@@ -35,7 +35,7 @@ import numpy as np
 from pipeline.core.common import PipelineError, atomic_path, atomic_write_json, log, parse_json_object, read_json, run_main, set_threads
 from pipeline.sources.datasets import corpus_digest, passage_text
 from pipeline.core.layout import MANIFEST, DOC_IDS, EMBEDDINGS
-from pipeline.core.index_params import IndexParams, resolve_params
+from pipeline.core.index_params import IndexParams, as_index_params
 from pipeline.core.params import check_int, defaults
 
 DTYPES = ("float32", "float16")
@@ -164,8 +164,8 @@ def write_npy_stream(path: str | Path, shape: tuple[int, int], dtype: str, block
 
 # ----------------------------------------------------------------------------- encode one shard
 def encode_shard(model_dir: str, dataset_dir: str, plan_path: str, shard: int, out_embeddings: str, out_ids: str,
-                 params: dict) -> dict:
-    p = resolve_params(params)
+                 params: dict | IndexParams) -> dict:
+    p = as_index_params(params)
     plan = read_plan(plan_path)
     if not 0 <= shard < len(plan["shards"]):
         raise PipelineError(f"--shard: {shard} is not in the plan's {len(plan['shards'])} shards ({plan_path})")
@@ -179,9 +179,9 @@ def encode_shard(model_dir: str, dataset_dir: str, plan_path: str, shard: int, o
     t0 = time.perf_counter()
     # encode_texts tokenises all its texts up front; blocks of ENCODE_BLOCK bound that memory
     # whatever the shard size.
-    emb = np.empty((len(texts), model.embedding_dim), dtype=p["dtype"])
+    emb = np.empty((len(texts), model.embedding_dim), dtype=p.dtype)
     for b in range(0, len(texts), ENCODE_BLOCK):
-        emb[b:b + ENCODE_BLOCK] = model.encode_texts(texts[b:b + ENCODE_BLOCK], "passage", batch_size=p["batch_size"],
+        emb[b:b + ENCODE_BLOCK] = model.encode_texts(texts[b:b + ENCODE_BLOCK], "passage", batch_size=p.batch_size,
                                                      progress=True, desc=f"encode shard {shard}")
     seconds = time.perf_counter() - t0
     # The embeddings first, the ids (what marks the shard complete for the gather step) last.
@@ -189,7 +189,7 @@ def encode_shard(model_dir: str, dataset_dir: str, plan_path: str, shard: int, o
         with open(tmp, "wb") as fh:
             np.save(fh, emb)
     meta = {"shard": shard, "start": start, "end": end, "doc_ids": ids, "dim": int(emb.shape[1]),
-            "dtype": p["dtype"], "encode_seconds": round(seconds, 3), "model": str(model_dir),
+            "dtype": p.dtype, "encode_seconds": round(seconds, 3), "model": str(model_dir),
             "normalized": bool(model.spec.normalize)}
     atomic_write_json(out_ids, meta)
     return {k: v for k, v in meta.items() if k != "doc_ids"}
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.cmd == "plan":
         return write_plan(args.dataset, args.out, shard_size=args.shard_size, shards=args.shards)
     return encode_shard(args.model, args.dataset, args.plan, args.shard, args.out_embeddings, args.out_ids,
-                        parse_json_object(args.params_json))
+                        as_index_params(parse_json_object(args.params_json)))
 
 
 if __name__ == "__main__":

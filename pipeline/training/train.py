@@ -34,7 +34,6 @@ Outputs in --out: model/ (a BiEncoder folder), train_log.jsonl, train_summary.js
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -47,7 +46,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.core.common import PipelineError, atomic_write_json, log, parse_json_object, run_main, seed_everything
+from pipeline.core.common import (PipelineError, atomic_write_json, log, parse_json_object, run_main, seed_everything,
+                                  step_parser)
 from pipeline.core.layout import MODEL, TRAIN_LOG, TRAIN_SUMMARY
 from pipeline.core.params import ZERO_SHOT, Recipe
 from pipeline.models.encoder import BiEncoder, EncoderSpec, describe
@@ -62,7 +62,7 @@ from pipeline.training.pairs import TrainingData
 from pipeline.training.runtime import (grad_norm, linear_schedule, peak_memory_mb, pick_device, rng_state,
                                        set_rng_state, truncate_log)
 from pipeline.training.sampler import update_plan
-from pipeline.training.summary import encoder_provenance, summarize
+from pipeline.training.summary import summarize, zero_shot_summary
 
 MAX_SKIPPED = 20  # fp16: this many overflow-skipped updates in a row means the values are broken
 # A bank holding this share of the training pairs holds recent queries' positives often enough to
@@ -115,7 +115,7 @@ def train(dataset_dir: str, out_dir: str, recipe: dict | Recipe, seed: int, hard
     hooks = hooks or TrainHooks()
     started_at = time.time()
     if recipe.method == ZERO_SHOT:
-        return save_zero_shot(out, recipe, seed)
+        return save_zero_shot(out, recipe, seed, started_at)
 
     run = setup(dataset_dir, out, recipe, seed, hard_negatives, started_at)
     resume(run)
@@ -142,14 +142,14 @@ def train(dataset_dir: str, out_dir: str, recipe: dict | Recipe, seed: int, hard
     return finish(run, len(examples), time.perf_counter() - t_start)
 
 
-def save_zero_shot(out: Path, recipe: Recipe, seed: int) -> dict:
+def save_zero_shot(out: Path, recipe: Recipe, seed: int, started_at: float) -> dict:
     """An untrained run: the model's spec, and its weights only when random (a random zero-shot
     control cannot be rebuilt from the model name)."""
     seed_everything(seed)
     spec = EncoderSpec.from_dict(recipe.encoder)
     model = BiEncoder.from_spec(spec)
     model.save(out / MODEL, weights=spec.random_init)
-    summary = {"method": ZERO_SHOT, "steps": 0, "examples": 0, "seconds": 0.0, **encoder_provenance(model)}
+    summary = zero_shot_summary(recipe, model, started_at, time.time())
     (out / TRAIN_LOG).write_text("")
     atomic_write_json(out / TRAIN_SUMMARY, summary)
     return summary
@@ -365,10 +365,9 @@ def finish(run: Run, n_examples: int, seconds: float) -> dict:
 
 # ----------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.training.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, help="normalised dataset folder (output of pipeline.sources.prepare)")
-    parser.add_argument("--out", required=True, help="output folder for model/, train_log.jsonl, train_summary.json")
+    parser = step_parser("python -m pipeline.training.train", __doc__, {
+        "dataset": "normalised dataset folder (output of pipeline.sources.prepare)",
+        "out": "output folder for model/, train_log.jsonl, train_summary.json"})
     parser.add_argument("--recipe-json", required=True, help="resolved run recipe as JSON (see config/schema.yaml)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--hard-negatives", help="BM25 negatives JSONL (output of pipeline.training.hardneg)")

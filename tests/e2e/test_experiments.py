@@ -159,7 +159,7 @@ def test_a_migrated_flat_results_folder_is_up_to_date(two_experiments, tmp_path)
         elif child.name != "mlartifacts":
             os.replace(child, results / child.name)
     shutil.rmtree(results / A)
-    proc = subprocess.run([sys.executable, "-m", "pipeline.core.layout", "migrate", "--config", "a.yaml"], cwd=old,
+    proc = subprocess.run([sys.executable, "-m", "pipeline.core.migrate", "--config", "a.yaml"], cwd=old,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (results / A / "models/scifact-mini/dpr-8/seed13/model").is_dir()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.evaluation import evaluate as ev
-from pipeline.core.index_params import default_nlist
+from pipeline.core.index_params import default_nlist, resolve_params as resolve_index_params
 from pipeline.retrieval import index as idx
 from pipeline.core.common import PipelineError
 from tiny_beir import make_tiny_beir, make_zero_shot_model
@@ -161,7 +161,7 @@ def test_accepts_the_parameters_the_rule_passes(built, tmp_path):
     assert set(result["index_recall"]) == {"flat", "hnsw"}
     with pytest.raises(PipelineError, match="unknown key"):
         _evaluate(built, tmp_path / "bad", {**params, "reference_run": "zeroshot"})
-    assert idx.resolve_params({"ivf": {"nlist": None}}, num_docs=40)["ivf"]["nlist"] == default_nlist(40)
+    assert resolve_index_params({"ivf": {"nlist": None}}, num_docs=40).ivf.nlist == default_nlist(40)
 
 
 def test_the_index_must_hold_this_corpus_row_for_row(built):

@@ -32,7 +32,7 @@ def test_fixed_count_plan_is_near_equal_and_covers_every_row():
         assert all(a[1] == b[0] for a, b in zip(plan, plan[1:]))
         assert max(e - s for s, e in plan) - min(e - s for s, e in plan) <= 1
     with pytest.raises(PipelineError, match="shard_size and shards"):
-        idx.resolve_params({"shard_size": 10, "shards": 2})
+        resolve_params({"shard_size": 10, "shards": 2})
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
