@@ -3,6 +3,8 @@ factory strings accepted when FAISS parses them, and IVF sized from the corpus."
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 
 from pipeline.core import index_params as I
@@ -20,7 +22,7 @@ def test_bad_params_name_the_key():
         I.resolve_params({"batch_size": 0})
     with pytest.raises(PipelineError, match=r"precision.*fp32.*fp16.*bf16"):
         I.resolve_params({"precision": "int8"})
-    assert I.resolve_params({})["precision"] == "fp32"
+    assert I.resolve_params({}).precision == "fp32"
 
 
 def test_bad_shard_params():
@@ -45,15 +47,16 @@ def test_factory_strings_are_checked_by_faiss():
 
 def test_ivf_is_sized_from_the_corpus_unless_set():
     assert [I.default_nlist(n) for n in (1, 3, 100, 5183)] == [1, 3, 40, 288]
-    ivf = I.resolve_params({}, num_docs=5183)["ivf"]
-    assert ivf == {"nlist": 288, "nprobe": 72, "seed": 0}
-    assert "nlist" not in I.resolve_params({})["ivf"]  # unknown corpus: left to the index step
-    assert I.resolve_params({"ivf": {"nlist": 8, "nprobe": 50}}, num_docs=100)["ivf"]["nprobe"] == 8
-    assert I.resolve_params({"hnsw": {"efSearch": 64}})["hnsw"] == {"M": 32, "efConstruction": 200, "efSearch": 64}
+    ivf = I.resolve_params({}, num_docs=5183).ivf
+    assert (ivf.nlist, ivf.nprobe, ivf.seed) == (288, 72, 0)
+    assert I.resolve_params({}).ivf.nlist is None  # unknown corpus: left to the index step
+    assert I.resolve_params({"ivf": {"nlist": 8, "nprobe": 50}}, num_docs=100).ivf.nprobe == 8
+    hnsw = I.resolve_params({"hnsw": {"efSearch": 64}}).hnsw
+    assert (hnsw.M, hnsw.efConstruction, hnsw.efSearch) == (32, 200, 64)
 
 
 def test_index_job_leaves_optional_keys_out_at_their_defaults():
-    section = I.resolve_params({})
+    section = asdict(I.resolve_params({}))  # the config's filled `index:` section
     job = I.index_job_params(section)
     assert not set(I.INDEX_OPTIONAL) & set(job) and job["index_types"] == ["flat"]
     assert I.index_job_params({**section, "dtype": "float16", "shards": 4})["dtype"] == "float16"

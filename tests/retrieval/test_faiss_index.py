@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 import pytest
 
-from pipeline.core.index_params import default_nlist, resolve_params
+from pipeline.core.index_params import IVFParams, default_nlist, resolve_params
 from pipeline.evaluation import distribution_normalization as dnlib
 from pipeline.retrieval import faiss_index as fi
 from pipeline.retrieval.readers import load_index
@@ -29,7 +29,7 @@ def _recall(ids, ref):
 
 def test_build_each_type_and_recall_vs_flat(emb, tmp_path):
     params = resolve_params({"index_types": ["flat", "hnsw", "ivf"]}, num_docs=len(emb))
-    assert params["ivf"]["nlist"] == default_nlist(2000) == 179
+    assert params.ivf.nlist == default_nlist(2000) == 179
     stats = fi.write_indexes(emb, params, tmp_path)
     assert set(stats) == {"flat", "hnsw", "ivf"}
     for kind, s in stats.items():
@@ -45,7 +45,7 @@ def test_build_each_type_and_recall_vs_flat(emb, tmp_path):
     assert hnsw.metric_type == faiss.METRIC_INNER_PRODUCT
     assert _recall(hnsw.search(q, 100)[1], ref) > 0.95
     ivf = load_index(tmp_path, "ivf")
-    assert faiss.extract_index_ivf(ivf).nprobe == params["ivf"]["nprobe"]
+    assert faiss.extract_index_ivf(ivf).nprobe == params.ivf.nprobe
     assert ivf.metric_type == faiss.METRIC_INNER_PRODUCT
     assert _recall(ivf.search(q, 100)[1], ref) > 0.5
     # A fixed training seed gives the same IVF index twice.
@@ -60,17 +60,17 @@ def test_aliases_equal_their_factory_strings(tmp_path):
     emb = rng.normal(size=(300, 16)).astype(np.float32)
     params = resolve_params({"index_types": ["flat", "hnsw", "ivf"]}, num_docs=len(emb))
     q = rng.normal(size=(20, 16)).astype(np.float32)
-    hand = faiss.IndexHNSWFlat(16, params["hnsw"]["M"], faiss.METRIC_INNER_PRODUCT)
-    hand.hnsw.efConstruction = params["hnsw"]["efConstruction"]
-    hand.hnsw.efSearch = params["hnsw"]["efSearch"]
+    hand = faiss.IndexHNSWFlat(16, params.hnsw.M, faiss.METRIC_INNER_PRODUCT)
+    hand.hnsw.efConstruction = params.hnsw.efConstruction
+    hand.hnsw.efSearch = params.hnsw.efSearch
     hand.add(emb)
     np.testing.assert_array_equal(fi.build_index("hnsw", emb, params).search(q, 10)[1], hand.search(q, 10)[1])
     quantizer = faiss.IndexFlatIP(16)
-    ivf = faiss.IndexIVFFlat(quantizer, 16, params["ivf"]["nlist"], faiss.METRIC_INNER_PRODUCT)
-    ivf.cp.seed, ivf.cp.min_points_per_centroid = params["ivf"]["seed"], 1
+    ivf = faiss.IndexIVFFlat(quantizer, 16, params.ivf.nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.seed, ivf.cp.min_points_per_centroid = params.ivf.seed, 1
     ivf.train(emb)
     ivf.add(emb)
-    ivf.nprobe = params["ivf"]["nprobe"]
+    ivf.nprobe = params.ivf.nprobe
     np.testing.assert_array_equal(fi.build_index("ivf", emb, params).search(q, 10)[1], ivf.search(q, 10)[1])
 
 
@@ -95,10 +95,10 @@ def test_streaming_build_recall(tmp_path, kind, floor):
 
 
 def test_factory_ivf_probes_the_configured_share_of_its_own_lists():
-    assert fi.factory_nprobe("IVF64,PQ48", {"nlist": 288, "nprobe": 72}) == 16
-    assert fi.factory_nprobe("IVF64,PQ48", {"nlist": 288, "nprobe": 288}) == 64
-    assert fi.factory_nprobe("IVF4096,PQ64", {"nlist": 100, "nprobe": 1}) == 41
-    assert fi.factory_nprobe("HNSW32,SQ8", {"nlist": 288, "nprobe": 72}) == 72
+    assert fi.factory_nprobe("IVF64,PQ48", IVFParams(nlist=288, nprobe=72)) == 16
+    assert fi.factory_nprobe("IVF64,PQ48", IVFParams(nlist=288, nprobe=288)) == 64
+    assert fi.factory_nprobe("IVF4096,PQ64", IVFParams(nlist=100, nprobe=1)) == 41
+    assert fi.factory_nprobe("HNSW32,SQ8", IVFParams(nlist=288, nprobe=72)) == 72
     assert fi.index_params("IVF64,PQ48", resolve_params({}, num_docs=5183))["nprobe"] == 16
 
 

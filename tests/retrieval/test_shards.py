@@ -12,6 +12,7 @@ from pipeline.evaluation import evaluate as ev
 from pipeline.retrieval import index as idx
 from pipeline.retrieval import shards
 from pipeline.core.common import PipelineError
+from pipeline.core.index_params import resolve_params
 from tiny_beir import make_tiny_beir, make_zero_shot_model
 
 
