@@ -39,6 +39,13 @@ def test_readme_headline_equals_the_published_table():
         "README's headline table drifted from results/reference/scifact-long/headline.md: copy it again"
 
 
+def test_readme_pilot_table_equals_the_published_table():
+    published = table_rows((REPO / "results/reference/separation-pilot/pilot.md").read_text())
+    readme = "\n".join(table_rows((REPO / "README.md").read_text()))
+    assert "\n".join(published) in readme, \
+        "README's pilot table drifted from results/reference/separation-pilot/pilot.md: copy it again"
+
+
 def test_readme_links_point_at_existing_files():
     for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", (REPO / "README.md").read_text()):
         if not target.startswith("http"):
