@@ -64,6 +64,11 @@ def model_tag(seed: int | str, trained: bool) -> str:
     return f"seed{seed}" if trained else ZERO_SHOT_TAG
 
 
+def _folder(base: str, name: str, doc: str | None = None) -> property:
+    """A fixed path under the layout's `root` (shared by every experiment) or `scope` (its own)."""
+    return property(lambda self: getattr(self, base) / name, doc=doc or f"<{base}>/{name}")
+
+
 @dataclass(frozen=True)
 class Layout:
     root: Path = Path("results")
@@ -141,9 +146,14 @@ class Layout:
         return self.eval(dataset, run, seed) / METRICS
 
     # ------------------------------------------------------------------ grid-wide
-    @property
-    def tables(self) -> Path:
-        return self.scope / "tables"
+    tables = _folder("scope", "tables")
+    plots = _folder("scope", "plots")
+    logs = _folder("scope", "logs", "Logs of the experiment's jobs (train, index, evaluate, aggregate).")
+    shared_logs = _folder("root", "logs", "Logs of the shared jobs (data, hardneg).")
+    mlflow_artifacts = _folder("scope", "mlartifacts")
+    downloads = _folder("root", "downloads")
+    mlflow_store = _folder("root", "mlflow.db")
+    report = _folder("scope", "report.html")
 
     @property
     def grid(self) -> Path:
@@ -156,39 +166,9 @@ class Layout:
         return self.tables / f".grid-{digest}.done"
 
     @property
-    def plots(self) -> Path:
-        return self.scope / "plots"
-
-    @property
-    def logs(self) -> Path:
-        """Logs of the experiment's jobs (train, index, evaluate, aggregate)."""
-        return self.scope / "logs"
-
-    @property
-    def shared_logs(self) -> Path:
-        """Logs of the shared jobs (data, hardneg)."""
-        return self.root / "logs"
-
-    @property
-    def mlflow_artifacts(self) -> Path:
-        return self.scope / "mlartifacts"
-
-    @property
-    def downloads(self) -> Path:
-        return self.root / "downloads"
-
-    @property
     def grid_config(self) -> str:
         """The validated config of the grid as JSON (what the aggregate step reads)."""
         return str(self.scope / "config.json")
-
-    @property
-    def mlflow_store(self) -> Path:
-        return self.root / "mlflow.db"
-
-    @property
-    def report(self) -> Path:
-        return self.scope / "report.html"
 
     def reference(self, name: str) -> Path:
         return self.root / "reference" / name
