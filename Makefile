@@ -36,7 +36,7 @@ run: $(STAMP)  ## run the default experiment end to end (embedded scifact-mini)
 	  if [ -f $$tables/headline.md ]; then echo; echo "Headline ($$tables/headline.md):"; cat $$tables/headline.md; fi
 
 test: $(STAMP)  ## run the test suite without the slow checks (what CI runs)
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -m "not slow" --durations=30 tests
 
 test-slow: $(STAMP)  ## only the slow checks (full-SciFact anchor, gradient-norm stability)
 	$(BIN)/python -m pytest -q -s -m slow tests
