@@ -180,58 +180,36 @@ def test_rerun_is_a_no_op(finished_run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def test_snakemake_report_has_every_table_and_plot(finished_run):
+def test_snakemake_report_has_every_table_and_plot(tiny_report):
     from pipeline.results.plots import PLOTS
 
-    snakemake(finished_run, "--report", f"results/{EXPERIMENT}/report.html")
-    html = (finished_run / "results" / EXPERIMENT / "report.html").read_text(errors="replace")
+    html = tiny_report.read_text(errors="replace")
     for name in ("summary.html", "headline.html", "dn.html", "index.html", *(f"{p}.png" for p in PLOTS)):
         assert name in html, name
     assert "mailto:" not in html  # captions say NDCG@10, not a link to an address
 
 
-def test_mlflow_server_rest_api(finished_run):
+def test_mlflow_server_rest_api(mlflow_ui):
+    """The runs and a training curve through the REST API of `mlflow server` (conftest's `mlflow_ui`)."""
     import json
-    import signal
-    import socket
-    import time
     import urllib.request
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    store = finished_run / "results" / "mlflow.db"
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store}",
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
 
     def call(path, body=None):
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        req = urllib.request.Request(f"{mlflow_ui}/api/2.0/mlflow{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
 
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                experiment = call("/experiments/get-by-name?experiment_name=e2e-tiny")["experiment"]
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, "mlflow server did not start"
-                time.sleep(0.5)
-        runs = call("/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 1000})["runs"]
-        trained = sum(recipe["method"] != "none" for recipe in RUNS.values())
-        assert len(runs) == trained * len(SEEDS) + len(RUNS)  # seed children of trained runs + one parent each
-        trained = next(r for r in runs if any(t["key"] == "pipeline.level" and t["value"] == "seed"
-                                              for t in r["data"]["tags"])
-                       and any(t["key"] == "run" and t["value"] == "dpr-4" for t in r["data"]["tags"]))
-        history = call(f"/metrics/get-history?run_id={trained['info']['run_id']}&metric_key=train.loss")["metrics"]
-        assert [m["step"] for m in history] == [1, 2, 3]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    experiment = call("/experiments/get-by-name?experiment_name=e2e-tiny")["experiment"]
+    runs = call("/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 1000})["runs"]
+    trained = sum(recipe["method"] != "none" for recipe in RUNS.values())
+    assert len(runs) == trained * len(SEEDS) + len(RUNS)  # seed children of trained runs + one parent each
+    trained = next(r for r in runs if any(t["key"] == "pipeline.level" and t["value"] == "seed"
+                                          for t in r["data"]["tags"])
+                   and any(t["key"] == "run" and t["value"] == "dpr-4" for t in r["data"]["tags"]))
+    history = call(f"/metrics/get-history?run_id={trained['info']['run_id']}&metric_key=train.loss")["metrics"]
+    assert [m["step"] for m in history] == [1, 2, 3]
 
 
 def test_published_row_reproduces_in_a_fresh_copy(finished_run, tmp_path):
@@ -266,7 +244,7 @@ def test_published_row_reproduces_in_a_fresh_copy(finished_run, tmp_path):
 def test_an_entry_evaluates_another_entrys_models_without_retraining(finished_run, tmp_path):
     """`models_of` (MS MARCO dev next to TREC-DL 2019): a second dataset entry adds evaluate jobs
     only, on the first entry's models, index and data; evaluated on the same split it must give
-    the first entry's metrics exactly."""
+    the first entry's metrics exactly. One seed of the grid: every run's models, half the jobs."""
     import shutil
 
     import yaml
