@@ -253,12 +253,13 @@ def test_an_entry_evaluates_another_entrys_models_without_retraining(finished_ru
     shutil.copytree(finished_run, repo, symlinks=True)
     config = yaml.safe_load((repo / "tiny.yaml").read_text())
     config["datasets"]["mini-again"] = {"models_of": "scifact-mini", "test_split": "test"}
+    config["seeds"] = SEEDS[:1]
     config["mlflow"] = {"enabled": False}
     (repo / "tiny.yaml").write_text(yaml.safe_dump(config))
     dry = snakemake(repo, "-n").stdout
     planned = {line.split()[0]: int(line.split()[1]) for line in dry.lower().split("job stats:", 1)[-1].splitlines()
                if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert planned.get("evaluate") == len(RUNS) * len(SEEDS), dry[-2000:]
+    assert planned.get("evaluate") == len(RUNS), dry[-2000:]
     assert not {"train", "index", "data", "hardneg"} & set(planned), planned
     snakemake(repo)
     frame = pd.read_csv(repo / "results" / EXPERIMENT / "tables" / "summary.csv")
