@@ -60,7 +60,7 @@ def runs(tmp_path_factory, tiny_model_dir):
     return out
 
 
-def test_dry_run_lists_the_shard_jobs(runs, tiny_model_dir, tmp_path):
+def test_dry_run_lists_the_shard_jobs(tiny_model_dir, tmp_path):
     from conftest import copy_workflow
 
     repo = copy_workflow(tmp_path / "repo")
@@ -72,9 +72,9 @@ def test_dry_run_lists_the_shard_jobs(runs, tiny_model_dir, tmp_path):
     assert job_counts(snakemake(repo, "-n"))["encode_shard"] == 4
 
 
-def test_a_fixed_shard_count_is_planned_before_any_data(runs, tiny_model_dir, tmp_path):
-    """index.shards: the dry run lists every encode_shard job with no data at all, and the shards
-    (1000 docs / 4) are the shard_size-250 run's, byte for byte."""
+def test_a_fixed_shard_count_is_planned_before_any_data(tiny_model_dir, tmp_path):
+    """index.shards: the dry run lists every encode_shard job with no data at all (the run itself,
+    and its shards matching the shard_size-250 run's, is test_killed_shard_is_the_only_one_re_encoded)."""
     from conftest import copy_workflow
 
     repo = copy_workflow(tmp_path / "repo")
@@ -82,9 +82,6 @@ def test_a_fixed_shard_count_is_planned_before_any_data(runs, tiny_model_dir, tm
     dry = snakemake(repo, "-n")
     assert not (repo / "results").exists()
     assert job_counts(dry)["encode_shard"] == 4 and job_counts(dry)["data"] == 1
-    assert job_counts(snakemake(repo))["encode_shard"] == 4
-    index = "results/shards-e2e/index/scifact-mini/zeroshot/base/embeddings.npy"
-    assert (repo / index).read_bytes() == (runs["sharded"][0] / index).read_bytes()
 
 
 def test_four_shards_match_unsharded(runs):
@@ -124,13 +121,14 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def test_killed_shard_is_the_only_one_re_encoded(tiny_model_dir, tmp_path):
+def test_killed_shard_is_the_only_one_re_encoded(runs, tiny_model_dir, tmp_path):
     """SIGKILL the job encoding shard 2 mid-run (what a pre-empted cluster job gets); the other
-    shards finish (--keep-going), and the re-run encodes shard 2 alone."""
+    shards finish (--keep-going), and the re-run encodes shard 2 alone. The run uses a fixed shard
+    count (index.shards: 4), and its finished index is the shard_size-250 run's, byte for byte."""
     from conftest import copy_workflow
 
     repo = copy_workflow(tmp_path / "repo")
-    (repo / "tiny.yaml").write_text(yaml.safe_dump(_config(tiny_model_dir, SHARD_SIZE)))
+    (repo / "tiny.yaml").write_text(yaml.safe_dump(_config(tiny_model_dir, None, shards=4)))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tiny.yaml",
                              "--keep-going"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -160,6 +158,8 @@ def test_killed_shard_is_the_only_one_re_encoded(tiny_model_dir, tmp_path):
     assert {k: after[k] for k in done} == done  # finished shards untouched
     assert sorted(set(after) - set(done)) == ["2.json", "2.npy"]
     assert "Nothing to be done" in snakemake(repo, "-n")
+    index = "results/shards-e2e/index/scifact-mini/zeroshot/base/embeddings.npy"
+    assert (repo / index).read_bytes() == (runs["sharded"][0] / index).read_bytes()
 
 
 COMPRESSED = ["HNSW32,SQ8", "IVF64,PQ48"]
