@@ -38,7 +38,7 @@ run: $(STAMP)  ## run the default experiment end to end (embedded scifact-mini)
 test: $(STAMP)  ## run the test suite without the slow checks (what CI runs)
 	$(BIN)/python -m pytest -q -m "not slow" --durations=30 tests
 
-test-slow: $(STAMP)  ## only the slow checks (full-SciFact anchor, gradient-norm stability)
+test-slow: $(STAMP)  ## only the slow checks (full-SciFact anchor and shards, gradient-norm stability, a published row re-run from scratch)
 	$(BIN)/python -m pytest -q -s -m slow tests
 
 docs: $(STAMP)  ## build the manual (MkDocs, --strict: a broken link or missing reference table fails) -> site/
