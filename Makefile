@@ -36,9 +36,9 @@ run: $(STAMP)  ## run the default experiment end to end (embedded scifact-mini)
 	  if [ -f $$tables/headline.md ]; then echo; echo "Headline ($$tables/headline.md):"; cat $$tables/headline.md; fi
 
 test: $(STAMP)  ## run the test suite without the slow checks (what CI runs)
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -m "not slow" --durations=30 tests
 
-test-slow: $(STAMP)  ## only the slow checks (full-SciFact anchor, gradient-norm stability)
+test-slow: $(STAMP)  ## only the slow checks (full-SciFact anchor and shards, gradient-norm stability, a published row re-run from scratch)
 	$(BIN)/python -m pytest -q -s -m slow tests
 
 docs: $(STAMP)  ## build the manual (MkDocs, --strict: a broken link or missing reference table fails) -> site/

@@ -106,3 +106,23 @@ def zero_shot_grid(tmp_path_factory, tiny_model_dir):
     layout = Layout(root / "results", "zero-shot")
     evaluate_zero_shot(layout, cfg)
     return root, cfg, layout
+
+
+@pytest.fixture(scope="session")
+def tiny_report(finished_run) -> Path:
+    """The Snakemake report of `finished_run`, rendered once for every test that reads it."""
+    from tiny_workflow import EXPERIMENT, snakemake
+
+    report = finished_run / "results" / EXPERIMENT / "report.html"
+    snakemake(finished_run, "--report", str(report.relative_to(finished_run)))
+    return report
+
+
+@pytest.fixture(scope="session")
+def mlflow_ui(finished_run, tmp_path_factory):
+    """One `mlflow server` over `finished_run`'s store, as `make ui` starts it, shared by the REST
+    and browser tests (each start costs seconds of imports)."""
+    from browser import mlflow_server
+
+    with mlflow_server(finished_run / "results" / "mlflow.db", tmp_path_factory.mktemp("mlflow") / "server.log") as base:
+        yield base

@@ -21,8 +21,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from browser import Page, chromium, mlflow_server
-from tiny_workflow import EXPERIMENT, RUNS, SEEDS, snakemake
+from browser import Page, chromium
+from tiny_workflow import EXPERIMENT, RUNS, SEEDS
 
 # The headline metric as MLflow records it: NDCG@10 under plain dot product, per seed on each
 # child run and the mean over seeds on each parent run.
@@ -41,12 +41,6 @@ YEAR_1970 = re.compile(r"(?<![\d.])1970(?!\d)")
 def browser():
     with chromium() as b:
         yield b
-
-
-@pytest.fixture(scope="module")
-def mlflow_ui(finished_run, tmp_path_factory):
-    with mlflow_server(finished_run / "results" / "mlflow.db", tmp_path_factory.mktemp("mlflow") / "server.log") as base:
-        yield base
 
 
 def api(base: str, path: str, body: dict | None = None) -> dict:
@@ -258,11 +252,10 @@ def _found(page) -> bool:
     return _headline_tables(page) is not None
 
 
-def test_snakemake_report_shows_the_headline_table(browser, finished_run):
+def test_snakemake_report_shows_the_headline_table(browser, tiny_report):
     """The report renders, and somewhere in it (the front page, a result's description, or a
     result shown as HTML) there is a table headed NDCG@10: headline.md's table."""
-    snakemake(finished_run, "--report", f"results/{EXPERIMENT}/report.html")
-    report = (finished_run / "results" / EXPERIMENT / "report.html").as_uri()
+    report = tiny_report.as_uri()
     seen = []
     with Page(browser) as page:
         page.goto(report)
@@ -385,11 +378,10 @@ def test_per_method_view_in_at_most_5_clicks(browser, mlflow_ui, store):
         view.close()
 
 
-def test_report_opens_on_the_headline_table(browser, finished_run):
+def test_report_opens_on_the_headline_table(browser, tiny_report):
     """The report's first category is the tables, and its first item the headline table."""
-    snakemake(finished_run, "--report", "results/report.html")
     with Page(browser, viewport=(1400, 900)) as page:
-        page.goto((finished_run / "results" / "report.html").as_uri())
+        page.goto(tiny_report.as_uri())
         page.get_by_text("Workflow", exact=True).first.wait_for(timeout=UI_TIMEOUT_MS)
         categories = [t.strip() for t in page.locator("nav li a").all_inner_texts()
                       if t.strip() and t.strip() not in GENERAL_SECTIONS]

@@ -88,14 +88,15 @@ def test_model_card_metrics_are_the_runs(exported_grid):
         assert info["config_sha256"] and info["config_sha256"] in card and info["code_commit"] in card
 
 
+# argv: the corpus, then (export folder, output .npy) pairs: one interpreter loads every model.
 LOAD = """
 import json, sys
 import numpy as np
 from sentence_transformers import SentenceTransformer
-model = SentenceTransformer(sys.argv[1])
-docs = [json.loads(line) for line in open(sys.argv[2])]
+docs = [json.loads(line) for line in open(sys.argv[1])]
 texts = [(d.get("title", "") + " " + d.get("text", "")).strip() for d in docs]
-np.save(sys.argv[3], model.encode_document(texts, batch_size=16))
+for folder, out in zip(sys.argv[2::2], sys.argv[3::2]):
+    np.save(out, SentenceTransformer(folder).encode_document(texts, batch_size=16))
 """
 
 
@@ -104,13 +105,14 @@ def test_exports_load_offline_without_the_pipeline(exported_grid, tmp_path):
     results = exported_grid / "results"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["HF_HUB_OFFLINE"] = "1"
-    for run, tag in (("dpr-4", f"seed{SEED}"), ("zeroshot", "base")):
-        out = tmp_path / f"{run}.npy"
-        subprocess.run([sys.executable, "-c", LOAD, str(results / EXPERIMENT / "export" / "scifact-mini" / run / tag),
-                        str(results / "data" / "scifact-mini" / "corpus.jsonl"), str(out)],
-                       check=True, env=env, cwd=tmp_path, capture_output=True, timeout=300)
+    models = {run: (tag, tmp_path / f"{run}.npy") for run, tag in (("dpr-4", f"seed{SEED}"), ("zeroshot", "base"))}
+    pairs = [str(a) for run, (tag, out) in models.items()
+             for a in (results / EXPERIMENT / "export" / "scifact-mini" / run / tag, out)]
+    subprocess.run([sys.executable, "-c", LOAD, str(results / "data" / "scifact-mini" / "corpus.jsonl"), *pairs],
+                   check=True, env=env, cwd=tmp_path, capture_output=True, timeout=300)
+    for run, (tag, out) in models.items():
         index = np.load(results / EXPERIMENT / "index" / "scifact-mini" / run / tag / "embeddings.npy")
-        assert np.abs(np.load(out) - index).max() <= 1e-5
+        assert np.abs(np.load(out) - index).max() <= 1e-5, run
 
 
 def test_make_export_path_reproduces_the_rules_card(exported_grid, tmp_path):
