@@ -305,8 +305,20 @@ class BiEncoder(nn.Module):
 
 def describe(model: BiEncoder) -> str:
     n = sum(p.numel() for p in model.parameters())
-    return (f"{model.spec.model} ({'tied' if model.spec.tied else 'untied'}, {model.spec.pooling} pooling, "
+    return (f"{_weights(model.spec)} ({'tied' if model.spec.tied else 'untied'}, {model.spec.pooling} pooling, "
             f"normalize={model.spec.normalize}, {n / 1e6:.1f}M params)")
+
+
+def _weights(spec: EncoderSpec) -> str:
+    """What was loaded: a log that names a model whose weights were not used would mislead."""
+    if spec.random_init:
+        if not spec.shape:
+            return f"{spec.model}'s architecture with random weights"
+        return (f"random-init BERT ({spec.shape['layers']} layers, hidden {spec.shape['hidden']}) "
+                f"with {spec.model}'s tokenizer")
+    if spec.layers:
+        return f"{spec.model} cut to its first {spec.layers} layer(s)"
+    return spec.model
 
 
 __all__ = ["BiEncoder", "EncoderSpec", "PRECISIONS", "QUERY", "PASSAGE", "describe", "resolve_model_path"]

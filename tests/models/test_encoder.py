@@ -78,3 +78,13 @@ def test_model_names_resolve_or_name_the_value(tmp_path, monkeypatch):
         EncoderSpec.from_dict({"pooling": "max"})
     with pytest.raises(PipelineError, match=r"encoder: unknown key\(s\) \['size'\]"):
         EncoderSpec.from_dict({"size": 3})
+
+
+def test_describe_names_the_weights_that_were_loaded():
+    from pipeline.models.encoder import _weights
+
+    shaped = EncoderSpec(model="m", random_init=True, shape={"layers": 2, "hidden": 128, "heads": 2, "intermediate": 512})
+    assert _weights(shaped) == "random-init BERT (2 layers, hidden 128) with m's tokenizer"
+    assert _weights(EncoderSpec(model="m", random_init=True)) == "m's architecture with random weights"
+    assert _weights(EncoderSpec(model="m", layers=1)) == "m cut to its first 1 layer(s)"
+    assert _weights(EncoderSpec(model="m")) == "m"
