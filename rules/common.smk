@@ -143,9 +143,13 @@ def all_train_summaries():
                    for j in pcfg.jobs(CFG)})
 
 
-def rule_threads(rule, default):
-    """The config's `threads.<rule>`, else the rule's own default."""
-    return CFG.get("threads", {}).get(rule, default)
+# Threads per job of the rules a config's `threads:` may set, unless it does.
+DEFAULT_THREADS = {"train": 2, "index": 2, "evaluate": 2}
+
+
+def rule_threads(rule):
+    """The config's `threads.<rule>`, else the rule's default."""
+    return CFG.get("threads", {}).get(rule, DEFAULT_THREADS[rule])
 
 
 def model_dataset(wildcards):

@@ -22,7 +22,7 @@ rule evaluate:
         str(LAYOUT.logs / "evaluate" / "{dataset}" / "{run}" / "seed{seed}.log"),
     wildcard_constraints:
         seed=r"\d+",
-    threads: rule_threads("evaluate", 2)
+    threads: rule_threads("evaluate")
     resources:
         mem_mb=8000,
         runtime=60,

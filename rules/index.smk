@@ -46,7 +46,7 @@ rule encode_shard:
     wildcard_constraints:
         tag=r"base|seed\d+",
         shard=r"\d+",
-    threads: rule_threads("index", 2)
+    threads: rule_threads("index")
     resources:
         mem_mb=8000,
         runtime=120,
@@ -75,7 +75,7 @@ rule index:
         str(LAYOUT.logs / "index" / "{dataset}" / "{run}" / "{tag}.log"),
     wildcard_constraints:
         tag=r"base|seed\d+",
-    threads: rule_threads("index", 2)
+    threads: rule_threads("index")
     resources:
         mem_mb=8000,
         runtime=120,

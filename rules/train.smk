@@ -24,7 +24,7 @@ rule train:
         str(LAYOUT.logs / "train" / "{dataset}" / "{run}" / "{tag}.log"),
     wildcard_constraints:
         tag=r"base|seed\d+",
-    threads: rule_threads("train", 2)
+    threads: rule_threads("train")
     resources:
         mem_mb=8000,
         runtime=240,
