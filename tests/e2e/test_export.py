@@ -16,34 +16,24 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import copy_workflow
-from tiny_workflow import snakemake
+from tiny_workflow import EXPERIMENT, SEEDS, snakemake
 
-SEED = 1
-
-
-EXPERIMENT = "export-tiny"
-
-
-def grid_config(model_dir: Path) -> dict:
-    return {
-        "experiment": EXPERIMENT,
-        "datasets": {"scifact-mini": {"source": "embedded"}},
-        "seeds": [SEED],
-        "encoder": {"model": str(model_dir), "query_max_length": 32, "passage_max_length": 64, "tied": False},
-        "training": {"max_steps": 3, "lr": 1e-4, "warmup_ratio": 0.0},
-        "runs": {"zeroshot": {"method": "none"}, "dpr-4": {"method": "inbatch", "batch_size": 4}},
-        "index": {"index_types": ["flat"]},
-        "evaluation": {"scorings": ["dot", "dn"], "lambdas": [0.5], "reference_run": "zeroshot",
-                       "significance_permutations": 200, "mteb": True},
-        "mlflow": {"enabled": False},
-    }
+SEED = SEEDS[0]
 
 
 @pytest.fixture(scope="module")
-def exported_grid(tmp_path_factory, tiny_model_dir) -> Path:
-    repo = copy_workflow(tmp_path_factory.mktemp("export-grid") / "repo")
-    (repo / "tiny.yaml").write_text(yaml.safe_dump(grid_config(tiny_model_dir)))
+def exported_grid(tmp_path_factory, finished_run) -> Path:
+    """The shared tiny grid, copied, with `evaluation.mteb` on for one seed of its zero-shot and
+    in-batch runs: only the export and MTEB jobs (and what they change downstream) run."""
+    import shutil
+
+    repo = tmp_path_factory.mktemp("export-grid") / "repo"
+    shutil.copytree(finished_run, repo, symlinks=True)
+    config = yaml.safe_load((repo / "tiny.yaml").read_text())
+    config["seeds"], config["only_runs"] = [SEED], ["zeroshot", "dpr-4"]
+    config["evaluation"]["mteb"] = True
+    config["mlflow"] = {"enabled": False}
+    (repo / "tiny.yaml").write_text(yaml.safe_dump(config))
     snakemake(repo)
     return repo
 
@@ -76,7 +66,8 @@ def test_model_card_metrics_are_the_runs(exported_grid):
         metrics = json.loads((results / EXPERIMENT / "eval" / "scifact-mini" / run / f"seed{SEED}" / "metrics.json").read_text())
         for row in metrics["rows"]:
             label = row["scoring"] if row["lambda"] is None else f"{row['scoring']}@{row['lambda']:g}"
-            line = summary[(summary.run == run) & (summary.scoring == row["scoring"])]
+            same_lambda = summary["lambda"].isna() if row["lambda"] is None else summary["lambda"] == row["lambda"]
+            line = summary[(summary.run == run) & (summary.scoring == row["scoring"]) & same_lambda]
             for key in ("ndcg@10", "recall@100", "mrr@10"):
                 assert values[(label, key.replace("@", "_at_"))] == row[key]
                 assert line[key].iloc[0] == pytest.approx(row[key], abs=1e-12)

@@ -69,8 +69,9 @@ def slurm_run(request, tmp_path_factory):
             "--set-threads", "train=1", "index=1", "evaluate=1",
             "--set-resources", "train:gpu=0", "train:mem_mb=2000", "index:gpu=0", "index:mem_mb=2000",
             "--slurm-status-command", "squeue",
-            # the executor polls after 10 s, then 30 s, ... (a tiny job takes ~20 s under SLURM)
-            "--slurm-init-seconds-before-status-checks", "10"]
+            # the executor polls after this many seconds, adding 10 s after each poll that finds no
+            # job finished: a short start keeps a chain of ~20 s jobs from waiting on its own polls
+            "--slurm-init-seconds-before-status-checks", "3"]
     proc = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=840)
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
