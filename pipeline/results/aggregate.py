@@ -8,7 +8,7 @@ Tables in <results>/<experiment>/tables/:
   dn.csv/md     normalisations (DN, DN*, NNN, QB-Norm, ...) against the plain dot product: one row per
                 run x scoring x parameter, delta, paired p and MDD (the name predates NNN and QB-Norm)
   index.csv/md  approximate indexes: recall@100 against flat, build/search seconds, size
-  diagnostics.csv/md  per run: false negatives found and masked, bank age, gradient-norm ratio
+  diagnostics.csv/md  per run: false negatives found and masked, bank age, gradient-norm ratio, loss over chance
 
 MLflow is written from this single process only, so parallel jobs never race on the sqlite
 store.

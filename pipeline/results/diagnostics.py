@@ -5,7 +5,10 @@ One row per dataset x run (means over seeds): how many known positives sat in a 
 passage bank's rows were (in optimizer updates), SogCLR's per-example state (how many examples
 hold one, how old it was when used), and the gradient-norm ratio
 ||grad passage encoder|| / ||grad query encoder|| early and late in training (median over the
-first and the last tenth of the updates), which is the quantity of the ContAccum paper's Fig. 5.
+first and the last tenth of the updates), which is the quantity of the ContAccum paper's Fig. 5,
+and the last tenth's InfoNCE loss over its chance level ln(1 + negatives): near 1, the scores no
+longer tell the positive from the negatives, which is what a collapsed encoder (every text
+embedded in one direction) shows while its training loss looks merely "high".
 """
 
 from __future__ import annotations
@@ -51,7 +54,16 @@ def run_diagnostics(rows: list[dict]) -> dict[str, float]:
     out["grad-norm ratio, first 10%"] = float(np.median(ratios[:stretch])) if ratios else math.nan
     out["grad-norm ratio, last 10%"] = float(np.median(ratios[-stretch:])) if ratios else math.nan
     out["grad-norm ratio, max"] = float(max(ratios)) if ratios else math.nan
+    out["loss / chance, last 10%"] = _loss_over_chance(rows[-max(1, int(round(EARLY_LATE_SHARE * len(rows)))):])
     return out
+
+
+def _loss_over_chance(rows: list[dict]) -> float:
+    """Median of loss / ln(1 + effective negatives) over `rows`: 1 when every candidate scores alike.
+    NaN for logs without those columns, and for SogCLR, whose loss is a surrogate with another scale."""
+    ratios = [r["loss"] / math.log1p(r["effective_negatives_per_row"]) for r in rows
+              if "state_samples" not in r and r.get("effective_negatives_per_row", 0) > 0 and "loss" in r]
+    return float(np.median(ratios)) if ratios else math.nan
 
 
 def diagnostics_table(logs: Iterable[tuple[str, str, Path]]) -> pd.DataFrame:
@@ -75,7 +87,8 @@ NOTE = ("Means over each run's updates, then over seeds. false negatives / row: 
         "optimizer updates since the passage bank's rows were encoded, when a micro-batch is scored against them. "
         "sogclr state samples: training examples holding a SogCLR denominator estimate u_i at the end; sogclr state age "
         "mean: optimizer updates since a re-visited example's u_i was last refreshed. grad-norm ratio: ||grad passage encoder|| / ||grad query encoder||, median over the first and last tenth "
-        "of the updates (the ContAccum paper's Fig. 5 quantity).")
+        "of the updates (the ContAccum paper's Fig. 5 quantity). loss / chance: the last tenth's InfoNCE loss over "
+        "ln(1 + effective negatives), its value when every candidate scores alike; near 1 the encoder has collapsed.")
 
 
 def diagnostics_markdown(table: pd.DataFrame) -> str:

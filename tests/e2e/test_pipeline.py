@@ -60,6 +60,7 @@ def test_training_logs_and_plots(finished_run):
         max(json.loads(line)["bank_age_max"] for line in path.read_text().splitlines())
         for path in log.parent.parent.glob("seed*/train_log.jsonl"))
     assert pd.isna(diagnostics.loc["dpr-4", "bank age mean"])
+    assert diagnostics["loss / chance, last 10%"].between(0, 2).all()  # every trained run here is InfoNCE
     assert "| contaccum-4x2 |" in (finished_run / "results" / EXPERIMENT / "tables" / "diagnostics.md").read_text()
     for name in ("ndcg_per_run", "ndcg_vs_batch", "accuracy_vs_cost", "grad_norm_ratio", "dn_lambda"):
         for ext in ("png", "svg"):

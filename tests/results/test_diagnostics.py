@@ -38,3 +38,17 @@ def test_diagnostics_report_the_state():
     assert np.isnan(run_diagnostics([{"step": 1, "loss": 1.0}])["sogclr state samples"])  # other methods: empty
     assert "sogclr state age mean" in diagnostics_markdown(pd.DataFrame([{"dataset": "d", "run": "r", **one}]))
     assert diagnostics_table([]).empty
+
+
+def test_loss_over_chance_flags_a_collapsed_run():
+    """A run whose loss sits at ln(1 + negatives) scores every candidate alike (a collapsed
+    encoder); a learning run sits well below; SogCLR's surrogate loss is not judged."""
+    import math
+
+    collapsed = [{"step": s, "loss": math.log(520.0), "effective_negatives_per_row": 519.0} for s in range(1, 21)]
+    learning = [{"step": s, "loss": 0.5, "effective_negatives_per_row": 63.0} for s in range(1, 21)]
+    sogclr = [{"step": s, "loss": -9.0, "effective_negatives_per_row": 7.0, "state_samples": 8.0} for s in range(1, 21)]
+    assert run_diagnostics(collapsed)["loss / chance, last 10%"] == pytest.approx(1.0)
+    assert run_diagnostics(learning)["loss / chance, last 10%"] == pytest.approx(0.5 / math.log(64.0))
+    assert np.isnan(run_diagnostics(sogclr)["loss / chance, last 10%"])
+    assert np.isnan(run_diagnostics([{"step": 1, "grad_norm_ratio": 2.0}])["loss / chance, last 10%"])
