@@ -63,6 +63,18 @@ def snakemake(repo: Path, *args: str, check: bool = True, configfile: str = "tin
     return proc
 
 
+def copy_finished_grid(finished_run: Path, dest: Path, edit) -> Path:
+    """A copy of the finished tiny grid at `dest`, with `edit(config)` applied to its tiny.yaml and
+    MLflow off (the copy never writes a store). copytree keeps modification times, so the jobs the
+    edit leaves alone stay done."""
+    shutil.copytree(finished_run, dest, symlinks=True)
+    config = yaml.safe_load((dest / "tiny.yaml").read_text())
+    edit(config)
+    config["mlflow"] = {"enabled": False}
+    (dest / "tiny.yaml").write_text(yaml.safe_dump(config))
+    return dest
+
+
 def run_tiny_workflow(repo: Path, model_dir: Path) -> Path:
     """Write tiny.yaml into a copy of the workflow at `repo` and run it to the end."""
     (repo / "tiny.yaml").write_text(yaml.safe_dump(tiny_config(model_dir)))

@@ -50,12 +50,16 @@ def run_diagnostics(rows: list[dict]) -> dict[str, float]:
         values = [r[column] for r in rows if column in r]
         out[label] = (max(values) if how == "max" else float(np.mean(values))) if values else math.nan
     ratios = [r["grad_norm_ratio"] for r in rows if math.isfinite(r.get("grad_norm_ratio", math.nan))]
-    stretch = max(1, int(round(EARLY_LATE_SHARE * len(ratios))))
-    out["grad-norm ratio, first 10%"] = float(np.median(ratios[:stretch])) if ratios else math.nan
-    out["grad-norm ratio, last 10%"] = float(np.median(ratios[-stretch:])) if ratios else math.nan
+    out["grad-norm ratio, first 10%"] = float(np.median(ratios[:_stretch(ratios)])) if ratios else math.nan
+    out["grad-norm ratio, last 10%"] = float(np.median(ratios[-_stretch(ratios):])) if ratios else math.nan
     out["grad-norm ratio, max"] = float(max(ratios)) if ratios else math.nan
-    out["loss / chance, last 10%"] = _loss_over_chance(rows[-max(1, int(round(EARLY_LATE_SHARE * len(rows)))):])
+    out["loss / chance, last 10%"] = _loss_over_chance(rows[-_stretch(rows):])
     return out
+
+
+def _stretch(values: list) -> int:
+    """How many of `values` make up the early or late EARLY_LATE_SHARE (at least one)."""
+    return max(1, int(round(EARLY_LATE_SHARE * len(values))))
 
 
 def _loss_over_chance(rows: list[dict]) -> float:

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from tiny_workflow import EXPERIMENT, SEEDS, snakemake
+from tiny_workflow import EXPERIMENT, SEEDS, copy_finished_grid, snakemake
 
 SEED = SEEDS[0]
 
@@ -25,15 +24,11 @@ SEED = SEEDS[0]
 def exported_grid(tmp_path_factory, finished_run) -> Path:
     """The shared tiny grid, copied, with `evaluation.mteb` on for one seed of its zero-shot and
     in-batch runs: only the export and MTEB jobs (and what they change downstream) run."""
-    import shutil
+    def edit(config):
+        config["seeds"], config["only_runs"] = [SEED], ["zeroshot", "dpr-4"]
+        config["evaluation"]["mteb"] = True
 
-    repo = tmp_path_factory.mktemp("export-grid") / "repo"
-    shutil.copytree(finished_run, repo, symlinks=True)
-    config = yaml.safe_load((repo / "tiny.yaml").read_text())
-    config["seeds"], config["only_runs"] = [SEED], ["zeroshot", "dpr-4"]
-    config["evaluation"]["mteb"] = True
-    config["mlflow"] = {"enabled": False}
-    (repo / "tiny.yaml").write_text(yaml.safe_dump(config))
+    repo = copy_finished_grid(finished_run, tmp_path_factory.mktemp("export-grid") / "repo", edit)
     snakemake(repo)
     return repo
 

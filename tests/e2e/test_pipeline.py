@@ -13,7 +13,7 @@ import sys
 import pandas as pd
 import pytest
 
-from tiny_workflow import EXPERIMENT, RUNS, SEEDS, snakemake  # the shared grid; `finished_run` is in conftest.py
+from tiny_workflow import EXPERIMENT, RUNS, SEEDS, copy_finished_grid, snakemake  # the shared grid; `finished_run` is in conftest.py
 
 TRAINED_RUN = "dpr-4"
 
@@ -263,19 +263,13 @@ def test_an_entry_evaluates_another_entrys_models_without_retraining(finished_ru
     prepares and indexes its own corpus with the first entry's models. Both hold the same data
     here, so both must give the first entry's metrics exactly. One seed and one trained run of the
     grid (`only_runs`): the smallest grid that still reads a trained model across entries."""
-    import shutil
+    def edit(config):
+        config["datasets"]["mini-again"] = {"models_of": "scifact-mini", "test_split": "test"}
+        config["datasets"]["mini-transfer"] = {"trained_on": "scifact-mini", "source": "embedded",
+                                               "name": "scifact-mini"}
+        config["seeds"], config["only_runs"] = SEEDS[:1], [TRAINED_RUN]
 
-    import yaml
-
-    repo = tmp_path / "repo"
-    shutil.copytree(finished_run, repo, symlinks=True)
-    config = yaml.safe_load((repo / "tiny.yaml").read_text())
-    config["datasets"]["mini-again"] = {"models_of": "scifact-mini", "test_split": "test"}
-    config["datasets"]["mini-transfer"] = {"trained_on": "scifact-mini", "source": "embedded", "name": "scifact-mini"}
-    config["seeds"] = SEEDS[:1]
-    config["only_runs"] = [TRAINED_RUN]
-    config["mlflow"] = {"enabled": False}
-    (repo / "tiny.yaml").write_text(yaml.safe_dump(config))
+    repo = copy_finished_grid(finished_run, tmp_path / "repo", edit)
     dry = snakemake(repo, "-n").stdout
     planned = {line.split()[0]: int(line.split()[1]) for line in dry.lower().split("job stats:", 1)[-1].splitlines()
                if len(line.split()) == 2 and line.split()[1].isdigit()}
