@@ -82,7 +82,9 @@ def classify(p_holm: float, mean_diff: float, mdd: float, alpha: float = ALPHA) 
     significant although |delta| >= MDD, or MDD unknown: the data cannot tell)."""
     if p_holm is not None and not pd.isna(p_holm) and p_holm < alpha:
         return "significant"
-    if mdd is not None and not pd.isna(mdd) and abs(mean_diff) < mdd:
+    # Per-query scores equal to the reference's (an exact method, e.g. gradient checkpointing)
+    # give MDD 0 and delta 0: nothing is undetected there, so it is not "underpowered".
+    if mdd is not None and not pd.isna(mdd) and (abs(mean_diff) < mdd or mean_diff == 0):
         return "below MDD"
     return "underpowered"
 

@@ -51,6 +51,7 @@ def test_classify_follows_holm_and_mdd():
     assert classify(0.4, 0.005, 0.01) == "below MDD"
     assert classify(0.4, -0.02, 0.01) == "underpowered"       # |Δ| >= MDD yet not significant
     assert classify(0.4, 0.001, float("nan")) == "underpowered"  # MDD unknown
+    assert classify(1.0, 0.0, 0.0) == "below MDD"  # per-query identical to the reference (an exact method)
 
 
 def test_verdict_sorts_real_tests(tested):
