@@ -32,11 +32,18 @@ def test_readme_is_a_front_page():
     assert "make run" in (REPO / "README.md").read_text() and "make test" in (REPO / "README.md").read_text()
 
 
+def first_table(text: str) -> list[str]:
+    """The rows of the first pipe table in `text` (a headline file holds one table per dataset)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start:end]
+
+
 def test_readme_headline_equals_the_published_table():
-    readme_rows = table_rows((REPO / "README.md").read_text())
-    published = table_rows((REPO / "results/reference/scifact-long/headline.md").read_text())
-    assert readme_rows[:len(published)] == published, \
-        "README's headline table drifted from results/reference/scifact-long/headline.md: copy it again"
+    published = first_table((REPO / "results/reference/separation/headline.md").read_text())
+    assert first_table((REPO / "README.md").read_text()) == published, \
+        "README's headline table drifted from the SciFact table of results/reference/separation/headline.md: copy it again"
 
 
 def test_readme_pilot_table_equals_the_published_table():
