@@ -96,6 +96,38 @@ def test_embedding_gradients_match_eq8_eq9(tiny_model_dir, query_bank):
     torch.testing.assert_close(p.grad, eq9, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("query_bank", [True, False])
+def test_tied_encoder_takes_the_banked_loss_through_both_sides(tiny_model_dir, query_bank):
+    """With one shared encoder (the separation regime's setting), a banked update's parameter
+    gradient is that of the full banked loss, reaching the weights through the query and the
+    passage side at once; neither side alone gives it."""
+    model = build(tiny_model_dir, tied=True)
+    assert model.query_model is model.passage_model
+    tau = 0.05
+    method = ContAccum(model, recipe(memory_size=4, accumulation_steps=1, query_bank=query_bank))
+    model.zero_grad(set_to_none=True)
+    method.accumulate(examples(4))
+    method.after_optimizer_step()
+    bank_q, bank_p = method.bank_q.get(torch.zeros(0, DIM)), method.bank_p.get(torch.zeros(0, DIM))
+    batch = examples(4, offset=4)
+
+    def gradient(run):
+        model.zero_grad(set_to_none=True)
+        run()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    def banked_loss(detach_q=False, detach_p=False):
+        q, p, _ = method.embed(batch)
+        q, p = (q.detach() if detach_q else q), (p.detach() if detach_p else p)
+        scores = torch.cat([q, bank_q]) @ torch.cat([p, bank_p]).T / tau
+        torch.nn.functional.cross_entropy(scores, torch.arange(len(scores))).backward()
+
+    got = gradient(lambda: method.accumulate(batch))
+    torch.testing.assert_close(got, gradient(banked_loss), rtol=1e-4, atol=1e-6)
+    for one_side in (gradient(lambda: banked_loss(detach_p=True)), gradient(lambda: banked_loss(detach_q=True))):
+        assert not torch.allclose(got, one_side, rtol=1e-3, atol=1e-6)
+
+
 def test_banks_hold_detached_clean_embeddings(tiny_model_dir):
     from pipeline.training.fanoise import FANoise
 
