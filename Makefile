@@ -86,15 +86,20 @@ REFERENCE_CONFIG ?= config/scifact.yaml
 REFERENCE_DIR ?= results/reference/scifact
 RUN ?= contaccum-8x8
 SEED ?= 13
+# NUMERICS=avx2 runs reference/check-reference with every library's float kernels pinned to AVX2
+# (pipeline/core/numerics.py), so that a grid made pinned can be re-made with the same kernels on another
+# x86 machine (an AVX-512 one included); published references record the kernels they were made with.
+NUMERICS ?=
+PINNED = $(if $(NUMERICS),$(BIN)/python -m pipeline.core.numerics run $(NUMERICS) --)
 
 reference: $(STAMP)  ## run the full SciFact grid (~2 h on 2 cores) and publish its tables to results/reference/scifact
-	$(BIN)/snakemake --cores $(CORES) --configfile $(REFERENCE_CONFIG) --profile profiles/default $(SNAKEMAKE_ARGS)
-	$(BIN)/python -m pipeline.results.reference publish --config $(REFERENCE_CONFIG) --to $(REFERENCE_DIR)
+	$(PINNED) $(BIN)/snakemake --cores $(CORES) --configfile $(REFERENCE_CONFIG) --profile profiles/default $(SNAKEMAKE_ARGS)
+	$(PINNED) $(BIN)/python -m pipeline.results.reference publish --config $(REFERENCE_CONFIG) --to $(REFERENCE_DIR)
 
-check-reference: $(STAMP)  ## re-run one row of the reference grid (RUN=contaccum-8x8 SEED=13) and compare it with the committed table
-	$(BIN)/snakemake --cores $(CORES) --configfile $(REFERENCE_CONFIG) --profile profiles/default \
+check-reference: $(STAMP)  ## re-run one row of the reference grid (RUN=contaccum-8x8 SEED=13; NUMERICS=avx2 pins float kernels) and compare it with the committed table
+	$(PINNED) $(BIN)/snakemake --cores $(CORES) --configfile $(REFERENCE_CONFIG) --profile profiles/default \
 	  --config 'only_runs=[$(RUN)]' 'seeds=[$(SEED)]' $(SNAKEMAKE_ARGS)
-	$(BIN)/python -m pipeline.results.reference check --config $(REFERENCE_CONFIG) --reference $(REFERENCE_DIR)/summary.csv \
+	$(PINNED) $(BIN)/python -m pipeline.results.reference check --config $(REFERENCE_CONFIG) --reference $(REFERENCE_DIR)/summary.csv \
 	  --metric ndcg@10 --metric recall@100
 
 PILOT_CONFIG ?= config/separation-pilot.yaml

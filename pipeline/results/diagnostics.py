@@ -36,6 +36,7 @@ PER_UPDATE = (
 )
 EARLY_LATE_SHARE = 0.1
 # Columns whose per-run value is a maximum, so seeds are combined by their maximum too.
+LOSS_OVER_CHANCE = "loss / chance, last 10%"  # 1 when training ended at chance: a collapsed run
 MAX_COLUMNS = {label for label, _, how in PER_UPDATE if how == "max"} | {"grad-norm ratio, max"}
 
 
@@ -53,7 +54,7 @@ def run_diagnostics(rows: list[dict]) -> dict[str, float]:
     out["grad-norm ratio, first 10%"] = float(np.median(ratios[:_stretch(ratios)])) if ratios else math.nan
     out["grad-norm ratio, last 10%"] = float(np.median(ratios[-_stretch(ratios):])) if ratios else math.nan
     out["grad-norm ratio, max"] = float(max(ratios)) if ratios else math.nan
-    out["loss / chance, last 10%"] = _loss_over_chance(rows[-_stretch(rows):])
+    out[LOSS_OVER_CHANCE] = _loss_over_chance(rows[-_stretch(rows):])
     return out
 
 

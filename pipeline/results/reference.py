@@ -5,7 +5,12 @@
            config sha256, dataset checksums). It refuses tables that belong to another grid.
   check    compare a results summary.csv against a reference summary.csv row by row, matched
            on dataset x run x seed x scoring x lambda, and fail if any metric differs by more
-           than --tol. Re-run one row, then check it:
+           than --tol. A row whose run collapsed both in the reference and in the re-run (its
+           training loss ended at chance, diagnostics.csv's loss / chance >= 0.9) is reported as
+           a reproduced collapse instead (--strict fails it too): a collapsed model embeds every
+           passage near one point, so its ranking is decided by the last bits of the CPU's float
+           kernels and its metrics reproduce only on the kernels that made it (pipeline.core.numerics).
+           Re-run one row, then check it:
 
     snakemake --cores 2 --configfile config/scifact.yaml --config 'only_runs=[contaccum-8x8]' 'seeds=[13]'
     python -m pipeline.results.reference check --config config/scifact.yaml --reference results/reference/scifact/summary.csv
@@ -26,7 +31,10 @@ from pipeline.results.grid import KEY_COLUMNS
 from pipeline.core.common import (PipelineError, atomic_dir, atomic_write_json, command_parser, git, git_commit, read_json,
                      run_main, sha256_file)
 from pipeline.core.layout import Layout
+from pipeline.core import numerics
+from pipeline.results.diagnostics import LOSS_OVER_CHANCE
 
+COLLAPSED_AT = 0.9  # loss / chance at or above this: training ended where every candidate scores alike
 TABLES = ("grid.json", "summary.md", "summary.csv", "headline.md", "dn.md", "dn.csv", "index.md", "index.csv", "diagnostics.md",
           "diagnostics.csv")
 
@@ -50,9 +58,23 @@ def read_summary(path: Path, metrics: list[str]) -> pd.DataFrame:
     return frame
 
 
+def collapsed_runs(diagnostics: Path) -> set[str]:
+    """The runs whose training ended at chance on every dataset they trained on, from a
+    diagnostics.csv (none if the file or its loss / chance column is missing). Keyed by run, not
+    by dataset: a model trained on one dataset is also evaluated on others."""
+    if not diagnostics.is_file():
+        return set()
+    frame = pd.read_csv(diagnostics)
+    if LOSS_OVER_CHANCE not in frame.columns:
+        return set()
+    at_chance = (frame[LOSS_OVER_CHANCE] >= COLLAPSED_AT).groupby(frame["run"].astype(str)).all()
+    return set(at_chance[at_chance].index)
+
+
 def compare(reference: Path, results: Path, metrics: list[str], tol: float) -> pd.DataFrame:
-    """Rows present in both files with the absolute difference of each metric. Raises when the
-    results share no row with the reference (a typo in the run name, or the wrong table)."""
+    """Rows present in both files with the absolute difference of each metric, and whether the
+    row's run collapsed in both (read from the diagnostics.csv beside each summary). Raises when
+    the results share no row with the reference (a typo in the run name, or the wrong table)."""
     ref, new = read_summary(reference, metrics), read_summary(results, metrics)
     joined = new.merge(ref, on=KEY_COLUMNS, how="inner", suffixes=("", "_reference"))
     if joined.empty:
@@ -62,6 +84,8 @@ def compare(reference: Path, results: Path, metrics: list[str], tol: float) -> p
     for metric in metrics:
         joined[f"{metric}_diff"] = (joined[metric] - joined[f"{metric}_reference"]).abs()
     joined["ok"] = (joined[[f"{m}_diff" for m in metrics]] <= tol).all(axis=1)
+    both = collapsed_runs(reference.parent / "diagnostics.csv") & collapsed_runs(results.parent / "diagnostics.csv")
+    joined["collapsed"] = joined["run"].isin(both)
     return joined
 
 
@@ -103,7 +127,7 @@ def publish_reference(results: Path, config_path: Path, dest: Path) -> list[Path
             "git_commit": git_commit(),
             "code_modified_since_commit": _dirty(["pipeline", "rules", "Snakefile", "config"]),
             "config": str(config_path), "config_sha256": sha256_file(config_path),
-            "datasets": datasets,
+            "datasets": datasets, "numerics": numerics.platform(),
         })
         written.append(dest / "provenance.json")
     return written
@@ -131,24 +155,53 @@ def main(argv: list[str] | None = None) -> None:
     chk.add_argument("--metric", action="append", dest="metrics",
                      help="metric column to compare; repeat for several (default: ndcg@10)")
     chk.add_argument("--tol", type=float, default=1e-4, help="largest allowed absolute difference (default: 1e-4)")
+    chk.add_argument("--strict", action="store_true",
+                     help="fail rows whose run collapsed in both too (by default a reproduced collapse passes)")
     args = parser.parse_args(argv)
 
     if args.command == "publish":
         for path in publish_reference(Path(args.results), Path(args.config), Path(args.to)):
             print(f"wrote {path}")
         return
-    metrics = args.metrics or ["ndcg@10"]
-    joined = compare(Path(args.reference), _rerun_summary(args), metrics, args.tol)
-    shown = joined[KEY_COLUMNS + [c for m in metrics for c in (f"{m}_reference", m, f"{m}_diff")] + ["ok"]]
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:.5f}"))
-    bad = joined[~joined["ok"]]
-    if not bad.empty:
-        rows = ", ".join(f"{r.run} seed {r.seed} {r.scoring}{'@' + r['lambda'] if r['lambda'] else ''}"
-                         for _, r in bad.iterrows())
-        raise PipelineError(f"{len(bad)} of {len(joined)} row(s) differ from {args.reference} by more than "
-                            f"{args.tol:g}: {rows}")
-    print(f"{len(joined)} row(s) match {args.reference} within {args.tol:g}")
+    check(Path(args.reference), _rerun_summary(args), args.metrics or ["ndcg@10"], args.tol, args.strict)
 
+
+def check(reference: Path, results: Path, metrics: list[str], tol: float, strict: bool = False) -> None:
+    joined = compare(reference, results, metrics, tol)
+    shown = joined[KEY_COLUMNS + [c for m in metrics for c in (f"{m}_reference", m, f"{m}_diff")] + ["ok", "collapsed"]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.5f}"))
+    differ = joined[~joined["ok"]]
+    collapse = differ[differ["collapsed"]] if not strict else differ.iloc[0:0]
+    bad = differ.drop(collapse.index)
+    if not differ.empty:
+        print(_kernels_note(reference))
+    if not bad.empty:
+        raise PipelineError(f"{len(bad)} of {len(joined)} row(s) differ from {reference} by more than "
+                            f"{tol:g}: {_names(bad)}")
+    if not collapse.empty:
+        print(f"{len(collapse)} row(s) differ by more than {tol:g}, but their run collapsed in the reference and "
+              f"in this re-run (loss / chance >= {COLLAPSED_AT}: training ended at chance): {_names(collapse)}. "
+              f"A collapsed model embeds every passage near one point, so its ranking is decided by the last "
+              f"bits of the float kernels; the collapse is reproduced, its metrics are not comparable "
+              f"(--strict fails these rows)")
+    print(f"{len(joined) - len(differ)} row(s) match {reference} within {tol:g}"
+          + (f"; {len(collapse)} reproduce a collapse" if not collapse.empty else ""))
+
+
+def _names(rows: pd.DataFrame) -> str:
+    return ", ".join(f"{r.run} seed {r.seed} {r.scoring}{'@' + r['lambda'] if r['lambda'] else ''}"
+                     for _, r in rows.iterrows())
+
+
+def _kernels_note(reference: Path) -> str:
+    """Which float kernels made the reference (provenance.json beside it) and which ran here."""
+    provenance = reference.parent / "provenance.json"
+    made = read_json(provenance).get("numerics") if provenance.is_file() else None
+    here = numerics.platform()
+    keys = ("cpu", "torch", "torch_cpu_capability", "faiss", "faiss_simd_level", "pinned_env")
+    show = lambda platform: ", ".join(f"{k} {platform.get(k)}" for k in keys)
+    return (f"float kernels of the reference: {show(made) if made else 'not recorded'}\n"
+            f"float kernels here:             {show(here)}")
 
 if __name__ == "__main__":
     run_main(main)

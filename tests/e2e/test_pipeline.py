@@ -234,6 +234,7 @@ def test_a_finished_grid_publishes_its_reference(finished_run):
         p.name for p in reference.iterdir()}
     provenance = json.loads((reference / "provenance.json").read_text())
     assert provenance["datasets"]["scifact-mini"]["counts"]["docs"] == 1000
+    assert provenance["numerics"]["torch_cpu_capability"] and provenance["numerics"]["faiss_simd_level"]
 
 
 # slow: a second run of `finished_run`'s path (CI: test_summary_table); CI keeps same-seed determinism in

@@ -8,7 +8,7 @@ import pytest
 
 STEPS = ["sources.prepare", "training.hardneg", "training.train", "retrieval.index", "evaluation.evaluate",
          "results.aggregate", "bench.memory", "retrieval.shards", "bench.scale", "results.pilot", "export.export",
-         "export.mteb_eval", "bench.gpu_check", "core.migrate"]
+         "export.mteb_eval", "bench.gpu_check", "core.migrate", "core.numerics"]
 
 
 @pytest.mark.parametrize("step", STEPS)

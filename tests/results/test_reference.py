@@ -38,6 +38,36 @@ def test_a_difference_above_the_tolerance_fails_naming_the_row(tmp_path, capsys)
         main(["check", "--reference", str(reference), "--results", str(rerun)])
 
 
+def diagnostics(folder, loss_over_chance):
+    rows = [{"dataset": "scifact", "run": run, "seeds": 1, "loss / chance, last 10%": value}
+            for run, value in loss_over_chance.items()]
+    pd.DataFrame(rows).to_csv(folder / "diagnostics.csv", index=False)
+
+
+@pytest.mark.parametrize("rerun_at_chance, fails", [(1.0, False), (0.3, True)])
+def test_a_collapse_in_both_passes_only_as_a_reproduced_collapse(tmp_path, capsys, rerun_at_chance, fails):
+    """A run whose loss ended at chance in the reference and in the re-run differs in its metrics
+    (rounding decides a collapsed model's ranking): reported, not failed, unless --strict. A run
+    that collapsed in only one of the two fails like any other."""
+    (tmp_path / "ref").mkdir(), (tmp_path / "new").mkdir()
+    transfer = dict(ROWS[0], dataset="cranfield")  # evaluated on cranfield, trained on scifact
+    reference = write(tmp_path / "ref" / "summary.csv", ROWS + [dict(transfer, **{"ndcg@10": 0.02})])
+    rerun = write(tmp_path / "new" / "summary.csv", [dict(ROWS[0], **{"ndcg@10": 0.001}),
+                                                     dict(transfer, **{"ndcg@10": 0.01})])
+    diagnostics(tmp_path / "ref", {"dpr-8": 1.0002, "dpr-64": 0.16})
+    diagnostics(tmp_path / "new", {"dpr-8": rerun_at_chance})
+    args = ["check", "--reference", str(reference), "--results", str(rerun)]
+    if fails:
+        with pytest.raises(PipelineError, match=r"2 of 2 row\(s\) differ"):
+            main(args)
+        return
+    main(args)  # the transfer row counts as collapsed too
+    out = capsys.readouterr().out
+    assert "0 row(s) match" in out and "2 reproduce a collapse" in out and "float kernels here" in out
+    with pytest.raises(PipelineError, match=r"2 of 2 row\(s\) differ"):
+        main(args + ["--strict"])
+
+
 def test_lambda_rows_are_matched_on_their_lambda(tmp_path):
     reference = write(tmp_path / "reference.csv", ROWS)
     rerun = write(tmp_path / "rerun.csv", [dict(ROWS[1], **{"lambda": 0.5})])
