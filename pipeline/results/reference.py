@@ -64,7 +64,11 @@ def collapsed_runs(diagnostics: Path) -> set[str]:
     by dataset: a model trained on one dataset is also evaluated on others."""
     if not diagnostics.is_file():
         return set()
-    frame = pd.read_csv(diagnostics)
+    try:
+        frame = pd.read_csv(diagnostics)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{diagnostics}: not a readable CSV ({exc}); expected the diagnostics.csv "
+                            f"written by pipeline.results.aggregate") from None
     if LOSS_OVER_CHANCE not in frame.columns:
         return set()
     at_chance = (frame[LOSS_OVER_CHANCE] >= COLLAPSED_AT).groupby(frame["run"].astype(str)).all()
@@ -202,6 +206,7 @@ def _kernels_note(reference: Path) -> str:
     show = lambda platform: ", ".join(f"{k} {platform.get(k)}" for k in keys)
     return (f"float kernels of the reference: {show(made) if made else 'not recorded'}\n"
             f"float kernels here:             {show(here)}")
+
 
 if __name__ == "__main__":
     run_main(main)

@@ -82,6 +82,9 @@ def test_bad_files_are_named(tmp_path):
         compare(reference, no_metric, ["ndcg@10"], 1e-4)
     with pytest.raises(PipelineError, match="absent.csv: file not found"):
         compare(tmp_path / "absent.csv", reference, ["ndcg@10"], 1e-4)
+    (tmp_path / "diagnostics.csv").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(PipelineError, match=r"diagnostics.csv: not a readable CSV"):
+        compare(reference, reference, ["ndcg@10"], 1e-4)
 
 
 def test_publish_refuses_another_grids_tables_and_keeps_the_old_reference(tmp_path):
