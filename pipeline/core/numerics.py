@@ -29,7 +29,7 @@ PINNED: dict[str, dict[str, str]] = {
         "ATEN_CPU_CAPABILITY": "avx2",   # PyTorch's vectorised kernels
         "MKL_CBWR": "AVX2",              # MKL's conditional numerical reproducibility (PyTorch's BLAS)
         "ONEDNN_MAX_CPU_ISA": "AVX2",    # oneDNN inside PyTorch
-        "FAISS_SIMD_LEVEL": "AVX2",      # FAISS's dynamic dispatch (faiss >= 1.13)
+        "FAISS_SIMD_LEVEL": "AVX2",      # FAISS's dynamic dispatch (faiss 1.15; not FAISS_OPT_LEVEL)
         "OPENBLAS_CORETYPE": "Haswell",  # the OpenBLAS bundled with faiss-cpu (flat search's sgemm)
     },
 }
