@@ -35,8 +35,8 @@ PER_UPDATE = (
     ("sogclr state age mean", "state_age_mean", "mean"),
 )
 EARLY_LATE_SHARE = 0.1
-# Columns whose per-run value is a maximum, so seeds are combined by their maximum too.
 LOSS_OVER_CHANCE = "loss / chance, last 10%"  # 1 when training ended at chance: a collapsed run
+# Columns whose per-run value is a maximum, so seeds are combined by their maximum too.
 MAX_COLUMNS = {label for label, _, how in PER_UPDATE if how == "max"} | {"grad-norm ratio, max"}
 
 

@@ -39,14 +39,18 @@ TABLES = ("grid.json", "summary.md", "summary.csv", "headline.md", "dn.md", "dn.
           "diagnostics.csv")
 
 
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path}: not a readable CSV ({exc})") from None
+
+
 def read_summary(path: Path, metrics: list[str]) -> pd.DataFrame:
     """A summary.csv with its key columns normalised so two files can be joined (lambda NaN -> '')."""
     if not path.is_file():
         raise PipelineError(f"{path}: file not found (expected a summary.csv written by pipeline.results.aggregate)")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{path}: not a readable CSV ({exc})") from None
+    frame = _read_csv(path)
     missing = [c for c in KEY_COLUMNS + metrics if c not in frame.columns]
     if missing:
         raise PipelineError(f"{path}: missing column(s) {missing}; expected a summary.csv with "
@@ -64,11 +68,7 @@ def collapsed_runs(diagnostics: Path) -> set[str]:
     by dataset: a model trained on one dataset is also evaluated on others."""
     if not diagnostics.is_file():
         return set()
-    try:
-        frame = pd.read_csv(diagnostics)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{diagnostics}: not a readable CSV ({exc}); expected the diagnostics.csv "
-                            f"written by pipeline.results.aggregate") from None
+    frame = _read_csv(diagnostics)
     if LOSS_OVER_CHANCE not in frame.columns:
         return set()
     at_chance = (frame[LOSS_OVER_CHANCE] >= COLLAPSED_AT).groupby(frame["run"].astype(str)).all()
@@ -175,7 +175,7 @@ def check(reference: Path, results: Path, metrics: list[str], tol: float, strict
     shown = joined[KEY_COLUMNS + [c for m in metrics for c in (f"{m}_reference", m, f"{m}_diff")] + ["ok", "collapsed"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.5f}"))
     differ = joined[~joined["ok"]]
-    collapse = differ[differ["collapsed"]] if not strict else differ.iloc[0:0]
+    collapse = differ[differ["collapsed"] & (not strict)]
     bad = differ.drop(collapse.index)
     if not differ.empty:
         print(_kernels_note(reference))
@@ -201,11 +201,9 @@ def _kernels_note(reference: Path) -> str:
     """Which float kernels made the reference (provenance.json beside it) and which ran here."""
     provenance = reference.parent / "provenance.json"
     made = read_json(provenance).get("numerics") if provenance.is_file() else None
-    here = numerics.platform()
-    keys = ("cpu", "torch", "torch_cpu_capability", "faiss", "faiss_simd_level", "pinned_env")
-    show = lambda platform: ", ".join(f"{k} {platform.get(k)}" for k in keys)
+    show = lambda platform: ", ".join(f"{key} {value}" for key, value in platform.items())
     return (f"float kernels of the reference: {show(made) if made else 'not recorded'}\n"
-            f"float kernels here:             {show(here)}")
+            f"float kernels here:             {show(numerics.platform())}")
 
 
 if __name__ == "__main__":
