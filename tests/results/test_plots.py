@@ -58,3 +58,30 @@ def test_plots_keep_one_colour_per_run(tmp_path, tested):
     assert set(record["plots"]["accuracy_vs_cost"]) == set(RUNS) - {"zeroshot"}
     svg = (tmp_path / "plots" / "ndcg_per_run.svg").read_text()
     assert "scifact-mini · 2 seeds · 200 queries" in svg
+
+
+def test_the_per_run_legend_hides_no_interval(monkeypatch, tmp_path, tested):
+    """Every run's interval as wide as the reference band leaves no free corner inside the data:
+    the legend must sit in headroom above them, not on a whisker."""
+    from pipeline.results import plots
+
+    frame, per_query, _ = tested
+    tied = {key: {scoring: {qid: float(i % 2) for i, qid in enumerate(scores)} for scoring, scores in by.items()}
+            for key, by in per_query.items()}
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, *args, **kwargs: figures.append(fig))
+    data = PlotData(frame.assign(**{"lambda": frame["lambda"].astype(float)}), tied, "zeroshot",
+                    run_colours(list(RUNS)))
+    plots.ndcg_per_run(data, tmp_path)
+    (fig,) = figures
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        legend = ax.get_legend().get_window_extent(renderer)
+        whiskers = [a for a in ax.get_children() if str(a.get_gid()).startswith(plots.RUN_GID)]
+        assert whiskers
+        for artist in whiskers:
+            # A LineCollection (the interval) reports no window extent; its paths in display units do.
+            extent = (ax.transData.transform_bbox(artist.get_datalim(ax.transData))
+                      if hasattr(artist, "get_datalim") else artist.get_window_extent(renderer))
+            assert not legend.overlaps(extent), f"the legend hides {artist.get_gid()}"
