@@ -210,30 +210,57 @@ def _trained_points(ax, data: PlotData, column: str) -> None:
     ax.grid(color="0.92")
 
 
+def _dodged(n_totals: dict[str, float], octaves: float = 0.6) -> dict[str, float]:
+    """Runs that share an N_total side by side on the log2 axis (the group at most `octaves`
+    wide, centred on the true value), so no interval hides another; a lone run keeps its x."""
+    groups: dict[float, list[str]] = {}
+    for run, n in n_totals.items():
+        groups.setdefault(n, []).append(run)
+    positions = {}
+    for n, runs in groups.items():
+        step = min(0.12, octaves / len(runs))
+        for i, run in enumerate(runs):
+            positions[run] = n * 2 ** ((i - (len(runs) - 1) / 2) * step)
+    return positions
+
+
 def ndcg_vs_batch(data: PlotData, out: Path, record: dict | None = None) -> Path:
-    """NDCG@10 against N_total; a line joins only runs of one method (same method, N_total
-    varying), so a line never mixes a change of method with a change of batch size."""
+    """NDCG@10 against N_total, one panel per dataset; runs at the same N_total stand side by
+    side around it, and a line joins only runs of one method (same method, N_total varying), so a
+    line never mixes a change of method with a change of batch size."""
+    from matplotlib.ticker import FuncFormatter
+
     plt = _figure()
     dot = _dot(data.frame)
     if not dot.n_total.max() > 0:  # NaN too: no NDCG-evaluated run (an answers-only grid)
         return _empty(out, "ndcg_vs_batch", "no trained run in this grid", record)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    _trained_points(ax, data, "n_total")
-    styles = iter(["-", "--", ":", "-."] * 8)
     trained = dot[dot.n_total > 0]
-    for (dataset, method), g in trained.groupby(["dataset", "method"], sort=False):
-        by_size = g.groupby("run", sort=False).agg(n=("n_total", "max")).sort_values("n")
-        if by_size.n.nunique() < 2:
-            continue
-        ys = [data.estimate(dataset, run, rows=g[g.run == run])[0] for run in by_size.index]
-        ax.plot(by_size.n, ys, color="0.5", lw=1, ls=next(styles), zorder=0, label=f"{method} (same method)")
-    from matplotlib.ticker import FuncFormatter
-
-    ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 32, not 2^5
-    ax.set_xlabel("effective batch size N_total = N_local × K (log scale)")
-    ax.set_title(f"NDCG@10 against the effective batch size\n{data.subtitle()}", fontsize=10)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    datasets = list(trained.dataset.unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.6 * len(datasets), 4.2), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        rows = trained[trained.dataset == dataset]
+        x = _dodged({run: float(g.n_total.max()) for run, g in rows.groupby("run", sort=False)})
+        _reference_band(ax, data, dataset)
+        for run, g in rows.groupby("run", sort=False):
+            _point(ax, data, run, x[run], data.estimate(dataset, run, rows=g), label=run)
+        styles = iter(["-", "--", ":", "-."] * 8)
+        for method, g in rows.groupby("method", sort=False):
+            by_size = g.groupby("run", sort=False).agg(n=("n_total", "max")).sort_values("n")
+            if by_size.n.nunique() < 2:
+                continue
+            ys = [data.estimate(dataset, run, rows=g[g.run == run])[0] for run in by_size.index]
+            ax.plot([x[run] for run in by_size.index], ys, color="0.5", lw=1, ls=next(styles), zorder=0,
+                    label=f"{method} (same method)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(set(rows.n_total.astype(float))))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 32, not 2^5
+        ax.set_xlabel("effective batch size N_total = N_local × K (log scale;\nruns at one N_total side by side)")
+        ax.set_ylabel("NDCG@10 (dot product)")
+        ax.set_title(f"NDCG@10 against the effective batch size\n{data.subtitle([dataset])}", fontsize=10)
+        ax.grid(color="0.92")
+        # Below its own panel: each dataset has its own reference level, and a legend beside a
+        # panel would cover the next one.
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.24), ncol=2)
     return _save(fig, out, "ndcg_vs_batch", record)
 
 

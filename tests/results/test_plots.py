@@ -85,3 +85,22 @@ def test_the_per_run_legend_hides_no_interval(monkeypatch, tmp_path, tested):
             extent = (ax.transData.transform_bbox(artist.get_datalim(ax.transData))
                       if hasattr(artist, "get_datalim") else artist.get_window_extent(renderer))
             assert not legend.overlaps(extent), f"the legend hides {artist.get_gid()}"
+
+
+def test_runs_at_one_n_total_stand_side_by_side(monkeypatch, tmp_path, tested):
+    """dpr-32 and contaccum-8x4 share N_total 32: drawn at one x, one would hide the other."""
+    from pipeline.results import plots
+
+    frame, per_query, _ = tested
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, *args, **kwargs: figures.append(fig))
+    data = PlotData(frame.assign(**{"lambda": frame["lambda"].astype(float)}), per_query, "zeroshot",
+                    run_colours(list(RUNS)))
+    plots.ndcg_vs_batch(data, tmp_path)
+    (ax,) = figures[0].axes
+    x = {str(line.get_gid())[len(plots.RUN_GID):]: float(line.get_xdata()[0])
+         for line in ax.get_lines() if str(line.get_gid()).startswith(plots.RUN_GID)}
+    assert set(x) == {"dpr-8", "dpr-32", "contaccum-8x4"}
+    assert x["dpr-8"] == 8  # alone at its N_total: exactly there
+    assert x["dpr-32"] != x["contaccum-8x4"]
+    assert all(abs(np.log2(x[run] / 32)) <= 0.3 for run in ("dpr-32", "contaccum-8x4"))
