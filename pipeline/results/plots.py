@@ -190,8 +190,7 @@ def ndcg_per_run(data: PlotData, out: Path, record: dict | None = None) -> Path:
         ax.set_title(f"NDCG@10 per run, 95 % intervals\n{data.subtitle([dataset])}", fontsize=10)
         ax.grid(axis="y", color="0.92")
         if data.reference in runs:
-            # Runs that tie the reference span the whole axis, so no corner is free: headroom
-            # above the highest interval keeps the legend off every whisker.
+            # Headroom above the highest interval: runs that tie the reference leave no free corner.
             low, high = ax.get_ylim()
             ax.set_ylim(low, high + 0.22 * (high - low))
             ax.legend(fontsize=7, loc="upper right")
@@ -258,8 +257,7 @@ def ndcg_vs_batch(data: PlotData, out: Path, record: dict | None = None) -> Path
         ax.set_ylabel("NDCG@10 (dot product)")
         ax.set_title(f"NDCG@10 against the effective batch size\n{data.subtitle([dataset])}", fontsize=10)
         ax.grid(color="0.92")
-        # Below its own panel: each dataset has its own reference level, and a legend beside a
-        # panel would cover the next one.
+        # Below its own panel: each dataset has its own reference level; beside, it would cover the next.
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.24), ncol=2)
     return _save(fig, out, "ndcg_vs_batch", record)
 
