@@ -1,5 +1,6 @@
-"""pipeline.results.plots: seeded bootstrap intervals, log axes labelled in plain numbers, and every
-plot drawn with one colour per run, recorded in colours.json."""
+"""pipeline.results.plots: seeded bootstrap intervals, log axes labelled in plain numbers, every
+plot drawn with one colour per run (recorded in colours.json), and no run or legend hiding another's
+interval."""
 
 from __future__ import annotations
 
@@ -60,6 +61,20 @@ def test_plots_keep_one_colour_per_run(tmp_path, tested):
     assert "scifact-mini · 2 seeds · 200 queries" in svg
 
 
+
+def _drawn(monkeypatch, tmp_path, draw, frame, per_query):
+    """The figure `draw` (one of the plot functions) builds, kept open instead of saved."""
+    from pipeline.results import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, *args, **kwargs: figures.append(fig))
+    draw(PlotData(frame.assign(**{"lambda": frame["lambda"].astype(float)}), per_query, "zeroshot",
+                  run_colours(list(RUNS))), tmp_path)
+    (fig,) = figures
+    fig.canvas.draw()
+    return fig
+
+
 def test_the_per_run_legend_hides_no_interval(monkeypatch, tmp_path, tested):
     """Every run's interval as wide as the reference band leaves no free corner inside the data:
     the legend must sit in headroom above them, not on a whisker."""
@@ -68,13 +83,7 @@ def test_the_per_run_legend_hides_no_interval(monkeypatch, tmp_path, tested):
     frame, per_query, _ = tested
     tied = {key: {scoring: {qid: float(i % 2) for i, qid in enumerate(scores)} for scoring, scores in by.items()}
             for key, by in per_query.items()}
-    figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, *args, **kwargs: figures.append(fig))
-    data = PlotData(frame.assign(**{"lambda": frame["lambda"].astype(float)}), tied, "zeroshot",
-                    run_colours(list(RUNS)))
-    plots.ndcg_per_run(data, tmp_path)
-    (fig,) = figures
-    fig.canvas.draw()
+    fig = _drawn(monkeypatch, tmp_path, plots.ndcg_per_run, frame, tied)
     renderer = fig.canvas.get_renderer()
     for ax in fig.axes:
         legend = ax.get_legend().get_window_extent(renderer)
@@ -92,12 +101,7 @@ def test_runs_at_one_n_total_stand_side_by_side(monkeypatch, tmp_path, tested):
     from pipeline.results import plots
 
     frame, per_query, _ = tested
-    figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, *args, **kwargs: figures.append(fig))
-    data = PlotData(frame.assign(**{"lambda": frame["lambda"].astype(float)}), per_query, "zeroshot",
-                    run_colours(list(RUNS)))
-    plots.ndcg_vs_batch(data, tmp_path)
-    (ax,) = figures[0].axes
+    (ax,) = _drawn(monkeypatch, tmp_path, plots.ndcg_vs_batch, frame, per_query).axes
     x = {str(line.get_gid())[len(plots.RUN_GID):]: float(line.get_xdata()[0])
          for line in ax.get_lines() if str(line.get_gid()).startswith(plots.RUN_GID)}
     assert set(x) == {"dpr-8", "dpr-32", "contaccum-8x4"}
