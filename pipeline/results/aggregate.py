@@ -9,6 +9,7 @@ Tables in <results>/<experiment>/tables/:
                 run x scoring x parameter, delta, paired p and MDD (the name predates NNN and QB-Norm)
   index.csv/md  approximate indexes: recall@100 against flat, build/search seconds, size
   diagnostics.csv/md  per run: false negatives found and masked, bank age, gradient-norm ratio, loss over chance
+  per_query.csv, grad_norm.csv  what the plots are drawn from (pipeline.results.plot_inputs)
 
 MLflow is written from this single process only, so parallel jobs never race on the sqlite
 store.
@@ -29,6 +30,8 @@ from pipeline.evaluation.protocols import metric_label
 from pipeline.results.diagnostics import diagnostics_markdown, diagnostics_table
 from pipeline.results.grid import GridResults, JobOutputs, collect, protocol_of
 from pipeline.results.normalisation_table import dn_markdown, dn_table
+from pipeline.results import plot_inputs
+from pipeline.results.plot_inputs import PlotInputs, read_ratio
 from pipeline.results.plots import PlotData, draw_all, run_colours
 from pipeline.results.tables import headline_markdown, summary_markdown, write_markdown
 from pipeline.results.verdicts import attach_significance, significance
@@ -51,8 +54,10 @@ def write_tables(results: Path, cfg: dict) -> GridResults:
     with atomic_dir(layout.tables) as tables, atomic_dir(layout.plots) as plots:
         paths = {name: layout.tables / path.relative_to(tables)
                  for name, path in _write_table_files(tables, grid, cfg).items()}
+        paths.update({path.name: layout.tables / path.name for path in write_plot_inputs(tables, cfg, grid)})
+        # Drawn from the inputs as read back, so a reference redrawn from its copies gets these plots.
         paths.update({name: layout.plots / path.relative_to(plots)
-                      for name, path in draw_plots(results, cfg, grid, plots).items()})
+                      for name, path in draw_plots(cfg, frame, plot_inputs.read(tables), plots).items()})
     grid.tables = paths
     return grid
 
@@ -103,23 +108,29 @@ def _own_models(cfg: dict, jobs: list[JobOutputs]) -> list[JobOutputs]:
             pcfg.model_dataset(cfg, out.job.dataset) == out.job.dataset]
 
 
-def draw_plots(results: Path, cfg: dict, grid: GridResults, folder: Path | None = None) -> dict[str, Path]:
-    logs: dict[tuple[str, str], list[Path]] = {}
-    examples_per_update: dict[tuple[str, str], int] = {}
+def write_plot_inputs(tables: Path, cfg: dict, grid: GridResults) -> list[Path]:
+    """per_query.csv and grad_norm.csv (pipeline.results.plot_inputs) for the untied runs' curves."""
+    curves, examples_per_update = {}, {}
     for out in _own_models(cfg, grid.jobs):
         job = out.job
         if not out.recipe["encoder"].get("tied", True) and out.train_log.is_file():
-            logs.setdefault((job.dataset, job.run), []).append(out.train_log)
+            curves[(job.dataset, job.run, job.seed)] = read_ratio(out.train_log)
             examples_per_update[(job.dataset, job.run)] = int(out.train["n_total"])
+    return plot_inputs.write(tables, grid.per_query, curves, examples_per_update)
+
+
+def draw_plots(cfg: dict, frame: pd.DataFrame, inputs: PlotInputs, folder: Path) -> dict[str, Path]:
+    """A grid's plots from its summary frame and plot inputs: the aggregate step's, or a published
+    reference's (python -m pipeline.results.reference replot)."""
     # The metric plots show NDCG@10: they get the qrels-evaluated datasets' rows (answer-evaluated
     # datasets are in the tables and MLflow); the gradient-norm curves get every trained run.
-    frame = grid.frame[grid.frame["dataset"].map(lambda d: "ndcg@10" in protocol_of(cfg, d).metric_keys)]
+    frame = frame[frame["dataset"].map(lambda d: "ndcg@10" in protocol_of(cfg, d).metric_keys)]
     # Intervals come from per-query NDCG@10: a dataset whose per-query metric is another one
     # (MS MARCO's NDCG@20) gets its points without an interval rather than a wrong one.
-    per_query = {key: pq for key, pq in grid.per_query.items()
+    per_query = {key: pq for key, pq in inputs.per_query.items()
                  if protocol_of(cfg, key[0]).per_query_metric == "ndcg@10"}
     data = PlotData(frame, per_query, cfg.get("evaluation", {}).get("reference_run"), run_colours(list(cfg["runs"])))
-    return draw_all(data, logs, folder or Layout.for_config(cfg, results).plots, examples_per_update)
+    return draw_all(data, inputs.curves, folder, inputs.examples_per_update)
 
 
 def main(argv: list[str] | None = None) -> None:

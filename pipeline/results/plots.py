@@ -1,5 +1,5 @@
 """Result plots (PNG and SVG) drawn from the aggregated summary frame, the per-query scores and
-the training logs.
+the gradient-norm curves of the training logs (pipeline.results.plot_inputs keeps the last two).
 
 Each function writes `<name>.png` and `<name>.svg` into the plots folder and returns the PNG
 path. `PLOTS` lists them in report order; each has its caption in report/<name>.rst (the one
@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from pipeline.core.common import atomic_path, atomic_write_text
 from pipeline.evaluation.scorings import BASELINE, from_row, scoring_class
+from pipeline.results.plot_inputs import Curve
 
 PLOTS = ("ndcg_per_run", "ndcg_vs_batch", "accuracy_vs_cost", "grad_norm_ratio", "dn_lambda")
 COLOURS_FILE = "colours.json"
@@ -282,12 +283,6 @@ def accuracy_vs_cost(data: PlotData, out: Path, record: dict | None = None) -> P
     return _save(fig, out, "accuracy_vs_cost", record)
 
 
-def _read_ratio(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if np.isfinite(r.get("grad_norm_ratio", np.nan))]
-    return np.array([r["step"] for r in rows], dtype=float), np.array([r["grad_norm_ratio"] for r in rows])
-
-
 def readable_log_ticks(ax, low: float, high: float) -> None:
     """Ticks a person can read on a log y axis: plain numbers (1.2, not 10^0) at 1-2-5 steps, and,
     when the data span less than a decade, evenly spaced values inside it as well."""
@@ -303,17 +298,17 @@ def readable_log_ticks(ax, low: float, high: float) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-def grad_norm_ratio(data: PlotData, logs: dict[tuple[str, str], list[Path]], out: Path,
+def grad_norm_ratio(data: PlotData, ratios: dict[tuple[str, str], list[Curve]], out: Path,
                     examples_per_update: dict[tuple[str, str], int] | None = None, record: dict | None = None) -> Path:
-    """`logs` maps (dataset, run) to its train_log.jsonl files, one per seed: seeds are thin lines
+    """`ratios` maps (dataset, run) to its (step, ratio) curves, one per seed: seeds are thin lines
     under their mean in the run's colour. With `examples_per_update` the x axis is training
     examples seen, so runs with 8x fewer, larger updates share the axis with small-batch runs."""
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     values = []
-    for (dataset, run), paths in logs.items():
+    for (dataset, run), seeds in ratios.items():
         scale = (examples_per_update or {}).get((dataset, run), 1)
-        curves = [c for c in map(_read_ratio, paths) if len(c[0])]
+        curves = [c for c in seeds if len(c[0])]
         if not curves:
             continue
         colour, gid = data.colour(run), RUN_GID + run
@@ -323,7 +318,7 @@ def grad_norm_ratio(data: PlotData, logs: dict[tuple[str, str], list[Path]], out
         length = min(len(steps) for steps, _ in curves)
         mean = np.mean([ratio[:length] for _, ratio in curves], axis=0)
         values += [r for _, c in curves for r in c if r > 0]
-        label = (run if len(logs) == len({r for _, r in logs}) else f"{run} ({dataset})") + \
+        label = (run if len(ratios) == len({r for _, r in ratios}) else f"{run} ({dataset})") + \
             (f" (mean of {len(curves)} seeds)" if len(curves) > 1 else "")
         ax.plot(curves[0][0][:length] * scale, mean, color=colour, lw=1.6, label=label, gid=gid)
     if not values:
@@ -337,7 +332,7 @@ def grad_norm_ratio(data: PlotData, logs: dict[tuple[str, str], list[Path]], out
     ax.grid(axis="y", color="0.92")
     ax.set_xlabel("training examples seen" if examples_per_update else "optimizer step")
     ax.set_ylabel("||∇ passage|| / ||∇ query|| (log scale)")
-    ax.set_title(f"Gradient-norm ratio of the two encoders\n{data.subtitle(sorted({d for d, _ in logs}))}", fontsize=10)
+    ax.set_title(f"Gradient-norm ratio of the two encoders\n{data.subtitle(sorted({d for d, _ in ratios}))}", fontsize=10)
     ax.legend(fontsize=7)
     return _save(fig, out, "grad_norm_ratio", record)
 
@@ -384,7 +379,7 @@ def dn_lambda(data: PlotData, out: Path, record: dict | None = None) -> Path:
     return _save(fig, out, "dn_lambda", record)
 
 
-def draw_all(data: PlotData, train_logs: dict[tuple[str, str], list[Path]], out: Path,
+def draw_all(data: PlotData, ratios: dict[tuple[str, str], list[Curve]], out: Path,
              examples_per_update: dict[tuple[str, str], int] | None = None) -> dict[str, Path]:
     """Every plot, plus colours.json: {plot: {run: [colours drawn for it]}} and the grid's map."""
     record: dict = {}
@@ -392,7 +387,7 @@ def draw_all(data: PlotData, train_logs: dict[tuple[str, str], list[Path]], out:
         "ndcg_per_run": ndcg_per_run(data, out, record),
         "ndcg_vs_batch": ndcg_vs_batch(data, out, record),
         "accuracy_vs_cost": accuracy_vs_cost(data, out, record),
-        "grad_norm_ratio": grad_norm_ratio(data, train_logs, out, examples_per_update, record),
+        "grad_norm_ratio": grad_norm_ratio(data, ratios, out, examples_per_update, record),
         "dn_lambda": dn_lambda(data, out, record),
     }
     assert tuple(paths) == PLOTS

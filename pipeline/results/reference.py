@@ -3,6 +3,8 @@
   publish  copy <results>/<experiment>/tables (summary, headline, dn, index) and its plots/*.png into
            a reference folder (e.g. results/reference/scifact) with provenance.json (git commit,
            config sha256, dataset checksums). It refuses tables that belong to another grid.
+  replot   redraw a reference folder's plots from its summary.csv, per_query.csv and grad_norm.csv
+           (after a change to the plots; no grid is re-run), with the config provenance.json names
   check    compare a results summary.csv against a reference summary.csv row by row, matched
            on dataset x run x seed x scoring x lambda, and fail if any metric differs by more
            than --tol. A row whose run collapsed both in the reference and in the re-run (its
@@ -22,21 +24,24 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from pipeline.core import config as pcfg
 from pipeline.results.grid import KEY_COLUMNS
-from pipeline.core.common import (PipelineError, atomic_dir, atomic_write_json, command_parser, git, git_commit, read_json,
-                     run_main, sha256_file)
+from pipeline.core.common import (PipelineError, atomic_dir, atomic_path, atomic_write_json, command_parser, git,
+                                  git_commit, log, read_json, run_main, sha256_file)
 from pipeline.core.layout import Layout
 from pipeline.core import numerics
+from pipeline.results import plot_inputs
+from pipeline.results.aggregate import draw_plots
 from pipeline.results.diagnostics import LOSS_OVER_CHANCE
 
 COLLAPSED_AT = 0.9  # loss / chance at or above this: training ended where every candidate scores alike
 TABLES = ("grid.json", "summary.md", "summary.csv", "headline.md", "dn.md", "dn.csv", "index.md", "index.csv", "diagnostics.md",
-          "diagnostics.csv")
+          "diagnostics.csv", plot_inputs.PER_QUERY, plot_inputs.GRAD_NORM)
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -137,6 +142,22 @@ def publish_reference(results: Path, config_path: Path, dest: Path) -> list[Path
     return written
 
 
+def replot_reference(folder: Path, config_path: Path | None = None) -> list[Path]:
+    provenance = read_json(folder / "provenance.json")
+    config_path = config_path or Path(provenance["config"])
+    if sha256_file(config_path) != provenance.get("config_sha256"):
+        log.warning("%s differs from the config %s was published with (sha256): its runs' order and reference "
+                    "run decide colours and bands", config_path, folder)
+    frame = pd.read_csv(folder / "summary.csv", dtype={"dataset": str, "run": str, "scoring": str})
+    written = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for plot in draw_plots(pcfg.load(config_path), frame, plot_inputs.read(folder), Path(scratch)).values():
+            with atomic_path(folder / plot.name) as tmp:
+                shutil.copy2(plot, tmp)
+            written.append(folder / plot.name)
+    return written
+
+
 def _rerun_summary(args) -> Path:
     if args.results:
         return Path(args.results)
@@ -152,6 +173,9 @@ def main(argv: list[str] | None = None) -> None:
     pub.add_argument("--config", required=True, help="the experiment config the grid ran with")
     pub.add_argument("--to", required=True, help="reference folder, e.g. results/reference/scifact")
     pub.add_argument("--results", default="results", help="results folder (default: results)")
+    rep = sub.add_parser("replot", help="redraw a reference folder's plots from its tables and plot inputs")
+    rep.add_argument("--reference", required=True, help="reference folder, e.g. results/reference/scifact")
+    rep.add_argument("--config", help="the grid's config (default: the one its provenance.json names)")
     chk = sub.add_parser("check", help="compare a re-run's summary.csv with a reference summary.csv")
     chk.add_argument("--reference", required=True, help="reference summary.csv")
     chk.add_argument("--config", help="the re-run's config: compare its results/<experiment>/tables/summary.csv")
@@ -163,8 +187,10 @@ def main(argv: list[str] | None = None) -> None:
                      help="fail rows whose run collapsed in both too (by default a reproduced collapse passes)")
     args = parser.parse_args(argv)
 
-    if args.command == "publish":
-        for path in publish_reference(Path(args.results), Path(args.config), Path(args.to)):
+    if args.command in ("publish", "replot"):
+        written = (publish_reference(Path(args.results), Path(args.config), Path(args.to)) if args.command == "publish"
+                   else replot_reference(Path(args.reference), args.config and Path(args.config)))
+        for path in written:
             print(f"wrote {path}")
         return
     check(Path(args.reference), _rerun_summary(args), args.metrics or ["ndcg@10"], args.tol, args.strict)

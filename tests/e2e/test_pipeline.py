@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -236,6 +237,24 @@ def test_a_finished_grid_publishes_its_reference(finished_run):
     assert provenance["datasets"]["scifact-mini"]["counts"]["docs"] == 1000
     assert provenance["numerics"]["torch_cpu_capability"] and provenance["numerics"]["faiss_simd_level"]
 
+
+
+def test_a_published_reference_redraws_its_plots_unchanged(finished_run, tmp_path):
+    """`replot` draws a reference's plots from its own copies (summary.csv, per_query.csv,
+    grad_norm.csv) alone: after a change to the plots, no grid needs re-running."""
+    reference = tmp_path / "e2e"
+    shutil.copytree(_publish(finished_run), reference)
+    drawn = sorted(reference.glob("*.png"))
+    for png in drawn:
+        png.unlink()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    replotted = subprocess.run([sys.executable, "-m", "pipeline.results.reference", "replot", "--reference", str(reference)],
+                               cwd=finished_run, env=env, capture_output=True, text=True)
+    assert replotted.returncode == 0, replotted.stderr
+    assert sorted(reference.glob("*.png")) == drawn and len(drawn) == 5
+    plots = finished_run / "results" / EXPERIMENT / "plots"
+    for png in drawn:
+        assert png.read_bytes() == (plots / png.name).read_bytes(), f"{png.name} differs from the grid's own"
 
 # slow: a second run of `finished_run`'s path (CI: test_summary_table); CI keeps same-seed determinism in
 # tests/training/test_train.py::test_same_seed_gives_identical_weights_and_metrics.

@@ -38,11 +38,8 @@ def test_log_axis_ticks_are_plain_numbers_inside_a_narrow_range():
 
 def test_plots_keep_one_colour_per_run(tmp_path, tested):
     frame, per_query, sig = tested
-    logs = {}
-    for run in ("dpr-8", "contaccum-8x4"):
-        path = tmp_path / f"{run}.jsonl"
-        path.write_text("".join(json.dumps({"step": s, "grad_norm_ratio": 1.0 + 0.05 * s}) + "\n" for s in (1, 2, 3)))
-        logs[("scifact-mini", run)] = [path]
+    steps = np.array([1.0, 2.0, 3.0])
+    logs = {("scifact-mini", run): [(steps, 1.0 + 0.05 * steps)] for run in ("dpr-8", "contaccum-8x4")}
     data = PlotData(frame.assign(**{"lambda": frame["lambda"].astype(float)}), per_query, "zeroshot",
                     run_colours(list(RUNS)))
     paths = draw_all(data, logs, tmp_path / "plots", {key: 8 for key in logs})
