@@ -145,6 +145,9 @@ def publish_reference(results: Path, config_path: Path, dest: Path) -> list[Path
 def replot_reference(folder: Path, config_path: Path | None = None) -> list[Path]:
     provenance = read_json(folder / "provenance.json")
     config_path = config_path or Path(provenance["config"])
+    if not config_path.is_file():
+        raise PipelineError(f"{config_path}: no such config ({folder / 'provenance.json'} names it); run from the "
+                            f"repository root or give --config")
     if sha256_file(config_path) != provenance.get("config_sha256"):
         log.warning("%s differs from the config %s was published with (sha256): its runs' order and reference "
                     "run decide colours and bands", config_path, folder)

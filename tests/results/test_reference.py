@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline.core.common import PipelineError
-from pipeline.results.reference import compare, main, publish_reference
+from pipeline.results.reference import compare, main, publish_reference, replot_reference
 
 ROWS = [
     {"dataset": "scifact", "run": "dpr-8", "seed": 13, "scoring": "dot", "lambda": None, "ndcg@10": 0.67925},
@@ -99,3 +99,18 @@ def test_publish_refuses_another_grids_tables_and_keeps_the_old_reference(tmp_pa
     with pytest.raises(PipelineError, match=r"summary.csv: its rows are not the grid of this config"):
         publish_reference(tmp_path / "results", config, dest)
     assert (dest / "summary.md").read_text() == "published earlier"
+
+
+def test_replot_names_a_missing_config_and_missing_plot_inputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    (reference / "provenance.json").write_text('{"config": "config/gone.yaml", "config_sha256": "0"}')
+    with pytest.raises(PipelineError, match=r"config/gone.yaml: no such config .*provenance.json names it"):
+        replot_reference(reference)
+    config = tmp_path / "grid.yaml"
+    config.write_text("experiment: other\ndatasets: {scifact: {source: embedded}}\nseeds: [13]\n"
+                      "runs: {zeroshot: {method: none}}\n")
+    write(reference / "summary.csv", ROWS)
+    with pytest.raises(PipelineError, match=r"no per_query.csv or grad_norm.csv.*re-run the grid"):
+        replot_reference(reference, config)
