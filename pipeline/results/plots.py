@@ -241,16 +241,16 @@ def ndcg_vs_batch(data: PlotData, out: Path, record: dict | None = None) -> Path
         rows = trained[trained.dataset == dataset]
         x = _dodged({run: float(g.n_total.max()) for run, g in rows.groupby("run", sort=False)})
         _reference_band(ax, data, dataset)
-        for run, g in rows.groupby("run", sort=False):
-            _point(ax, data, run, x[run], data.estimate(dataset, run, rows=g), label=run)
+        estimates = {run: data.estimate(dataset, run, rows=g) for run, g in rows.groupby("run", sort=False)}
+        for run, estimate in estimates.items():
+            _point(ax, data, run, x[run], estimate, label=run)
         styles = iter(["-", "--", ":", "-."] * 8)
         for method, g in rows.groupby("method", sort=False):
             by_size = g.groupby("run", sort=False).agg(n=("n_total", "max")).sort_values("n")
             if by_size.n.nunique() < 2:
                 continue
-            ys = [data.estimate(dataset, run, rows=g[g.run == run])[0] for run in by_size.index]
-            ax.plot([x[run] for run in by_size.index], ys, color="0.5", lw=1, ls=next(styles), zorder=0,
-                    label=f"{method} (same method)")
+            ax.plot([x[run] for run in by_size.index], [estimates[run][0] for run in by_size.index], color="0.5",
+                    lw=1, ls=next(styles), zorder=0, label=f"{method} (same method)")
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(set(rows.n_total.astype(float))))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 32, not 2^5

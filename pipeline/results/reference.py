@@ -190,13 +190,15 @@ def main(argv: list[str] | None = None) -> None:
                      help="fail rows whose run collapsed in both too (by default a reproduced collapse passes)")
     args = parser.parse_args(argv)
 
-    if args.command in ("publish", "replot"):
-        written = (publish_reference(Path(args.results), Path(args.config), Path(args.to)) if args.command == "publish"
-                   else replot_reference(Path(args.reference), args.config and Path(args.config)))
-        for path in written:
-            print(f"wrote {path}")
+    if args.command == "check":
+        check(Path(args.reference), _rerun_summary(args), args.metrics or ["ndcg@10"], args.tol, args.strict)
         return
-    check(Path(args.reference), _rerun_summary(args), args.metrics or ["ndcg@10"], args.tol, args.strict)
+    if args.command == "publish":
+        written = publish_reference(Path(args.results), Path(args.config), Path(args.to))
+    else:
+        written = replot_reference(Path(args.reference), args.config and Path(args.config))
+    for path in written:
+        print(f"wrote {path}")
 
 
 def check(reference: Path, results: Path, metrics: list[str], tol: float, strict: bool = False) -> None:
