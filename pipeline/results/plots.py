@@ -333,7 +333,8 @@ def grad_norm_ratio(data: PlotData, ratios: dict[tuple[str, str], list[Curve]], 
     ax.set_xlabel("training examples seen" if examples_per_update else "optimizer step")
     ax.set_ylabel("||∇ passage|| / ||∇ query|| (log scale)")
     ax.set_title(f"Gradient-norm ratio of the two encoders\n{data.subtitle(sorted({d for d, _ in ratios}))}", fontsize=10)
-    ax.legend(fontsize=7)
+    # Spikes reach every corner of the axes, so any legend inside would hide some run's curve.
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return _save(fig, out, "grad_norm_ratio", record)
 
 

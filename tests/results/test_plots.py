@@ -93,6 +93,26 @@ def test_the_per_run_legend_hides_no_interval(monkeypatch, tmp_path, tested):
             assert not legend.overlaps(extent), f"the legend hides {artist.get_gid()}"
 
 
+def test_the_grad_norm_legend_stands_beside_the_curves(monkeypatch, tmp_path, tested):
+    """Spiky ratio curves fill every corner of the axes: the legend must sit outside them."""
+    from pipeline.results import plots
+
+    frame, per_query, _ = tested
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, *args, **kwargs: figures.append(fig))
+    steps = np.arange(1.0, 41.0)
+    spiky = {("scifact-mini", run): [(steps, np.where(steps % 5 == 0, 8.0, 0.5 + 0.01 * steps))]
+             for run in ("dpr-8", "contaccum-8x4")}
+    data = PlotData(frame.assign(**{"lambda": frame["lambda"].astype(float)}), per_query, "zeroshot",
+                    run_colours(list(RUNS)))
+    plots.grad_norm_ratio(data, spiky, tmp_path)
+    (fig,) = figures
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    renderer = fig.canvas.get_renderer()
+    assert not ax.get_legend().get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+
+
 def test_runs_at_one_n_total_stand_side_by_side(monkeypatch, tmp_path, tested):
     """dpr-32 and contaccum-8x4 share N_total 32: drawn at one x, one would hide the other."""
     from pipeline.results import plots
