@@ -98,16 +98,10 @@ def test_the_grad_norm_legend_stands_beside_the_curves(monkeypatch, tmp_path, te
     from pipeline.results import plots
 
     frame, per_query, _ = tested
-    figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, *args, **kwargs: figures.append(fig))
     steps = np.arange(1.0, 41.0)
     spiky = {("scifact-mini", run): [(steps, np.where(steps % 5 == 0, 8.0, 0.5 + 0.01 * steps))]
              for run in ("dpr-8", "contaccum-8x4")}
-    data = PlotData(frame.assign(**{"lambda": frame["lambda"].astype(float)}), per_query, "zeroshot",
-                    run_colours(list(RUNS)))
-    plots.grad_norm_ratio(data, spiky, tmp_path)
-    (fig,) = figures
-    fig.canvas.draw()
+    fig = _drawn(monkeypatch, tmp_path, lambda data, out: plots.grad_norm_ratio(data, spiky, out), frame, per_query)
     (ax,) = fig.axes
     renderer = fig.canvas.get_renderer()
     assert not ax.get_legend().get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
