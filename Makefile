@@ -92,7 +92,7 @@ SEED ?= 13
 NUMERICS ?=
 PINNED = $(if $(NUMERICS),$(BIN)/python -m pipeline.core.numerics run $(NUMERICS) --)
 
-reference: $(STAMP)  ## run the full SciFact grid (~2 h on 2 cores) and publish its tables to results/reference/scifact
+reference: $(STAMP)  ## run the full SciFact grid (~1.5 h on 2 cores) and publish its tables to results/reference/scifact
 	$(PINNED) $(BIN)/snakemake --cores $(CORES) --configfile $(REFERENCE_CONFIG) --profile profiles/default $(SNAKEMAKE_ARGS)
 	$(PINNED) $(BIN)/python -m pipeline.results.reference publish --config $(REFERENCE_CONFIG) --to $(REFERENCE_DIR)
 
